@@ -1,0 +1,123 @@
+"""Answer extraction: turn an agent's free text into the final answer votes and metrics compare."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["extract_answer", "normalize_answer"]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+_CHOICE_PATTERNS = [
+    re.compile(r"(?:answer|choice|option)\s*(?:is|:)?\s*\(?([A-D])\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"^\s*\(?([A-D])\)?[.):]?\s*$", re.MULTILINE),
+    re.compile(r"\(([A-D])\)"),
+    re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])"),
+]
+_CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def _raw(text: str) -> str | None:
+    stripped = text.strip()
+    return stripped or None
+
+
+def _last_line(text: str) -> str | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _last_number(text: str) -> str | None:
+    # Prefer an explicit "Answer: ..." or "#### ..." marker, then the last number anywhere.
+    for marker in (r"####\s*(.+)", r"answer\s*(?:is|:)\s*(.+)"):
+        hits = re.findall(marker, text, flags=re.IGNORECASE)
+        for hit in reversed(hits):
+            nums = _NUMBER.findall(hit)
+            if nums:
+                return _clean_number(nums[0])
+    nums = _NUMBER.findall(text)
+    return _clean_number(nums[-1]) if nums else None
+
+
+def _clean_number(raw: str) -> str:
+    value = raw.replace(",", "")
+    try:
+        num = float(value)
+    except ValueError:
+        return value
+    if num.is_integer() and abs(num) < 1e16:
+        return str(int(num))
+    return repr(num)
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        # "\boxed 5" form
+        rest = text[start:].split(None, 1)
+        return rest[1].split("$")[0].strip() if len(rest) > 1 else None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip() or None
+    return None
+
+
+def _choice_letter(text: str) -> str | None:
+    for pattern in _CHOICE_PATTERNS:
+        hits = pattern.findall(text)
+        if hits:
+            return str(hits[-1]).upper()
+    return None
+
+
+def _code_block(text: str) -> str | None:
+    blocks = _CODE_BLOCK.findall(text)
+    if not blocks:
+        return None
+    # Prefer the last python block, else the last block of any language.
+    for lang, body in reversed(blocks):
+        if lang.lower() in ("python", "py", "python3"):
+            return body.strip("\n") or None
+    return blocks[-1][1].strip("\n") or None
+
+
+_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "raw": _raw,
+    "last_line": _last_line,
+    "last_number": _last_number,
+    "boxed": _boxed,
+    "choice_letter": _choice_letter,
+    "code_block": _code_block,
+}
+
+
+def extract_answer(text: str | None, answer_format: str = "raw") -> str | None:
+    """The final answer in ``text`` for ``answer_format``, or ``None`` if there is none."""
+    if text is None:
+        return None
+    try:
+        extractor = _EXTRACTORS[answer_format]
+    except KeyError:
+        raise ValueError(
+            f"unknown answer_format '{answer_format}' (known: {', '.join(_EXTRACTORS)})"
+        ) from None
+    return extractor(text)
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """Loose canonical form used to compare answers in votes (case, spaces, trailing dot)."""
+    if answer is None:
+        return None
+    norm = " ".join(answer.split()).strip().rstrip(".").strip().lower()
+    return norm or None

@@ -1,0 +1,268 @@
+"""The ``ann`` command: run, show, validate and export the schema of graph specs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from .answers import extract_answer
+from .compile import compile_graph
+from .models import ModelError, ModelResolver, ModelsArg
+from .spec import GraphSpec, SpecError, load_spec
+from .tracing import ExecutionRecord, TraceRecorder
+
+app = typer.Typer(
+    name="ann",
+    help="Agentic Neural Networks for LangGraph: run, inspect and validate graph specs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="A graph spec file (.yaml/.yml or .json).")]
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Override models: a model string for every name (e.g. 'openai:gpt-4o-mini', 'local'), "
+        "or NAME=MODEL for one name of the spec's models table. Repeatable.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path) -> GraphSpec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _models_override(values: list[str] | None) -> ModelsArg:
+    if not values:
+        return None
+    mapping: dict[str, str] = {}
+    single: str | None = None
+    for value in values:
+        name, sep, model = value.partition("=")
+        if sep and name and ":" not in name:
+            mapping[name] = model
+        else:
+            single = value
+    if single is not None and mapping:
+        raise _fail("use either one --model for every name or NAME=MODEL pairs, not both")
+    return single if single is not None else mapping
+
+
+def _check_models(spec: GraphSpec, models: ModelsArg) -> None:
+    """Resolve every model the spec uses now, so a bad name or missing key fails fast."""
+    resolver = ModelResolver(spec, models)
+    used = {a.model or "default" for layer in spec.layers for a in layer.agents}
+    for name in sorted(used):
+        try:
+            resolver.get(name)
+        except ModelError as exc:
+            raise _fail(str(exc)) from None
+
+
+def _preview(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if limit <= 0 or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _records_table(records: list[ExecutionRecord], width: int) -> Table:
+    table = Table(title="Per-layer view", show_lines=False, expand=False)
+    table.add_column("layer", style="cyan", no_wrap=True)
+    table.add_column("agent", style="magenta", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("tokens in/out", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("output")
+    for r in records:
+        step = r.aggregator if r.kind == "llm" else f"{r.kind}" + (f" {r.model}" if r.kind == "tool" else "")
+        out = f"[red]{_preview(r.error, width)}[/]" if r.error else _preview(r.output, width)
+        tokens = f"{r.input_tokens}/{r.output_tokens}" if r.kind == "llm" else ""
+        table.add_row(r.layer, r.agent_id, step, tokens, f"{r.latency_s:.2f}s", out)
+    return table
+
+
+@app.command()
+def run(
+    spec_path: SpecArg,
+    input: Annotated[str | None, typer.Option("--input", "-i", help="The task text. '-' reads stdin.")] = None,
+    model: ModelOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Show agents' outputs untruncated.")] = False,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="Also save the execution records as JSONL here.")
+    ] = None,
+) -> None:
+    """Run a spec on one input and show what every layer and agent did."""
+    spec = _load(spec_path)
+    if input is None:
+        raise _fail("give the task with --input TEXT (or --input - to read stdin)")
+    text = sys.stdin.read() if input == "-" else input
+    if not text.strip():
+        raise _fail("the input is empty")
+    models = _models_override(model)
+    _check_models(spec, models)
+    graph = compile_graph(spec, models=models)
+    recorder = TraceRecorder()
+    started = time.perf_counter()
+    try:
+        if json_output or not console.is_terminal:
+            result = graph.invoke({"input": text}, config={"callbacks": [recorder]})
+        else:
+            with console.status(f"Running '{spec.name}'…") as status:
+                result = {}
+                for ns, mode, chunk in graph.stream(
+                    {"input": text},
+                    config={"callbacks": [recorder]},
+                    stream_mode=["updates", "values"],
+                    subgraphs=True,
+                ):
+                    if mode == "values" and not ns:
+                        result = chunk
+                    elif mode == "updates" and ns:
+                        nodes = ", ".join(k for k in chunk if not k.startswith("__"))
+                        status.update(f"Running '{spec.name}': {ns[0].split(':')[0]} → {nodes}")
+    except (ModelError, SpecError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+    except Exception as exc:  # show a clean one-liner; the trace file keeps details
+        if trace:
+            recorder.save(trace)
+        raise _fail(f"run failed: {type(exc).__name__}: {exc}", 1) from None
+    elapsed = time.perf_counter() - started
+    records = recorder.records
+    if trace:
+        recorder.save(trace)
+    output = str(result.get("output", ""))
+    answer = extract_answer(output, spec.answer_format)
+    llm = [r for r in records if r.kind == "llm"]
+    totals = {
+        "llm_calls": len(llm),
+        "input_tokens": sum(r.input_tokens for r in llm),
+        "output_tokens": sum(r.output_tokens for r in llm),
+        "wall_time_s": round(elapsed, 3),
+    }
+    if json_output:
+        payload = {
+            "spec": spec.name,
+            "fingerprint": spec.fingerprint,
+            "output": output,
+            "answer": answer,
+            "layer_outputs": result.get("layer_outputs", {}),
+            "routes": result.get("routes", {}),
+            "records": [r.model_dump(mode="json") for r in records],
+            "totals": totals,
+        }
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        return
+    console.print(_records_table(records, 0 if full else 100))
+    for layer, route in (result.get("routes") or {}).items():
+        note = " (fallback)" if route.get("fallback") else ""
+        console.print(f"[bold]route[/] {layer} → [green]{route['choice']}[/]{note}: {route.get('reason', '')}")
+    console.print(
+        f"{totals['llm_calls']} LLM calls, {totals['input_tokens']} input + "
+        f"{totals['output_tokens']} output tokens, {elapsed:.1f}s"
+    )
+    title = f"answer ({spec.answer_format}): {answer}" if spec.answer_format != "raw" else "output"
+    console.print(Panel(output or "(empty)", title=title, expand=False))
+
+
+@app.command()
+def show(
+    spec_path: SpecArg,
+    xray: Annotated[int, typer.Option(help="Subgraph depth to expand (1 = layers).")] = 2,
+    mermaid_only: Annotated[bool, typer.Option("--mermaid", help="Print only the Mermaid text.")] = False,
+) -> None:
+    """Show the compiled graph (Mermaid, layers as subgraphs) and a summary of the spec."""
+    spec = _load(spec_path)
+    graph = compile_graph(spec)
+    drawable = graph.get_graph(xray=xray)
+    for key, node in list(drawable.nodes.items()):
+        drawable.nodes[key] = node.__class__(node.id, node.name, node.data, None)
+    mermaid = drawable.draw_mermaid()
+    if mermaid_only:
+        typer.echo(mermaid)
+        return
+    table = Table(title=f"{spec.name}  (fingerprint {spec.fingerprint})")
+    for col in ("#", "layer", "aggregator", "inputs", "tools", "agents"):
+        table.add_column(col)
+    for i, layer in enumerate(spec.layers):
+        agg = layer.aggregator
+        if layer.candidates:
+            agg += f" [{', '.join(layer.candidates)}]"
+        agents = "\n".join(
+            f"{a.id}: {a.role}" + (f" ({a.model})" if a.model else "") for a in layer.agents
+        )
+        table.add_row(
+            str(i), layer.name, agg, ", ".join(spec.layer_inputs(i)) or "(task)",
+            ", ".join(layer.tools), agents,
+        )
+    if spec.description:
+        console.print(f"[bold]task:[/] {spec.description}")
+    console.print(f"[bold]answer format:[/] {spec.answer_format}   [bold]models:[/] {spec.models}")
+    console.print(table)
+    console.print("[bold]Mermaid[/] (paste into any Mermaid viewer):")
+    typer.echo(mermaid)
+
+
+@app.command()
+def validate(
+    spec_paths: Annotated[list[Path], typer.Argument(help="One or more spec files.")],
+) -> None:
+    """Validate spec files (schema, names, wiring) and check that they compile."""
+    failed = 0
+    for path in spec_paths:
+        try:
+            spec = load_spec(path)
+            compile_graph(spec)
+        except SpecError as exc:
+            failed += 1
+            err_console.print(f"[red]✗[/] {exc}", highlight=False, soft_wrap=True)
+            continue
+        console.print(f"[green]✓[/] {path}: {spec.name}, {len(spec.layers)} layers, fingerprint {spec.fingerprint}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of the graph spec format (for editors and validators)."""
+    data: dict[str, Any] = GraphSpec.model_json_schema()
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["title"] = "ann-langgraph graph spec"
+    text = json.dumps(data, indent=2)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,165 @@
+"""Model registry: resolve the names a spec uses to chat models, with retry and timeout rules."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langgraph.types import RetryPolicy
+
+from .spec import AgentSpec, GraphSpec
+
+__all__ = [
+    "ModelError",
+    "ModelResolver",
+    "ModelsArg",
+    "init_model",
+    "is_retryable",
+    "llm_retry_policy",
+    "structured_output_method",
+]
+
+ModelLike = BaseChatModel | Runnable[Any, Any] | str
+ModelsArg = ModelLike | Mapping[str, ModelLike] | None
+
+DEFAULT_TIMEOUT_S = 120.0
+
+_RETRYABLE_NAMES = {
+    "APITimeoutError",
+    "APIConnectionError",
+    "RateLimitError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "OverloadedError",
+    "Timeout",
+    "ReadTimeout",
+    "ConnectTimeout",
+    "RemoteProtocolError",
+}
+
+
+class ModelError(RuntimeError):
+    """A model string could not be turned into a chat model (unknown provider, missing key...)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Retry timeouts, connection drops, 408/429 and 5xx; never other 4xx or parse errors."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or status >= 500
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return any(cls.__name__ in _RETRYABLE_NAMES for cls in type(exc).__mro__)
+
+
+def llm_retry_policy(max_attempts: int = 3) -> RetryPolicy:
+    """The retry policy every LLM-calling node gets."""
+    return RetryPolicy(max_attempts=max_attempts, initial_interval=0.5, retry_on=is_retryable)
+
+
+def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatModel:
+    """Turn a model string into a chat model: ``"local"`` or any ``init_chat_model`` string."""
+    if name == "local" or name.startswith("local:"):
+        from .local import local_chat_model
+
+        return local_chat_model()
+    from langchain.chat_models import init_chat_model
+
+    last: Exception | None = None
+    # Retries are done by the graph's RetryPolicy; turn the client's own off where supported.
+    for extra in ({"timeout": timeout_s, "max_retries": 0}, {"timeout": timeout_s}, {}):
+        try:
+            return init_chat_model(name, **extra)
+        except ImportError as exc:
+            raise ModelError(f"model '{name}': provider package missing ({exc})") from None
+        except TypeError as exc:
+            last = exc
+            continue
+        except Exception as exc:  # provider constructors raise many types (missing key...)
+            raise ModelError(f"model '{name}': {type(exc).__name__}: {exc}") from None
+    raise ModelError(f"model '{name}': {last}")
+
+
+def structured_output_method(model: Any) -> str | None:
+    """Function calling for the embedded and OpenAI-compatible servers; provider default elsewhere."""
+    from .local import is_local_model
+
+    if is_local_model(model):
+        return "function_calling"
+    return None
+
+
+class ModelResolver:
+    """Maps the spec's model names to chat models, honouring a compile-time ``models=`` override.
+
+    ``models`` may be one model (or string) for every name, or a mapping from spec names to
+    models/strings; names it does not cover fall back to the spec's own ``models`` table.
+    """
+
+    def __init__(self, spec: GraphSpec, models: ModelsArg = None) -> None:
+        self._spec = spec
+        self._override = models
+        self._cache: dict[str, Runnable[Any, Any]] = {}
+        self._lock = threading.Lock()
+        if isinstance(models, Mapping):
+            for key, value in models.items():
+                if not isinstance(value, str | Runnable):
+                    raise TypeError(f"models['{key}'] must be a chat model or a model string")
+        elif models is not None and not isinstance(models, str | Runnable):
+            raise TypeError("models must be a chat model, a model string, or a mapping of them")
+
+    def names(self) -> set[str]:
+        return set(self._spec.models)
+
+    def model_string(self, name: str) -> str:
+        """A readable label for the model behind ``name`` (for traces and the CLI)."""
+        chosen = self._choice(name)
+        if isinstance(chosen, str):
+            return chosen
+        return str(getattr(chosen, "model_name", None) or getattr(chosen, "model", None) or type(chosen).__name__)
+
+    def _choice(self, name: str) -> ModelLike:
+        override = self._override
+        if isinstance(override, Mapping):
+            if name in override:
+                return override[name]
+        elif override is not None:
+            return override
+        try:
+            return self._spec.models[name]
+        except KeyError:
+            raise ModelError(f"unknown model name '{name}'") from None
+
+    def get(self, name: str) -> Runnable[Any, Any]:
+        with self._lock:
+            if name not in self._cache:
+                chosen = self._choice(name)
+                self._cache[name] = init_model(chosen) if isinstance(chosen, str) else chosen
+            return self._cache[name]
+
+    def for_agent(self, agent: AgentSpec, *, tools: Sequence[BaseTool] = ()) -> Runnable[Any, Any]:
+        """The agent's model with its tools, temperature and max_tokens bound."""
+        model = self.get(agent.model or "default")
+        if tools:
+            try:
+                model = model.bind_tools(list(tools))  # type: ignore[attr-defined]
+            except (NotImplementedError, AttributeError) as exc:
+                raise ModelError(
+                    f"model '{self.label_for(agent)}' does not support tool calling, which "
+                    f"layer tools need ({exc})"
+                ) from None
+        params: dict[str, Any] = {}
+        if agent.temperature is not None:
+            params["temperature"] = agent.temperature
+        if agent.max_tokens is not None:
+            params["max_tokens"] = agent.max_tokens
+        return model.bind(**params) if params else model
+
+    def label_for(self, agent: AgentSpec) -> str:
+        return self.model_string(agent.model or "default")

@@ -1,0 +1,222 @@
+"""Test doubles for users' own tests: a scripted chat model that supports tools and structured output.
+
+None of langchain-core's fake chat models implement ``bind_tools`` or ``with_structured_output``,
+which aggregators and the optimizer need; this one does, deterministically and offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field, PrivateAttr
+
+__all__ = ["ScriptedCall", "ScriptedChatModel", "tool_call_message"]
+
+Response = str | AIMessage | dict[str, Any] | BaseException | Callable[..., Any]
+
+
+def tool_call_message(name: str, args: dict[str, Any], *, content: str = "") -> AIMessage:
+    """An ``AIMessage`` that calls tool ``name`` with ``args`` (for scripting tool use)."""
+    return AIMessage(
+        content=content,
+        tool_calls=[{"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}],
+    )
+
+
+class ScriptedCall(dict[str, Any]):
+    """One recorded call: ``messages``, ``text`` (the prompt flattened), ``kwargs``, ``thread``."""
+
+
+def _flatten(messages: Sequence[BaseMessage]) -> str:
+    parts = []
+    for m in messages:
+        content = m.content if isinstance(m.content, str) else json.dumps(m.content)
+        parts.append(f"{m.type}: {content}")
+    return "\n".join(parts)
+
+
+def _count_tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model whose answers are scripted.
+
+    Resolution order per call: ``respond`` (a function of the messages) if set, then the first
+    matching ``rules`` entry (regex searched in the flattened prompt), then the next item of
+    ``responses``, then ``default``. A response may be text, an ``AIMessage`` (e.g. from
+    ``tool_call_message``), a dict (becomes structured output / a tool call when a schema or tool
+    is bound), an exception (raised), or a callable ``f(messages, **kwargs)`` returning any of those.
+    Every call is recorded in ``calls``; ``sleep_s`` adds latency (to test concurrency).
+    """
+
+    responses: list[Any] = Field(default_factory=list)
+    rules: list[tuple[str, Any]] = Field(default_factory=list)
+    respond: Callable[..., Any] | None = None
+    default: Any = None
+    sleep_s: float = 0.0
+    model_name: str = "scripted"
+    calls: list[ScriptedCall] = Field(default_factory=list)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _cursor: int = PrivateAttr(default=0)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    # -- scripting ----------------------------------------------------------------
+    def _next_response(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+        text = _flatten(messages)
+        with self._lock:
+            self.calls.append(
+                ScriptedCall(
+                    messages=list(messages),
+                    text=text,
+                    kwargs=dict(kwargs),
+                    thread=threading.get_ident(),
+                    time=time.monotonic(),
+                )
+            )
+            if self.respond is not None:
+                response: Any = self.respond
+            else:
+                response = None
+                for pattern, candidate in self.rules:
+                    if re.search(pattern, text, flags=re.DOTALL):
+                        response = candidate
+                        break
+                if response is None:
+                    if self._cursor < len(self.responses):
+                        response = self.responses[self._cursor]
+                        self._cursor += 1
+                    elif self.default is not None:
+                        response = self.default
+                    else:
+                        raise RuntimeError(
+                            f"ScriptedChatModel ran out of responses after {len(self.calls)} calls"
+                        )
+        if callable(response) and not isinstance(response, BaseException | type):
+            response = response(messages, **kwargs)
+        return response
+
+    def _to_message(self, response: Any, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        if isinstance(response, BaseException):
+            raise response
+        if isinstance(response, type) and issubclass(response, BaseException):
+            raise response()
+        tools = kwargs.get("tools") or []
+        if isinstance(response, AIMessage):
+            message = response.model_copy(deep=True)
+        elif isinstance(response, dict) or (isinstance(response, str) and tools and _forced(kwargs)):
+            message = self._as_tool_call(response, tools)
+        else:
+            message = AIMessage(content=str(response))
+        prompt_tokens = _count_tokens(_flatten(messages))
+        out_text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        if message.tool_calls:
+            out_text += json.dumps([tc["args"] for tc in message.tool_calls])
+        completion_tokens = _count_tokens(out_text)
+        message.usage_metadata = {
+            "input_tokens": prompt_tokens,
+            "output_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        message.response_metadata = {**message.response_metadata, "model_name": self.model_name}
+        return message
+
+    @staticmethod
+    def _as_tool_call(response: Any, tools: list[dict[str, Any]]) -> AIMessage:
+        name = tools[0]["function"]["name"] if tools else "output"
+        if isinstance(response, dict):
+            if set(response) == {"name", "args"} and isinstance(response["args"], dict):
+                return tool_call_message(str(response["name"]), response["args"])
+            return tool_call_message(name, response)
+        try:
+            args = json.loads(response)
+        except (TypeError, ValueError):
+            # Garbage where a tool call was required: no tool call at all, like a weak model.
+            return AIMessage(content=str(response))
+        if not isinstance(args, dict):
+            return AIMessage(content=str(response))
+        return tool_call_message(name, args)
+
+    # -- BaseChatModel ---------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        response = self._next_response(messages, kwargs)
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        message = self._to_message(response, messages, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        response = self._next_response(messages, kwargs)
+        if self.sleep_s:
+            await asyncio.sleep(self.sleep_s)
+        message = self._to_message(response, messages, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def with_structured_output(  # type: ignore[override]
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: str | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Function-calling style structured output; ``method``/``strict`` are accepted and ignored."""
+        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+    def reset(self) -> None:
+        """Forget recorded calls and rewind ``responses``."""
+        with self._lock:
+            self.calls.clear()
+            self._cursor = 0
+
+
+def _forced(kwargs: dict[str, Any]) -> bool:
+    choice = kwargs.get("tool_choice")
+    return choice not in (None, "auto", "none", False)

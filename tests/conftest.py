@@ -1,0 +1,34 @@
+"""Shared fixtures: small specs and scripted models (offline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ann_langgraph import GraphSpec
+
+
+def make_spec(layers: list[dict[str, Any]], **extra: Any) -> GraphSpec:
+    data: dict[str, Any] = {"name": "test", "description": "a test task", "layers": layers, **extra}
+    return GraphSpec.model_validate(data)
+
+
+def agent(agent_id: str, role: str | None = None, prompt: str = "Do it.", **kw: Any) -> dict[str, Any]:
+    return {"id": agent_id, "role": role or f"agent {agent_id}", "prompt": prompt, **kw}
+
+
+@pytest.fixture
+def three_layer_spec() -> GraphSpec:
+    return make_spec(
+        [
+            {"name": "understand", "agents": [agent("reader", "Reader")]},
+            {
+                "name": "solve",
+                "aggregator": "parallel_vote",
+                "agents": [agent("a", "Solver A"), agent("b", "Solver B"), agent("c", "Solver C")],
+            },
+            {"name": "answer", "agents": [agent("writer", "Writer")]},
+        ],
+        answer_format="last_number",
+    )
