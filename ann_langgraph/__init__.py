@@ -6,7 +6,7 @@ A readable graph spec compiles to a LangGraph ``StateGraph`` with one subgraph p
 from .aggregators import aggregator_descriptions, aggregator_names, register_aggregator
 from .answers import extract_answer
 from .compile import build_graph, compile_graph
-from .models import ModelError
+from .models import ModelError, register_model
 from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError, load_spec, parse_spec, save_spec
 from .tools import register_tool, tool_names
 from .tracing import ExecutionRecord, LocalTraceSource, TraceRecorder, load_records, save_records
@@ -29,6 +29,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "register_aggregator",
+    "register_model",
     "register_tool",
     "save_records",
     "save_spec",

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
 __all__ = ["extract_answer", "normalize_answer"]
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+# A minus sign counts only when it is not a hyphen between words/numbers ("pages 10-20");
+# commas count only as thousands separators ("1,234"), not as list separators ("1,2,3").
+_SIGN = r"(?:(?<![\w.])-)?"
+_NUMBER = re.compile(
+    _SIGN + r"(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)"
+)
 _CHOICE_PATTERNS = [
-    re.compile(r"(?:answer|choice|option)\s*(?:is|:)?\s*\(?([A-D])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"^\s*\(?([A-D])\)?[.):]?\s*$", re.MULTILINE),
+    # "answer is (C)", "answer: D", "the answer is c." -- but not the article in "answer is a bit".
+    re.compile(
+        r"(?i:answer|choice|option)\s*(?:(?i:is)\s*:?|:)?\s*"
+        r"(?:\(([A-Da-d])\)|([A-D])(?![A-Za-z])|([a-d])(?![A-Za-z])(?!\s+[A-Za-z]))"
+    ),
+    # A line that is only a letter: "B", "(c)", "d."
+    re.compile(r"^\s*\(?([A-Da-d])\)?[.):]?\s*$", re.MULTILINE),
     re.compile(r"\(([A-D])\)"),
     re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])"),
 ]
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 
@@ -43,9 +55,13 @@ def _last_number(text: str) -> str | None:
 
 def _clean_number(raw: str) -> str:
     value = raw.replace(",", "")
+    if re.fullmatch(r"-?\d+", value):
+        return str(int(value))  # exact, however many digits
     try:
         num = float(value)
     except ValueError:
+        return value
+    if not math.isfinite(num):
         return value
     if num.is_integer() and abs(num) < 1e16:
         return str(int(num))
@@ -54,14 +70,17 @@ def _clean_number(raw: str) -> str:
 
 def _boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
+    hits = list(_BOXED.finditer(text))
+    if not hits:
         return None
-    i = text.find("{", start)
-    if i < 0:
-        # "\boxed 5" form
-        rest = text[start:].split(None, 1)
-        return rest[1].split("$")[0].strip() if len(rest) > 1 else None
+    last = hits[-1]
+    i = last.end()
+    if i >= len(text) or text[i] != "{":
+        # "\boxed 5" form: the argument is one token
+        rest = text[i:].split(None, 1)
+        if not rest:
+            return None
+        return rest[0].split("$")[0].strip() or None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -77,7 +96,10 @@ def _choice_letter(text: str) -> str | None:
     for pattern in _CHOICE_PATTERNS:
         hits = pattern.findall(text)
         if hits:
-            return str(hits[-1]).upper()
+            last = hits[-1]
+            if isinstance(last, tuple):  # several alternative groups: the one that matched
+                last = next(group for group in last if group)
+            return str(last).upper()
     return None
 
 

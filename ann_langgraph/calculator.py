@@ -57,8 +57,8 @@ def safe_eval(expression: str) -> int | float:
     """Evaluate an arithmetic expression safely.
 
     Supports ``+ - * / // % **``, unary ``+``/``-``, parentheses, int and float literals;
-    ``^`` is read as power and ``×``/``÷`` as ``*``/``/``. Raises :class:`CalculatorError` for
-    anything else, including huge results and division by zero.
+    ``^`` is read as power and the multiplication/division signs as ``*``/``/``. Raises
+    :class:`CalculatorError` for anything else, including huge results and division by zero.
     """
     if not isinstance(expression, str):
         raise CalculatorError(f"expression must be a string, got {type(expression).__name__}")

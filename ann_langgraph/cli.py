@@ -94,7 +94,11 @@ def _records_table(records: list[ExecutionRecord], width: int) -> Table:
     table.add_column("time", justify="right", no_wrap=True)
     table.add_column("output")
     for r in records:
-        step = r.aggregator if r.kind == "llm" else f"{r.kind}" + (f" {r.model}" if r.kind == "tool" else "")
+        step = (
+            r.aggregator
+            if r.kind == "llm"
+            else f"{r.kind}" + (f" {r.model}" if r.kind == "tool" else "")
+        )
         out = f"[red]{_preview(r.error, width)}[/]" if r.error else _preview(r.output, width)
         tokens = f"{r.input_tokens}/{r.output_tokens}" if r.kind == "llm" else ""
         table.add_row(r.layer, r.agent_id, step, tokens, f"{r.latency_s:.2f}s", out)
@@ -104,9 +108,13 @@ def _records_table(records: list[ExecutionRecord], width: int) -> Table:
 @app.command()
 def run(
     spec_path: SpecArg,
-    input: Annotated[str | None, typer.Option("--input", "-i", help="The task text. '-' reads stdin.")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="The task text. '-' reads stdin.")
+    ] = None,
     model: ModelOpt = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (for scripts).")
+    ] = False,
     full: Annotated[bool, typer.Option("--full", help="Show agents' outputs untruncated.")] = False,
     trace: Annotated[
         Path | None, typer.Option("--trace", help="Also save the execution records as JSONL here.")
@@ -178,7 +186,9 @@ def run(
     console.print(_records_table(records, 0 if full else 100))
     for layer, route in (result.get("routes") or {}).items():
         note = " (fallback)" if route.get("fallback") else ""
-        console.print(f"[bold]route[/] {layer} → [green]{route['choice']}[/]{note}: {route.get('reason', '')}")
+        console.print(
+            f"[bold]route[/] {layer} → [green]{route['choice']}[/]{note}: {route.get('reason', '')}"
+        )
     console.print(
         f"{totals['llm_calls']} LLM calls, {totals['input_tokens']} input + "
         f"{totals['output_tokens']} output tokens, {elapsed:.1f}s"
@@ -191,7 +201,9 @@ def run(
 def show(
     spec_path: SpecArg,
     xray: Annotated[int, typer.Option(help="Subgraph depth to expand (1 = layers).")] = 2,
-    mermaid_only: Annotated[bool, typer.Option("--mermaid", help="Print only the Mermaid text.")] = False,
+    mermaid_only: Annotated[
+        bool, typer.Option("--mermaid", help="Print only the Mermaid text.")
+    ] = False,
 ) -> None:
     """Show the compiled graph (Mermaid, layers as subgraphs) and a summary of the spec."""
     spec = _load(spec_path)
@@ -214,8 +226,12 @@ def show(
             f"{a.id}: {a.role}" + (f" ({a.model})" if a.model else "") for a in layer.agents
         )
         table.add_row(
-            str(i), layer.name, agg, ", ".join(spec.layer_inputs(i)) or "(task)",
-            ", ".join(layer.tools), agents,
+            str(i),
+            layer.name,
+            agg,
+            ", ".join(spec.layer_inputs(i)) or "(task)",
+            ", ".join(layer.tools),
+            agents,
         )
     if spec.description:
         console.print(f"[bold]task:[/] {spec.description}")
@@ -239,7 +255,10 @@ def validate(
             failed += 1
             err_console.print(f"[red]✗[/] {exc}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]✓[/] {path}: {spec.name}, {len(spec.layers)} layers, fingerprint {spec.fingerprint}")
+        console.print(
+            f"[green]✓[/] {path}: {spec.name}, {len(spec.layers)} layers, "
+            f"fingerprint {spec.fingerprint}"
+        )
     if failed:
         raise typer.Exit(2)
 

@@ -73,7 +73,11 @@ def build_graph(
     last = len(spec.layers) - 1
     for i, layer in enumerate(spec.layers):
         ctx = LayerContext(
-            spec=spec, layer=layer, index=i, models=resolver, is_last=i == last,
+            spec=spec,
+            layer=layer,
+            index=i,
+            models=resolver,
+            is_last=i == last,
             retry_attempts=retry_attempts,
         )
         subgraph = get_aggregator(layer.aggregator).build(ctx).compile(name=layer.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +20,7 @@ __all__ = [
     "init_model",
     "is_retryable",
     "llm_retry_policy",
+    "register_model",
     "structured_output_method",
 ]
 
@@ -63,9 +64,24 @@ def llm_retry_policy(max_attempts: int = 3) -> RetryPolicy:
     return RetryPolicy(max_attempts=max_attempts, initial_interval=0.5, retry_on=is_retryable)
 
 
+_FACTORIES: dict[str, Callable[[], BaseChatModel]] = {}
+
+
+def register_model(
+    name: str, factory: Callable[[], BaseChatModel], *, replace: bool = False
+) -> None:
+    """Let specs and ``--model`` use ``name`` for a model your code builds (custom clients)."""
+    if name in _FACTORIES and not replace:
+        raise ValueError(f"model '{name}' is already registered (pass replace=True)")
+    _FACTORIES[name] = factory
+
+
 def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatModel:
-    """Turn a model string into a chat model: ``"local"`` or any ``init_chat_model`` string."""
-    if name == "local" or name.startswith("local:"):
+    """Turn a model string into a chat model: a registered name, ``"local"``, or any
+    ``init_chat_model`` string such as ``"openai:gpt-4o-mini"``."""
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
+    if name == "local":
         from .local import local_chat_model
 
         return local_chat_model()
@@ -73,7 +89,12 @@ def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
 
     last: Exception | None = None
     # Retries are done by the graph's RetryPolicy; turn the client's own off where supported.
-    for extra in ({"timeout": timeout_s, "max_retries": 0}, {"timeout": timeout_s}, {}):
+    attempts: list[dict[str, Any]] = [
+        {"timeout": timeout_s, "max_retries": 0},
+        {"timeout": timeout_s},
+        {},
+    ]
+    for extra in attempts:
         try:
             return init_chat_model(name, **extra)
         except ImportError as exc:
@@ -87,7 +108,7 @@ def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
 
 
 def structured_output_method(model: Any) -> str | None:
-    """Function calling for the embedded and OpenAI-compatible servers; provider default elsewhere."""
+    """Function calling for the embedded server; the provider's default elsewhere."""
     from .local import is_local_model
 
     if is_local_model(model):
@@ -122,7 +143,11 @@ class ModelResolver:
         chosen = self._choice(name)
         if isinstance(chosen, str):
             return chosen
-        return str(getattr(chosen, "model_name", None) or getattr(chosen, "model", None) or type(chosen).__name__)
+        return str(
+            getattr(chosen, "model_name", None)
+            or getattr(chosen, "model", None)
+            or type(chosen).__name__
+        )
 
     def _choice(self, name: str) -> ModelLike:
         override = self._override

@@ -21,8 +21,10 @@ sandbox interpreter on ``main.py``. The init reports what it applied and the chi
 on a private pipe the child cannot write to after ``exec``.
 
 What is probed once per process (``isolation_available()``), in order: namespaces + uid drop
-(root), user namespaces (unprivileged), uid drop alone (root, no ``unshare``), nothing. Anything
-short of the first emits one loud :class:`SandboxWarning` naming what is missing.
+(root), uid drop alone (root without working ``unshare``), an unprivileged user namespace
+(``unshare --user --map-root-user``: everything but a separate uid), nothing but rlimits, a clean
+environment and a temporary directory. Anything short of the first emits one loud
+:class:`SandboxWarning` naming what is missing.
 
 What remains (documented limits):
 
@@ -161,8 +163,7 @@ def setup_mounts(work):
         entries = [line.split() for line in fh]
     for fields in entries:
         point, opts = unescape(fields[4]), fields[5].split(",")
-        skip = point in ours or point.startswith(("/proc", "/sys", "/dev"))
-        if skip or "ro" in opts:
+        if point in ours or point == "/proc" or point.startswith("/proc/") or "ro" in opts:
             continue
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY
         for opt in opts:
@@ -305,26 +306,38 @@ def _plan() -> _Plan:
 def _probe() -> _Plan:
     root = os.geteuid() == 0
     have_unshare = shutil.which("unshare") is not None
+    reachable = _interpreters_for_uid(SANDBOX_UID) if root else []
     candidates: list[_Plan] = []
     if root and have_unshare:
-        candidates += [_Plan("root", True, exe) for exe in _interpreters_for_uid(SANDBOX_UID)]
+        candidates += [_Plan("root", True, exe) for exe in reachable]
+    # As root, a user namespace maps to uid 0 (root-owned files stay writable where mounted
+    # read-write), so dropping to an unprivileged uid without namespaces is tried first.
+    candidates += [_Plan(None, True, exe) for exe in reachable]
     if have_unshare:
         candidates.append(_Plan("user", False, sys.executable))
-    if root:
-        candidates += [_Plan(None, True, exe) for exe in _interpreters_for_uid(SANDBOX_UID)]
     candidates.append(_Plan(None, False, sys.executable))
     notes: list[str] = []
     for plan in candidates:
         try:
-            result = _execute(plan, "print('ok')", timeout_s=20.0, memory_mb=1024, cpu_s=None,
-                              max_processes=64, max_file_mb=16, files=None, stdin=None,
-                              output_limit=4096)
+            result = _execute(
+                plan,
+                "print('ok')",
+                timeout_s=20.0,
+                memory_mb=1024,
+                cpu_s=None,
+                max_processes=64,
+                max_file_mb=16,
+                files=None,
+                stdin=None,
+                output_limit=4096,
+            )
         except OSError as exc:
             notes.append(f"{plan.ns or 'no-ns'}/{'uid' if plan.drop_uid else 'same-uid'}: {exc}")
             continue
         if result.ok and result.stdout.strip() == "ok":
-            return _Plan(plan.ns, plan.drop_uid, plan.interpreter, tuple(result.isolation),
-                         "; ".join(notes))
+            return _Plan(
+                plan.ns, plan.drop_uid, plan.interpreter, tuple(result.isolation), "; ".join(notes)
+            )
         detail = (result.stderr.strip().splitlines() or [str(result.returncode)])[-1]
         notes.append(f"{plan.ns or 'no-ns'}/{'uid' if plan.drop_uid else 'same-uid'}: {detail}")
     # Nothing worked, not even a plain child: keep the weakest plan, runs will report errors.
@@ -334,8 +347,12 @@ def _probe() -> _Plan:
 def _interpreters_for_uid(uid: int) -> list[str]:
     """Python interpreters whose every path component another uid may traverse/execute."""
     seen: list[str] = []
-    names = [getattr(sys, "_base_executable", None), sys.executable,
-             shutil.which("python3", path=SAFE_PATH), "/usr/bin/python3"]
+    names = [
+        getattr(sys, "_base_executable", None),
+        sys.executable,
+        shutil.which("python3", path=SAFE_PATH),
+        "/usr/bin/python3",
+    ]
     for name in names:
         if not name:
             continue
@@ -348,7 +365,9 @@ def _interpreters_for_uid(uid: int) -> list[str]:
 def _reachable_by_other(path: str, uid: int) -> bool:
     try:
         info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode) or not (info.st_mode & stat.S_IXOTH or info.st_uid == uid):
+        if not stat.S_ISREG(info.st_mode) or not (
+            info.st_mode & stat.S_IXOTH or info.st_uid == uid
+        ):
             return False
         for parent in Path(path).parents:
             mode = os.stat(parent).st_mode
@@ -405,9 +424,18 @@ def run_python(
     _warn_once(plan)
     if interpreter is not None:
         plan = _Plan(plan.ns, plan.drop_uid, interpreter, plan.isolation, plan.note)
-    return _execute(plan, code, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
-                    max_processes=max_processes, max_file_mb=max_file_mb, files=files,
-                    stdin=stdin, output_limit=output_limit)
+    return _execute(
+        plan,
+        code,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        cpu_s=cpu_s,
+        max_processes=max_processes,
+        max_file_mb=max_file_mb,
+        files=files,
+        stdin=stdin,
+        output_limit=output_limit,
+    )
 
 
 def _execute(
@@ -478,13 +506,18 @@ def _execute(
 
 
 def _write_files(host_dir: str, code: str, files: dict[str, str | bytes]) -> int:
-    total = 0
-    for name, content in {**files, MAIN_FILE: code}.items():
+    """Write ``files`` and the code; names must stay inside the directory. Returns bytes."""
+    items: list[tuple[PurePosixPath, str | bytes]] = []
+    for name, content in files.items():
         rel = PurePosixPath(name)
-        if name != MAIN_FILE and (rel == PurePosixPath(MAIN_FILE)):
-            raise ValueError(f"files may not contain '{MAIN_FILE}' (the code goes there)")
         if rel.is_absolute() or not rel.parts or ".." in rel.parts or name.startswith("~"):
             raise ValueError(f"file names must be relative paths inside the workdir: {name!r}")
+        if rel == PurePosixPath(MAIN_FILE):
+            raise ValueError(f"files may not contain '{MAIN_FILE}' (the code goes there)")
+        items.append((rel, content))
+    items.append((PurePosixPath(MAIN_FILE), code))
+    total = 0
+    for rel, content in items:
         data = content.encode() if isinstance(content, str) else bytes(content)
         target = Path(host_dir, *rel.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -758,7 +791,8 @@ _TOOL_TIMEOUT_S = 10.0
 def python_tool(code: str) -> str:
     """Run a Python 3 script in an isolated sandbox and return what it prints.
 
-    Use print() to show results. No network, no third-party packages guaranteed, 10 s limit.
+    Use print() to show results. Standard library only, no network, no files kept, 10 s limit.
+    Returns stdout, then stderr, then the exit code.
     """
     try:
         result = run_python(code, timeout_s=_TOOL_TIMEOUT_S)

@@ -257,6 +257,11 @@ def parse_spec(text: str, *, format: Literal["yaml", "json"] = "yaml", source: s
         if mark is not None:
             problem = getattr(exc, "problem", None) or reason
             reason = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        elif isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.position, int):
+            # Bad characters (NUL, control codes) carry a position, not a mark.
+            line = text.count("\n", 0, exc.position) + 1
+            column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+            reason = f"line {line}, column {column}: {reason}"
         raise SpecError([("", f"malformed {format.upper()}: {reason}")], source=source) from None
     if not isinstance(data, dict):
         kind = "empty document" if data is None else f"a {type(data).__name__}"

@@ -1,4 +1,4 @@
-"""Test doubles for users' own tests: a scripted chat model that supports tools and structured output.
+"""Test doubles for users' tests: a scripted chat model with tools and structured output.
 
 None of langchain-core's fake chat models implement ``bind_tools`` or ``with_structured_output``,
 which aggregators and the optimizer need; this one does, deterministically and offline.
@@ -33,7 +33,9 @@ def tool_call_message(name: str, args: dict[str, Any], *, content: str = "") -> 
     """An ``AIMessage`` that calls tool ``name`` with ``args`` (for scripting tool use)."""
     return AIMessage(
         content=content,
-        tool_calls=[{"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}],
+        tool_calls=[
+            {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
+        ],
     )
 
 
@@ -60,7 +62,7 @@ class ScriptedChatModel(BaseChatModel):
     matching ``rules`` entry (regex searched in the flattened prompt), then the next item of
     ``responses``, then ``default``. A response may be text, an ``AIMessage`` (e.g. from
     ``tool_call_message``), a dict (becomes structured output / a tool call when a schema or tool
-    is bound), an exception (raised), or a callable ``f(messages, **kwargs)`` returning any of those.
+    is bound), an exception (raised), or a callable ``f(messages, **kwargs)`` returning one.
     Every call is recorded in ``calls``; ``sleep_s`` adds latency (to test concurrency).
     """
 
@@ -118,7 +120,9 @@ class ScriptedChatModel(BaseChatModel):
             response = response(messages, **kwargs)
         return response
 
-    def _to_message(self, response: Any, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+    def _to_message(
+        self, response: Any, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> AIMessage:
         if isinstance(response, BaseException):
             raise response
         if isinstance(response, type) and issubclass(response, BaseException):
@@ -126,12 +130,16 @@ class ScriptedChatModel(BaseChatModel):
         tools = kwargs.get("tools") or []
         if isinstance(response, AIMessage):
             message = response.model_copy(deep=True)
-        elif isinstance(response, dict) or (isinstance(response, str) and tools and _forced(kwargs)):
+        elif isinstance(response, dict) or (
+            isinstance(response, str) and tools and _forced(kwargs)
+        ):
             message = self._as_tool_call(response, tools)
         else:
             message = AIMessage(content=str(response))
         prompt_tokens = _count_tokens(_flatten(messages))
-        out_text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        out_text = (
+            message.content if isinstance(message.content, str) else json.dumps(message.content)
+        )
         if message.tool_calls:
             out_text += json.dumps([tc["args"] for tc in message.tool_calls])
         completion_tokens = _count_tokens(out_text)
@@ -198,7 +206,7 @@ class ScriptedChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
-    def with_structured_output(  # type: ignore[override]
+    def with_structured_output(
         self,
         schema: dict[str, Any] | type,
         *,
@@ -207,7 +215,7 @@ class ScriptedChatModel(BaseChatModel):
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, Any]:
-        """Function-calling style structured output; ``method``/``strict`` are accepted and ignored."""
+        """Function-calling structured output; ``method``/``strict`` are accepted, ignored."""
         return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
 
     def reset(self) -> None:

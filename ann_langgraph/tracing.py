@@ -64,8 +64,14 @@ def _msg_fields(obj: Any) -> tuple[str, Any, list[Any]]:
             ids = data.get("id") or []
             data = {**data["kwargs"], "_cls": ids[-1] if ids else ""}
         kind = str(data.get("type") or data.get("role") or data.get("_cls", ""))
-        kind = {"SystemMessage": "system", "HumanMessage": "human", "AIMessage": "ai",
-                "ToolMessage": "tool", "user": "human", "assistant": "ai"}.get(kind, kind)
+        kind = {
+            "SystemMessage": "system",
+            "HumanMessage": "human",
+            "AIMessage": "ai",
+            "ToolMessage": "tool",
+            "user": "human",
+            "assistant": "ai",
+        }.get(kind, kind)
         calls = data.get("tool_calls") or []
         return kind, data.get("content", ""), list(calls)
     return "", str(obj), []
@@ -91,7 +97,9 @@ def _render_calls(calls: list[Any]) -> str:
         if isinstance(call, Mapping):
             name = call.get("name") or (call.get("function") or {}).get("name")
             args = call.get("args", (call.get("function") or {}).get("arguments"))
-            out.append(f"{name}({json.dumps(args, default=str) if not isinstance(args, str) else args})")
+            out.append(
+                f"{name}({json.dumps(args, default=str) if not isinstance(args, str) else args})"
+            )
     return "; ".join(out)
 
 
@@ -123,7 +131,8 @@ def _llm_output(outputs: Mapping[str, Any] | None) -> tuple[str, int, int]:
             text = _content_text(content)
             data = message.get("kwargs", message) if isinstance(message, Mapping) else message
             usage = (
-                data.get("usage_metadata") if isinstance(data, Mapping)
+                data.get("usage_metadata")
+                if isinstance(data, Mapping)
                 else getattr(data, "usage_metadata", None)
             ) or {}
             tin, tout = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
@@ -159,7 +168,8 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
     get = run.get if isinstance(run, Mapping) else lambda k, d=None: getattr(run, k, d)
     extra = get("extra") or {}
     metadata = dict(extra.get("metadata") or {})
-    metadata.update(get("metadata") or {}) if isinstance(run, Mapping) else None
+    if isinstance(run, Mapping):  # LangSmith's API may also return metadata at the top level
+        metadata.update(run.get("metadata") or {})
     layer = metadata.get("ann_layer")
     agent = metadata.get("ann_agent")
     if not layer or not agent:
@@ -172,7 +182,9 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
         "agent_id": str(agent),
         "aggregator": str(metadata.get("ann_aggregator", "")),
         "error": get("error"),
-        "example_id": (str(metadata["ann_example_id"]) if metadata.get("ann_example_id") is not None else None),
+        "example_id": (
+            str(metadata["ann_example_id"]) if metadata.get("ann_example_id") is not None else None
+        ),
         "run_id": str(get("id") or ""),
         "trace_id": str(get("trace_id") or ""),
         "spec": str(metadata.get("ann_spec", "")),
@@ -180,7 +192,7 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
         "latency_s": _latency(get("start_time"), get("end_time")),
         "start_time": _iso(get("start_time")),
     }
-    if run_type == "llm":
+    if run_type in ("llm", "chat_model"):
         text, tin, tout = _llm_output(outputs)
         model = (
             metadata.get("ls_model_name")
@@ -190,29 +202,52 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
             or ""
         )
         messages = inputs.get("messages")
-        prompt = _render_messages(messages) if messages is not None else "\n".join(inputs.get("prompts") or [])
+        prompt = (
+            _render_messages(messages)
+            if messages is not None
+            else "\n".join(inputs.get("prompts") or [])
+        )
         return ExecutionRecord(
-            **base, kind="llm", input=prompt, output=text, model=str(model),
-            input_tokens=tin, output_tokens=tout,
+            **base,
+            kind="llm",
+            input=prompt,
+            output=text,
+            model=str(model),
+            input_tokens=tin,
+            output_tokens=tout,
         )
     if run_type == "tool":
         raw_in = inputs.get("input", inputs)
         raw_out = outputs.get("output", outputs) if isinstance(outputs, Mapping) else outputs
-        out_text = _content_text(getattr(raw_out, "content", None)) if hasattr(raw_out, "content") else (
-            _content_text(raw_out.get("content")) if isinstance(raw_out, Mapping) and "content" in raw_out
-            else (raw_out if isinstance(raw_out, str) else json.dumps(raw_out, default=str))
+        out_text = (
+            _content_text(getattr(raw_out, "content", None))
+            if hasattr(raw_out, "content")
+            else (
+                _content_text(raw_out.get("content"))
+                if isinstance(raw_out, Mapping) and "content" in raw_out
+                else (raw_out if isinstance(raw_out, str) else json.dumps(raw_out, default=str))
+            )
         )
         return ExecutionRecord(
-            **base, kind="tool", model=f"tool:{get('name')}",
+            **base,
+            kind="tool",
+            model=f"tool:{get('name')}",
             input=raw_in if isinstance(raw_in, str) else json.dumps(raw_in, default=str),
             output=out_text,
         )
-    if run_type == "chain" and metadata.get("ann_record") and get("name") == metadata.get("langgraph_node"):
+    if (
+        run_type == "chain"
+        and metadata.get("ann_record")
+        and get("name") == metadata.get("langgraph_node")
+    ):
         decision = outputs.get("decision") if isinstance(outputs, Mapping) else None
         if decision is None and not base["error"]:
             return None
         return ExecutionRecord(
-            **base, kind="decision", model="", output=json.dumps(decision, default=str) if decision else "",
+            **base,
+            kind="decision",
+            model="",
+            output=json.dumps(decision, default=str) if decision else "",
         )
     return None
 
@@ -223,6 +258,8 @@ class TraceRecorder(BaseTracer):
     name: str = "ann_trace_recorder"
 
     def __init__(self, **kwargs: Any) -> None:
+        # "original+chat" keeps chat messages structured, as LangSmith's tracer does.
+        kwargs.setdefault("_schema_format", "original+chat")
         super().__init__(**kwargs)
         self._lock = threading.Lock()
         self._records: list[ExecutionRecord] = []
@@ -271,7 +308,9 @@ class TraceRecorder(BaseTracer):
 # -- storage and sources -----------------------------------------------------------------
 
 
-def save_records(records: Iterable[ExecutionRecord], path: str | Path, *, append: bool = False) -> Path:
+def save_records(
+    records: Iterable[ExecutionRecord], path: str | Path, *, append: bool = False
+) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("a" if append else "w", encoding="utf-8") as fh:

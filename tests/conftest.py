@@ -14,7 +14,9 @@ def make_spec(layers: list[dict[str, Any]], **extra: Any) -> GraphSpec:
     return GraphSpec.model_validate(data)
 
 
-def agent(agent_id: str, role: str | None = None, prompt: str = "Do it.", **kw: Any) -> dict[str, Any]:
+def agent(
+    agent_id: str, role: str | None = None, prompt: str = "Do it.", **kw: Any
+) -> dict[str, Any]:
     return {"id": agent_id, "role": role or f"agent {agent_id}", "prompt": prompt, **kw}
 
 

@@ -27,30 +27,51 @@ def vote_spec(n: int = 3, **layer_extra) -> ann.GraphSpec:
 
 
 def test_vote_picks_the_majority_answer_and_returns_a_winning_text():
-    model = ScriptedChatModel(rules=[(r"You are Voter0", "I think 7"), (r"You are Voter1", "it is 12"),
-                                     (r"You are Voter2", "so 12 apples")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are Voter0", "I think 7"),
+            (r"You are Voter1", "it is 12"),
+            (r"You are Voter2", "so 12 apples"),
+        ]
+    )
     out = ann.compile_graph(vote_spec(), models=model).invoke({"input": "q"})
     assert out["output"] == "it is 12"  # earliest agent among the majority
 
 
 def test_vote_tie_goes_to_earliest_agent():
-    model = ScriptedChatModel(rules=[(r"You are Voter0", "5"), (r"You are Voter1", "9"),
-                                     (r"You are Voter2", "x"), (r"You are Voter3", "9 again? no: 5")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are Voter0", "5"),
+            (r"You are Voter1", "9"),
+            (r"You are Voter2", "x"),
+            (r"You are Voter3", "9 again? no: 5"),
+        ]
+    )
     out = ann.compile_graph(vote_spec(4), models=model).invoke({"input": "q"})
     assert out["output"] == "5"
 
 
 def test_vote_without_extractable_answers_falls_back_to_first_agent():
-    model = ScriptedChatModel(rules=[(r"You are Voter0", "no idea"), (r"You are Voter1", "hmm"),
-                                     (r"You are Voter2", "pass")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are Voter0", "no idea"),
+            (r"You are Voter1", "hmm"),
+            (r"You are Voter2", "pass"),
+        ]
+    )
     out = ann.compile_graph(vote_spec(), models=model).invoke({"input": "q"})
     assert out["output"] == "no idea"
 
 
 def test_vote_judge_breaks_ties():
     spec = vote_spec(2, judge=agent("judge", "Judge"))
-    model = ScriptedChatModel(rules=[(r"You are Voter0", "5"), (r"You are Voter1", "9"),
-                                     (r"You are Judge", "Option 2 is best")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are Voter0", "5"),
+            (r"You are Voter1", "9"),
+            (r"You are Judge", "Option 2 is best"),
+        ]
+    )
     rec = ann.TraceRecorder()
     out = ann.compile_graph(spec, models=model).invoke({"input": "q"}, config={"callbacks": [rec]})
     assert out["output"] == "9"
@@ -81,21 +102,41 @@ def _ctx(spec, index=0):
     from ann_langgraph.aggregators.base import LayerContext
     from ann_langgraph.models import ModelResolver
 
-    return LayerContext(spec=spec, layer=spec.layers[index], index=index,
-                        models=ModelResolver(spec, ScriptedChatModel(default="x")), is_last=True)
+    return LayerContext(
+        spec=spec,
+        layer=spec.layers[index],
+        index=index,
+        models=ModelResolver(spec, ScriptedChatModel(default="x")),
+        is_last=True,
+    )
 
 
 # -- sequential_cot -------------------------------------------------------------------------
 
 
 def test_sequential_agents_see_earlier_outputs_in_order():
-    spec = make_spec([{"name": "chain", "agents": [agent("a", "First"), agent("b", "Second"),
-                                                    agent("c", "Third")]}])
-    model = ScriptedChatModel(rules=[(r"You are First", "ALPHA"), (r"You are Second", "BETA"),
-                                     (r"You are Third", "GAMMA")])
+    spec = make_spec(
+        [
+            {
+                "name": "chain",
+                "agents": [agent("a", "First"), agent("b", "Second"), agent("c", "Third")],
+            }
+        ]
+    )
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are First", "ALPHA"),
+            (r"You are Second", "BETA"),
+            (r"You are Third", "GAMMA"),
+        ]
+    )
     out = ann.compile_graph(spec, models=model).invoke({"input": "task"})
     texts = [c["text"] for c in model.calls]
-    assert ["You are First" in texts[0], "You are Second" in texts[1], "You are Third" in texts[2]] == [True] * 3
+    assert [
+        "You are First" in texts[0],
+        "You are Second" in texts[1],
+        "You are Third" in texts[2],
+    ] == [True] * 3
     assert "ALPHA" not in texts[0]
     assert "ALPHA" in texts[1] and "BETA" not in texts[1]
     assert "ALPHA" in texts[2] and "BETA" in texts[2]
@@ -107,13 +148,23 @@ def test_sequential_agents_see_earlier_outputs_in_order():
 
 
 def tool_spec(**layer_extra) -> ann.GraphSpec:
-    return make_spec([{"name": "calc", "aggregator": "tool_pipeline", "tools": ["calculator"],
-                       "agents": [agent("c", "Calculator user")], **layer_extra}])
+    return make_spec(
+        [
+            {
+                "name": "calc",
+                "aggregator": "tool_pipeline",
+                "tools": ["calculator"],
+                "agents": [agent("c", "Calculator user")],
+                **layer_extra,
+            }
+        ]
+    )
 
 
 def test_tool_pipeline_calls_the_tool_and_feeds_the_result_back():
-    model = ScriptedChatModel(responses=[tool_call_message("calculator", {"expression": "2+3*4"}),
-                                         "The result is 14"])
+    model = ScriptedChatModel(
+        responses=[tool_call_message("calculator", {"expression": "2+3*4"}), "The result is 14"]
+    )
     out = ann.compile_graph(tool_spec(), models=model).invoke({"input": "2+3*4?"})
     assert out["output"] == "The result is 14"
     assert [t["function"]["name"] for t in model.calls[0]["kwargs"]["tools"]] == ["calculator"]
@@ -123,11 +174,13 @@ def test_tool_pipeline_calls_the_tool_and_feeds_the_result_back():
 
 
 def test_tool_pipeline_reports_bad_arguments_and_unknown_tools_to_the_agent():
-    model = ScriptedChatModel(responses=[
-        tool_call_message("calculator", {"wrong": 1}),
-        tool_call_message("shell", {"cmd": "rm -rf /"}),
-        "gave up",
-    ])
+    model = ScriptedChatModel(
+        responses=[
+            tool_call_message("calculator", {"wrong": 1}),
+            tool_call_message("shell", {"cmd": "rm -rf /"}),
+            "gave up",
+        ]
+    )
     out = ann.compile_graph(tool_spec(), models=model).invoke({"input": "x"})
     assert out["output"] == "gave up"
     errors = [m.content for c in model.calls for m in c["messages"] if isinstance(m, ToolMessage)]
@@ -150,7 +203,9 @@ def test_tool_pipeline_bounds_the_loop_and_asks_for_a_final_answer():
 
 
 def test_tool_calls_appear_in_the_trace():
-    model = ScriptedChatModel(responses=[tool_call_message("calculator", {"expression": "6*7"}), "42"])
+    model = ScriptedChatModel(
+        responses=[tool_call_message("calculator", {"expression": "6*7"}), "42"]
+    )
     rec = ann.TraceRecorder()
     ann.compile_graph(tool_spec(), models=model).invoke({"input": "x"}, config={"callbacks": [rec]})
     tools = [r for r in rec.records if r.kind == "tool"]
@@ -163,9 +218,17 @@ def test_tool_calls_appear_in_the_trace():
 
 
 def test_debate_runs_rounds_showing_peers_and_votes_on_the_last_round():
-    spec = make_spec([{"name": "d", "aggregator": "debate", "rounds": 2,
-                       "agents": [agent("p", "Pro"), agent("q", "Con"), agent("r", "Ref")]}],
-                     answer_format="last_number")
+    spec = make_spec(
+        [
+            {
+                "name": "d",
+                "aggregator": "debate",
+                "rounds": 2,
+                "agents": [agent("p", "Pro"), agent("q", "Con"), agent("r", "Ref")],
+            }
+        ],
+        answer_format="last_number",
+    )
 
     def respond(messages, **kw):
         text = messages[-1].content
@@ -188,13 +251,23 @@ def test_debate_runs_rounds_showing_peers_and_votes_on_the_last_round():
 
 
 def test_self_refine_revises_with_feedback_until_rounds_run_out():
-    spec = make_spec([{"name": "r", "aggregator": "self_refine", "rounds": 2,
-                       "agents": [agent("w", "Writer"), agent("k", "Critic")]}])
-    model = ScriptedChatModel(rules=[
-        (r"You are Critic", "Missing units."),
-        (r"You are Writer.*Your previous draft", "draft v2+"),
-        (r"You are Writer", "draft v1"),
-    ])
+    spec = make_spec(
+        [
+            {
+                "name": "r",
+                "aggregator": "self_refine",
+                "rounds": 2,
+                "agents": [agent("w", "Writer"), agent("k", "Critic")],
+            }
+        ]
+    )
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are Critic", "Missing units."),
+            (r"You are Writer.*Your previous draft", "draft v2+"),
+            (r"You are Writer", "draft v1"),
+        ]
+    )
     out = ann.compile_graph(spec, models=model).invoke({"input": "q"})
     writer_calls = [c for c in model.calls if "You are Writer" in c["text"]]
     critic_calls = [c for c in model.calls if "You are Critic" in c["text"]]
@@ -204,9 +277,12 @@ def test_self_refine_revises_with_feedback_until_rounds_run_out():
 
 
 def test_self_refine_stops_when_critics_approve_and_single_agent_self_critiques():
-    spec = make_spec([{"name": "r", "aggregator": "self_refine", "rounds": 3,
-                       "agents": [agent("w", "Writer")]}])
-    model = ScriptedChatModel(rules=[(r"Critique the draft", "NO ISSUES"), (r"You are Writer", "the draft")])
+    spec = make_spec(
+        [{"name": "r", "aggregator": "self_refine", "rounds": 3, "agents": [agent("w", "Writer")]}]
+    )
+    model = ScriptedChatModel(
+        rules=[(r"Critique the draft", "NO ISSUES"), (r"You are Writer", "the draft")]
+    )
     out = ann.compile_graph(spec, models=model).invoke({"input": "q"})
     assert out["output"] == "the draft"
     assert len(model.calls) == 2  # one draft, one self-critique that approves
@@ -216,27 +292,48 @@ def test_self_refine_stops_when_critics_approve_and_single_agent_self_critiques(
 
 
 def dynamic_spec() -> ann.GraphSpec:
-    return make_spec([{"name": "dyn", "aggregator": "dynamic",
-                       "candidates": ["sequential_cot", "parallel_vote"],
-                       "agents": [agent("a", "Alpha"), agent("b", "Beta")]}],
-                     answer_format="last_number")
+    return make_spec(
+        [
+            {
+                "name": "dyn",
+                "aggregator": "dynamic",
+                "candidates": ["sequential_cot", "parallel_vote"],
+                "agents": [agent("a", "Alpha"), agent("b", "Beta")],
+            }
+        ],
+        answer_format="last_number",
+    )
 
 
 def test_router_choice_changes_the_path():
-    model = ScriptedChatModel(rules=[(r"route work", {"aggregator": "parallel_vote", "reason": "vote"}),
-                                     (r"You are Alpha", "7"), (r"You are Beta", "8")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"route work", {"aggregator": "parallel_vote", "reason": "vote"}),
+            (r"You are Alpha", "7"),
+            (r"You are Beta", "8"),
+        ]
+    )
     rec = ann.TraceRecorder()
-    out = ann.compile_graph(dynamic_spec(), models=model).invoke({"input": "q"}, config={"callbacks": [rec]})
+    out = ann.compile_graph(dynamic_spec(), models=model).invoke(
+        {"input": "q"}, config={"callbacks": [rec]}
+    )
     assert out["routes"]["dyn"] == {"choice": "parallel_vote", "reason": "vote", "fallback": False}
     beta = next(c["text"] for c in model.calls if "You are Beta" in c["text"])
-    assert "Alpha" not in beta and "7" not in beta.split("user:")[-1]  # parallel: Beta never sees Alpha
+    assert (
+        "Alpha" not in beta and "7" not in beta.split("user:")[-1]
+    )  # parallel: Beta never sees Alpha
     assert out["output"] == "7"
     decision = next(r for r in rec.records if r.kind == "decision" and r.agent_id == "_router")
     assert json.loads(decision.output)["choice"] == "parallel_vote"
     assert {r.aggregator for r in rec.records if r.agent_id in ("a", "b")} == {"parallel_vote"}
 
-    model2 = ScriptedChatModel(rules=[(r"route work", {"aggregator": "sequential_cot", "reason": "chain"}),
-                                      (r"You are Alpha", "7"), (r"You are Beta", "8")])
+    model2 = ScriptedChatModel(
+        rules=[
+            (r"route work", {"aggregator": "sequential_cot", "reason": "chain"}),
+            (r"You are Alpha", "7"),
+            (r"You are Beta", "8"),
+        ]
+    )
     out2 = ann.compile_graph(dynamic_spec(), models=model2).invoke({"input": "q"})
     beta2 = next(c["text"] for c in model2.calls if "You are Beta" in c["text"])
     assert "[a]\n7" in beta2 and out2["output"] == "8"
@@ -247,8 +344,9 @@ def test_router_choice_changes_the_path():
     ["total garbage", {"aggregator": "debate", "reason": "not a candidate"}, RuntimeError("boom")],
 )
 def test_router_falls_back_to_first_candidate_on_garbage(router_reply):
-    model = ScriptedChatModel(rules=[(r"route work", router_reply), (r"You are Alpha", "7"),
-                                     (r"You are Beta", "8")])
+    model = ScriptedChatModel(
+        rules=[(r"route work", router_reply), (r"You are Alpha", "7"), (r"You are Beta", "8")]
+    )
     out = ann.compile_graph(dynamic_spec(), models=model).invoke({"input": "q"})
     route = out["routes"]["dyn"]
     assert route["choice"] == "sequential_cot" and route["fallback"] is True
@@ -257,7 +355,9 @@ def test_router_falls_back_to_first_candidate_on_garbage(router_reply):
 
 
 def test_router_prompt_carries_task_position_input_and_descriptions():
-    model = ScriptedChatModel(rules=[(r"route work", {"aggregator": "sequential_cot"})], default="1")
+    model = ScriptedChatModel(
+        rules=[(r"route work", {"aggregator": "sequential_cot"})], default="1"
+    )
     ann.compile_graph(dynamic_spec(), models=model).invoke({"input": "THE-INPUT"})
     prompt = model.calls[0]["text"]
     assert "a test task" in prompt and "Layer 1 of 1" in prompt and "THE-INPUT" in prompt
@@ -274,8 +374,9 @@ def test_register_custom_aggregator_and_tool():
         ctx.layer = ctx.layer.model_copy(update={"agents": list(reversed(ctx.layer.agents))})
         return build_sequential(ctx)
 
-    ann.register_aggregator("reversed_chain_test", build_reversed, description="Agents in reverse order.",
-                            replace=True)
+    ann.register_aggregator(
+        "reversed_chain_test", build_reversed, description="Agents in reverse order.", replace=True
+    )
 
     @tool("shout_test")
     def shout(text: str) -> str:
@@ -283,8 +384,16 @@ def test_register_custom_aggregator_and_tool():
         return text.upper()
 
     ann.register_tool(shout, replace=True)
-    spec = make_spec([{"name": "l", "aggregator": "reversed_chain_test", "tools": ["shout_test"],
-                       "agents": [agent("a", "First"), agent("b", "Second")]}])
+    spec = make_spec(
+        [
+            {
+                "name": "l",
+                "aggregator": "reversed_chain_test",
+                "tools": ["shout_test"],
+                "agents": [agent("a", "First"), agent("b", "Second")],
+            }
+        ]
+    )
     model = ScriptedChatModel(rules=[(r"You are First", "A"), (r"You are Second", "B")])
     out = ann.compile_graph(spec, models=model).invoke({"input": "q"})
     assert "You are Second" in model.calls[0]["text"] and out["output"] == "A"

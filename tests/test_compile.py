@@ -26,14 +26,24 @@ def test_build_graph_returns_uncompiled_builder_with_one_subgraph_per_layer(thre
 def test_xray_shows_agents_inside_layer_subgraphs(three_layer_spec):
     graph = ann.compile_graph(three_layer_spec, models=ScriptedChatModel(default="1"))
     nodes = set(graph.get_graph(xray=1).nodes)
-    assert {"understand:reader", "solve:a", "solve:b", "solve:c", "solve:_vote", "answer:writer"} <= nodes
+    assert {
+        "understand:reader",
+        "solve:a",
+        "solve:b",
+        "solve:c",
+        "solve:_vote",
+        "answer:writer",
+    } <= nodes
     assert dict(graph.get_subgraphs()).keys() == {"understand", "solve", "answer"}
 
 
 def test_invoke_returns_output_and_layer_outputs(three_layer_spec):
     model = ScriptedChatModel(
-        rules=[(r"You are Reader", "Quantities: 3 and 4"), (r"You are Solver", "Answer: 12"),
-               (r"You are Writer", "Final Answer: 12")]
+        rules=[
+            (r"You are Reader", "Quantities: 3 and 4"),
+            (r"You are Solver", "Answer: 12"),
+            (r"You are Writer", "Final Answer: 12"),
+        ]
     )
     out = ann.compile_graph(three_layer_spec, models=model).invoke({"input": "3*4?"})
     assert out["output"] == "Final Answer: 12"
@@ -53,8 +63,13 @@ def test_default_wiring_feeds_previous_layer_only():
             {"name": "third", "agents": [agent("z", "Third")]},
         ]
     )
-    model = ScriptedChatModel(rules=[(r"You are First", "OUT-FIRST"), (r"You are Second", "OUT-SECOND"),
-                                     (r"You are Third", "OUT-THIRD")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are First", "OUT-FIRST"),
+            (r"You are Second", "OUT-SECOND"),
+            (r"You are Third", "OUT-THIRD"),
+        ]
+    )
     ann.compile_graph(spec, models=model).invoke({"input": "TASK"})
     third = next(c["text"] for c in model.calls if "You are Third" in c["text"])
     assert "OUT-SECOND" in third and "OUT-FIRST" not in third and "TASK" in third
@@ -71,8 +86,14 @@ def test_skip_connection_and_fan_in_wait_for_all_inputs():
             {"name": "join", "inputs": ["b", "side"], "agents": [agent("j", "Joiner")]},
         ]
     )
-    model = ScriptedChatModel(rules=[(r"You are LayerA", "AAA"), (r"You are LayerB", "BBB"),
-                                     (r"You are Side", "SSS"), (r"You are Joiner", "JJJ")])
+    model = ScriptedChatModel(
+        rules=[
+            (r"You are LayerA", "AAA"),
+            (r"You are LayerB", "BBB"),
+            (r"You are Side", "SSS"),
+            (r"You are Joiner", "JJJ"),
+        ]
+    )
     out = ann.compile_graph(spec, models=model).invoke({"input": "T"})
     side = next(c["text"] for c in model.calls if "You are Side" in c["text"])
     assert "AAA" in side and "BBB" not in side
@@ -110,8 +131,13 @@ def test_metadata_reaches_every_llm_run(three_layer_spec):
     graph.invoke({"input": "q"}, config={"callbacks": [spy]})
     assert len(spy.seen) == 5
     pairs = sorted((m["ann_layer"], m["ann_agent"]) for m in spy.seen)
-    assert pairs == [("answer", "writer"), ("solve", "a"), ("solve", "b"), ("solve", "c"),
-                     ("understand", "reader")]
+    assert pairs == [
+        ("answer", "writer"),
+        ("solve", "a"),
+        ("solve", "b"),
+        ("solve", "c"),
+        ("understand", "reader"),
+    ]
     assert {m["ann_spec"] for m in spy.seen} == {three_layer_spec.fingerprint}
 
 
@@ -161,8 +187,10 @@ async def _ainvoke(graph, payload):
 def test_ainvoke_matches_invoke(three_layer_spec):
     import asyncio
 
-    model = ScriptedChatModel(rules=[(r"You are Solver A", "Answer: 5"), (r"You are Solver", "Answer: 6")],
-                              default="Answer: 6")
+    model = ScriptedChatModel(
+        rules=[(r"You are Solver A", "Answer: 5"), (r"You are Solver", "Answer: 6")],
+        default="Answer: 6",
+    )
     graph = ann.compile_graph(three_layer_spec, models=model)
     sync_out = graph.invoke({"input": "q"})
     async_out = asyncio.run(_ainvoke(graph, {"input": "q"}))

@@ -5,10 +5,14 @@ from __future__ import annotations
 from . import debate, refine, router, sequential, tool_pipeline, vote
 from .registry import register_aggregator
 
-register_aggregator("sequential_cot", sequential.build_sequential, description=sequential.DESCRIPTION)
+register_aggregator(
+    "sequential_cot", sequential.build_sequential, description=sequential.DESCRIPTION
+)
 register_aggregator("parallel_vote", vote.build_vote, description=vote.DESCRIPTION)
 register_aggregator(
-    "tool_pipeline", tool_pipeline.build_tool_pipeline, description=tool_pipeline.DESCRIPTION,
+    "tool_pipeline",
+    tool_pipeline.build_tool_pipeline,
+    description=tool_pipeline.DESCRIPTION,
     uses_tools=True,
 )
 register_aggregator("debate", debate.build_debate, description=debate.DESCRIPTION)

@@ -1,4 +1,4 @@
-"""``debate``: agents answer in parallel, then for ``rounds`` rounds revise after reading each other.
+"""``debate``: agents answer in parallel, then revise for ``rounds`` rounds after reading peers.
 
 Multi-agent debate (Du et al., 2023); the final round is settled by majority vote.
 """
@@ -36,10 +36,10 @@ def _debater(ctx: LayerContext, agent: AgentSpec, index: int) -> Callable[..., d
                 + f"\n\nOther agents answered:\n{others}\n\n"
                 "Consider their reasoning, then give your updated answer."
             )
-        reply = message_text(
-            ctx.call(agent, ctx.messages(agent, text), config, sample=index)
-        )
-        return {"steps": [{"agent": agent.id, "index": index, "round": payload["round"], "text": reply}]}
+        reply = message_text(ctx.call(agent, ctx.messages(agent, text), config, sample=index))
+        return {
+            "steps": [{"agent": agent.id, "index": index, "round": payload["round"], "text": reply}]
+        }
 
     return run_debater
 
@@ -75,7 +75,9 @@ def build_debate(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
 
     for i, agent in enumerate(agents):
         builder.add_node(
-            agent.id, _debater(ctx, agent, i), metadata=ctx.metadata(agent.id),
+            agent.id,
+            _debater(ctx, agent, i),
+            metadata=ctx.metadata(agent.id),
             retry_policy=ctx.retry_policy(),
         )
         builder.add_edge(agent.id, COLLECT_NODE)

@@ -50,13 +50,14 @@ def build_self_refine(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
         if done:
             latest = done[-1]
             feedback = [
-                s for s in state.get("steps") or []
+                s
+                for s in state.get("steps") or []
                 if s["kind"] == "critique" and s["round"] == latest["round"]
             ]
             if feedback and all(_approves(f["text"]) for f in feedback):
-                update = ctx.finish(latest["text"])
-                update["decision"] = {"kind": "refine", "drafts": len(done), "stopped": "approved"}
-                return update
+                approved = ctx.finish(latest["text"])
+                approved["decision"] = {"kind": "refine", "drafts": len(done), "stopped": "approved"}
+                return approved
             notes = "\n\n".join(f"[{f['agent']}]\n{f['text']}" for f in feedback)
             text += (
                 f"\n\nYour previous draft:\n{latest['text']}\n\nFeedback:\n{notes}\n\n"
@@ -76,7 +77,11 @@ def build_self_refine(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
         if ctx.layer.name in (state.get("layer_outputs") or {}):
             return END
         latest = drafts(state)[-1]
-        payload = {"layer_text": ctx.layer_input(state), "draft": latest["text"], "round": latest["round"]}
+        payload = {
+            "layer_text": ctx.layer_input(state),
+            "draft": latest["text"],
+            "round": latest["round"],
+        }
         return [Send(node, payload) for node in critic_nodes]
 
     def critic(agent: AgentSpec, node_id: str) -> Callable[..., dict[str, Any]]:
@@ -89,7 +94,9 @@ def build_self_refine(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
         return run_critic
 
     builder.add_node(
-        writer.id, write, metadata=ctx.metadata(writer.id, record=True),
+        writer.id,
+        write,
+        metadata=ctx.metadata(writer.id, record=True),
         retry_policy=ctx.retry_policy(),
     )
     builder.add_edge(START, writer.id)
@@ -97,12 +104,16 @@ def build_self_refine(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
     if critics:
         for agent in critics:
             builder.add_node(
-                agent.id, critic(agent, agent.id), metadata=ctx.metadata(agent.id),
+                agent.id,
+                critic(agent, agent.id),
+                metadata=ctx.metadata(agent.id),
                 retry_policy=ctx.retry_policy(),
             )
     else:
         builder.add_node(
-            SELF_CRITIC_NODE, critic(writer, writer.id), metadata=ctx.metadata(writer.id),
+            SELF_CRITIC_NODE,
+            critic(writer, writer.id),
+            metadata=ctx.metadata(writer.id),
             retry_policy=ctx.retry_policy(),
         )
     for node in critic_nodes:

@@ -74,7 +74,9 @@ def get_aggregator(name: str) -> AggregatorTemplate:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown aggregator '{name}' (known: {', '.join(sorted(_REGISTRY))})") from None
+        raise KeyError(
+            f"unknown aggregator '{name}' (known: {', '.join(sorted(_REGISTRY))})"
+        ) from None
 
 
 def aggregator_names() -> set[str]:

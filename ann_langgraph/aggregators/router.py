@@ -30,7 +30,7 @@ _INPUT_PREVIEW = 1500
 
 def route_schema(candidates: list[str]) -> type[BaseModel]:
     """A structured-output schema whose choice is an enum of the candidates."""
-    choice_type: Any = Literal[tuple(candidates)]  # type: ignore[valid-type]
+    choice_type: Any = Literal[tuple(candidates)]
     return create_model(
         "RouteChoice",
         __doc__="Choose how this layer's team should work on the input.",
@@ -42,7 +42,9 @@ def route_schema(candidates: list[str]) -> type[BaseModel]:
 def router_messages(ctx: LayerContext, layer_text: str, candidates: list[str]) -> list[Any]:
     lines = "\n".join(f"- {c}: {get_aggregator(c).description}" for c in candidates)
     n = len(ctx.spec.layers)
-    preview = layer_text if len(layer_text) <= _INPUT_PREVIEW else layer_text[:_INPUT_PREVIEW] + "..."
+    preview = (
+        layer_text if len(layer_text) <= _INPUT_PREVIEW else layer_text[:_INPUT_PREVIEW] + "..."
+    )
     system = (
         "You route work inside a multi-agent system. Pick the aggregation strategy that best "
         "suits this input for this layer. Answer with the function call only."
@@ -69,7 +71,9 @@ def build_dynamic(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
             method = structured_output_method(model)
             kwargs = {"method": method} if method else {}
             structured = model.with_structured_output(schema, **kwargs)  # type: ignore[attr-defined]
-            result = structured.invoke(router_messages(ctx, ctx.layer_input(state), candidates), config)
+            result = structured.invoke(
+                router_messages(ctx, ctx.layer_input(state), candidates), config
+            )
             if isinstance(result, dict):
                 result = schema.model_validate(result)
             if result is None:
@@ -77,9 +81,14 @@ def build_dynamic(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
             elif getattr(result, "aggregator", None) in candidates:
                 choice, reason, fallback = result.aggregator, str(result.reason or ""), False
             else:
-                reason = f"router chose an invalid option {result!r}; fell back to the first candidate"
+                reason = (
+                    f"router chose an invalid option {result!r}; fell back to the first candidate"
+                )
         except Exception as exc:  # any router failure must fall back, never crash the layer
-            reason = f"router failed ({type(exc).__name__}: {str(exc)[:200]}); fell back to the first candidate"
+            reason = (
+                f"router failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                "fell back to the first candidate"
+            )
         route_info = {"choice": choice, "reason": reason, "fallback": fallback}
         return {
             "routes": {ctx.layer.name: route_info},

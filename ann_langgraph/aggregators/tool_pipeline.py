@@ -1,4 +1,4 @@
-"""``tool_pipeline``: sequential agents with the layer's tools bound, each in a bounded tool loop."""
+"""``tool_pipeline``: sequential agents with the layer's tools, each in a bounded tool loop."""
 
 from __future__ import annotations
 
@@ -25,9 +25,7 @@ DESCRIPTION = (
 _TOOL_RESULT_LIMIT = 4000
 
 
-def run_tool_call(
-    tools: dict[str, BaseTool], call: dict[str, Any], config: RunnableConfig
-) -> str:
+def run_tool_call(tools: dict[str, BaseTool], call: dict[str, Any], config: RunnableConfig) -> str:
     """Run one tool call after checking its name and arguments; errors come back as text."""
     name = call.get("name")
     tool = tools.get(str(name))
@@ -82,9 +80,7 @@ def tool_loop(
     return message_text(final)
 
 
-def _node(
-    ctx: LayerContext, agent: AgentSpec, last: bool
-) -> Callable[..., dict[str, Any]]:
+def _node(ctx: LayerContext, agent: AgentSpec, last: bool) -> Callable[..., dict[str, Any]]:
     tools = [get_tool(name) for name in ctx.layer.tools]
 
     def run_agent(state: LayerState, config: RunnableConfig) -> dict[str, Any]:

