@@ -11,8 +11,9 @@ Shared by the ``python`` tool and by benchmarks/metrics that execute model-writt
 * stdout/stderr read in bounded chunks and capped (head + tail are kept);
 * when available, new network/mount/PID/IPC/UTS namespaces (no network at all, not even
   loopback), a private size-limited tmpfs over ``/tmp`` and ``/dev/shm``, every other mount
-  remounted read-only inside the namespace, all capabilities dropped, ``no_new_privs`` and, as
-  root, an unprivileged uid (65534).
+  remounted read-only inside the namespace, ``/root``, ``/home`` and the caller's home covered
+  by empty read-only mounts (only credential dot-files when the sandbox interpreter lives there),
+  all capabilities dropped, ``no_new_privs`` and, as root, an unprivileged uid (65534).
 
 How a run is set up: the host starts ``[unshare ...] <this interpreter> -I -S -c _INIT cfg`` in a
 new session. ``_INIT`` (stdlib only) does the mounts, copies the working directory into the
@@ -28,8 +29,8 @@ environment and a temporary directory. Anything short of the first emits one lou
 
 What remains (documented limits):
 
-* Reads are not restricted: the child can read world-readable host files (not ``/root`` or other
-  0700 directories when it runs as uid 65534).
+* Reads are otherwise not restricted: the child can read world-readable host files outside the
+  hidden homes (e.g. the project directory and datasets).
 * ``RLIMIT_NPROC`` counts all tasks of a uid: concurrent runs as uid 65534 share one budget (the
   limit is set to the tasks that uid already has plus ``max_processes``).
 * RLIMIT_AS limits address space, not resident memory of tmpfs files; tmpfs mounts are sized.
@@ -157,6 +158,26 @@ def setup_mounts(work):
     applied.append("tmpfs")
     os.makedirs(work, mode=0o700)
     shutil.copytree(".", work, dirs_exist_ok=True)  # "." is the pinned host directory
+    # Cover home directories / credential files with empty read-only mounts. Nothing below
+    # may import lazily: this interpreter's own stdlib may live under a hidden home.
+    hidden = []
+    for path in cfg["hide"]:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      "size=4k,mode=755")
+            elif os.path.isfile(path) and not os.path.islink(path):
+                mount("/dev/null", path, None, MS_BIND, None)
+                mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+            else:
+                continue
+        except OSError:
+            say(warning="could not hide " + path)
+            continue
+        ours.add(path)
+        hidden.append(path)
+    if hidden:
+        applied.append("hidden-home")
     # Every other writable mount becomes read-only (in this namespace only).
     failed = []
     with open("/proc/self/mountinfo") as fh:
@@ -467,6 +488,7 @@ def _execute(
             "workdir": workdir,
             "mounts": plan.ns is not None,
             "tmpfs_mb": max(64, 4 * max_file_mb) + 2 * math.ceil(files_bytes / _MIB),
+            "hide": _paths_to_hide(plan.interpreter) if plan.ns else [],
             "uid": uid,
             "gid": SANDBOX_GID if uid is not None else None,
             "rlimits": {
@@ -524,6 +546,43 @@ def _write_files(host_dir: str, code: str, files: dict[str, str | bytes]) -> int
         target.write_bytes(data)
         total += len(data)
     return total
+
+
+_CREDENTIAL_NAMES = (
+    ".ssh", ".aws", ".azure", ".config", ".gnupg", ".docker", ".kube", ".netrc",
+    ".git-credentials", ".pypirc", ".npmrc", ".env", ".cache", ".local/share/keyrings",
+    ".langsmith", ".huggingface",
+)  # fmt: skip
+
+
+def _paths_to_hide(interpreter: str) -> list[str]:
+    """Home directories to cover inside the mount namespace (whole, unless the sandbox
+    interpreter lives there, in which case only well-known credential files in them)."""
+    keep = [os.path.realpath(interpreter), os.path.abspath(interpreter)]
+
+    def holds_interpreter(path: str) -> bool:
+        return any(k == path or k.startswith(path.rstrip("/") + "/") for k in keep)
+
+    hide: list[str] = []
+    homes = {"/root", "/home"}
+    own = os.path.realpath(os.path.expanduser("~"))
+    temp = os.path.realpath(tempfile.gettempdir())
+    # A home such as /tmp or /work is a system location, not a private directory.
+    if own.count("/") >= 2 and not (temp + "/").startswith(own.rstrip("/") + "/"):
+        homes.add(own)
+    for home in sorted(homes):
+        if not os.path.isdir(home):
+            continue
+        if not holds_interpreter(home):
+            hide.append(home)
+            continue
+        users = [home] if home != "/home" else [e.path for e in os.scandir(home) if e.is_dir()]
+        for user_home in users:
+            if not holds_interpreter(user_home):
+                hide.append(user_home)
+                continue
+            hide += [os.path.join(user_home, name) for name in _CREDENTIAL_NAMES]
+    return [path for path in hide if not holds_interpreter(path)]
 
 
 def _tasks_of_uid(uid: int) -> int:

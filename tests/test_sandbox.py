@@ -335,3 +335,21 @@ def test_python_tool_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(sandbox, "run_python", broken)
     assert python_tool.invoke({"code": "print(1)"}).startswith("error: ")
+
+
+def test_home_directories_are_hidden(isolation: list[str]) -> None:
+    _require(isolation, "hidden-home")
+    hidden = sandbox._paths_to_hide(sandbox._plan().interpreter)
+    assert hidden
+    code = (
+        "import os\n"
+        f"for path in {hidden!r}:\n"
+        "    if os.path.isdir(path):\n"
+        "        print(path, os.listdir(path))\n"
+        "    elif os.path.isfile(path):\n"
+        "        print(path, open(path, 'rb').read())\n"
+    )
+    result = _run(code)
+    assert result.ok, result.stderr
+    for line in result.stdout.splitlines():
+        assert line.endswith((" []", " b''")), line
