@@ -7,6 +7,7 @@ from .aggregators import aggregator_descriptions, aggregator_names, register_agg
 from .answers import extract_answer
 from .compile import build_graph, compile_graph
 from .models import ModelError, register_model
+from .patch import Patch, PatchError, apply_patch
 from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError, load_spec, parse_spec, save_spec
 from .tools import register_tool, tool_names
 from .tracing import ExecutionRecord, LocalTraceSource, TraceRecorder, load_records, save_records
@@ -18,9 +19,12 @@ __all__ = [
     "LayerSpec",
     "LocalTraceSource",
     "ModelError",
+    "Patch",
+    "PatchError",
     "SpecError",
     "TraceRecorder",
     "aggregator_descriptions",
+    "apply_patch",
     "aggregator_names",
     "build_graph",
     "compile_graph",

@@ -15,8 +15,10 @@ from rich.table import Table
 
 from .answers import extract_answer
 from .compile import compile_graph
+from .diff import diff_specs, format_diff
 from .models import ModelError, ModelResolver, ModelsArg
-from .spec import GraphSpec, SpecError, load_spec
+from .patch import PatchError, apply_patch
+from .spec import GraphSpec, SpecError, load_spec, save_spec
 from .tracing import ExecutionRecord, TraceRecorder
 
 app = typer.Typer(
@@ -277,6 +279,49 @@ def schema(
         console.print(f"wrote {out}")
     else:
         typer.echo(text)
+
+
+@app.command()
+def patch(
+    spec_path: SpecArg,
+    patch_path: Annotated[Path, typer.Argument(help="A patch JSON file ('-' reads stdin).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the patched spec here (else stdout).")
+    ] = None,
+) -> None:
+    """Apply a JSON patch to a spec by hand (all ops or none) and show what changed."""
+    spec = _load(spec_path)
+    try:
+        text = (
+            sys.stdin.read() if str(patch_path) == "-" else patch_path.read_text(encoding="utf-8")
+        )
+    except OSError as exc:
+        raise _fail(f"cannot read patch: {exc}") from None
+    try:
+        new = apply_patch(spec, text)
+    except PatchError as exc:
+        raise _fail(f"{patch_path}: {exc}") from None
+    if out is None:
+        typer.echo(new.to_yaml(), nl=False)
+        err_console.print(format_diff(diff_specs(spec, new)), highlight=False)
+        return
+    save_spec(new, out)
+    console.print(format_diff(diff_specs(spec, new)), highlight=False)
+    console.print(f"wrote {out} (fingerprint {new.fingerprint})")
+
+
+@app.command()
+def diff(
+    before: Annotated[Path, typer.Argument(help="The old spec.")],
+    after: Annotated[Path, typer.Argument(help="The new spec.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the changes as JSON.")] = False,
+) -> None:
+    """Show a structural diff of two specs: layers, agents, prompts, aggregators."""
+    changes = diff_specs(_load(before), _load(after))
+    if json_output:
+        typer.echo(json.dumps([c.model_dump(mode="json") for c in changes], indent=2))
+    else:
+        typer.echo(format_diff(changes))
 
 
 def main() -> None:  # pragma: no cover
