@@ -154,7 +154,7 @@ class Patch(BaseModel):
 def _layer(data: dict[str, Any], name: str) -> dict[str, Any]:
     for layer in data["layers"]:
         if layer["name"] == name:
-            return layer  # type: ignore[no-any-return]
+            return layer
     known = ", ".join(layer["name"] for layer in data["layers"])
     raise LookupError(f"no layer '{name}' (layers: {known})")
 

@@ -84,7 +84,8 @@ def hand_built(model: Any) -> Any:
     layer1.add_edge("reader", END)
 
     def solve_input(state: Layer) -> str:
-        return f"Task:\n{state['input']}\n\nOutput of layer 'understand':\n{state['layer_outputs']['understand']}"
+        understood = state["layer_outputs"]["understand"]
+        return f"Task:\n{state['input']}\n\nOutput of layer 'understand':\n{understood}"
 
     def fan_out(state: Layer) -> list[Send]:
         text = solve_input(state)
@@ -92,7 +93,10 @@ def hand_built(model: Any) -> Any:
 
     def solver(i: int) -> Any:
         def run(payload: dict[str, Any]) -> dict[str, Any]:
-            msgs = [_system(f"Solver {i}", "Solve. End with 'Answer: N'."), HumanMessage(payload["text"])]
+            msgs = [
+                _system(f"Solver {i}", "Solve. End with 'Answer: N'."),
+                HumanMessage(payload["text"]),
+            ]
             return {"steps": [{"i": i, "text": model.invoke(msgs).content}]}
 
         return run
@@ -104,7 +108,9 @@ def hand_built(model: Any) -> Any:
         if not counts:
             return {"layer_outputs": {"solve": steps[0]["text"]}}
         best = max(counts.values())
-        winner = next(s for s, a in zip(steps, answers, strict=True) if a is not None and counts[a] == best)
+        winner = next(
+            s for s, a in zip(steps, answers, strict=True) if a is not None and counts[a] == best
+        )
         return {"layer_outputs": {"solve": winner["text"]}}
 
     layer2 = StateGraph(Layer)
@@ -116,7 +122,8 @@ def hand_built(model: Any) -> Any:
     layer2.add_edge("vote", END)
 
     def writer(state: Layer) -> dict[str, Any]:
-        text = f"Task:\n{state['input']}\n\nOutput of layer 'solve':\n{state['layer_outputs']['solve']}"
+        solved = state["layer_outputs"]["solve"]
+        text = f"Task:\n{state['input']}\n\nOutput of layer 'solve':\n{solved}"
         out = model.invoke([_system("Writer", "Answer."), HumanMessage(text)]).content
         return {"layer_outputs": {"answer": out}, "output": out}
 

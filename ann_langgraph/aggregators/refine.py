@@ -56,7 +56,11 @@ def build_self_refine(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
             ]
             if feedback and all(_approves(f["text"]) for f in feedback):
                 approved = ctx.finish(latest["text"])
-                approved["decision"] = {"kind": "refine", "drafts": len(done), "stopped": "approved"}
+                approved["decision"] = {
+                    "kind": "refine",
+                    "drafts": len(done),
+                    "stopped": "approved",
+                }
                 return approved
             notes = "\n\n".join(f"[{f['agent']}]\n{f['text']}" for f in feedback)
             text += (
