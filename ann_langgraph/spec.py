@@ -99,7 +99,8 @@ class LayerSpec(_Base):
     aggregator: str = Field(default="sequential_cot", description="A registered aggregator name.")
     agents: list[AgentSpec] = Field(min_length=1)
     inputs: list[str] | None = Field(
-        default=None, description="Earlier layers whose outputs this layer reads (default: the previous one)."
+        default=None,
+        description="Earlier layers whose outputs this layer reads (default: the previous one).",
     )
     candidates: list[str] | None = Field(
         default=None, description="Aggregators a `dynamic` layer may route to (first = fallback)."
@@ -144,7 +145,7 @@ class GraphSpec(_Base):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=True)
         # name/description first, then the rest: easier to read.
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
 
     # -- helpers ----------------------------------------------------------------
     def layer(self, name: str) -> LayerSpec:
@@ -159,6 +160,20 @@ class GraphSpec(_Base):
         if layer.inputs is not None:
             return list(layer.inputs)
         return [self.layers[index - 1].name] if index > 0 else []
+
+
+class _SpecDumper(yaml.SafeDumper):
+    """Safe dumper whose output always reads back to the same strings."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML with allow_unicode writes NEL (U+0085) raw inside single-quoted/plain scalars, and
+    # reading it back folds it into a space: force double quotes, where it is escaped as \N.
+    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_SpecDumper.add_representer(str, _represent_str)
 
 
 def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
@@ -185,9 +200,8 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
                 (f"{base}.aggregator", f"unknown aggregator '{layer.aggregator}' "
                  f"(known: {', '.join(sorted(aggregators))})")
             )
-        if layer.aggregator == "dynamic":
-            if not layer.candidates:
-                errors.append((f"{base}.candidates", "a dynamic layer needs candidates"))
+        if layer.aggregator == "dynamic" and not layer.candidates:
+            errors.append((f"{base}.candidates", "a dynamic layer needs candidates"))
         if layer.candidates:
             for j, cand in enumerate(layer.candidates):
                 if cand == "dynamic":
@@ -198,9 +212,8 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
                 errors.append((f"{base}.candidates", "duplicate candidates"))
         for j, tool in enumerate(layer.tools):
             if tool not in tools:
-                errors.append(
-                    (f"{base}.tools[{j}]", f"unknown tool '{tool}' (known: {', '.join(sorted(tools))})")
-                )
+                known = ", ".join(sorted(tools))
+                errors.append((f"{base}.tools[{j}]", f"unknown tool '{tool}' (known: {known})"))
         seen_agents: set[str] = set()
         for j, agent in enumerate(layer.agents):
             if agent.id in seen_agents:
@@ -208,16 +221,19 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
             seen_agents.add(agent.id)
         for path, agent in _agents_with_paths(layer, base):
             if agent.model is not None and agent.model not in spec.models:
+                table = ", ".join(sorted(spec.models)) or "nothing"
                 errors.append(
                     (f"{path}.model", f"unknown model name '{agent.model}' "
-                     f"(the spec's models table has: {', '.join(sorted(spec.models)) or 'nothing'})")
+                     f"(the spec's models table has: {table})")
                 )
         if layer.inputs is not None:
             if len(set(layer.inputs)) != len(layer.inputs):
                 errors.append((f"{base}.inputs", "duplicate input layers"))
             for j, src in enumerate(layer.inputs):
                 if src == layer.name:
-                    errors.append((f"{base}.inputs[{j}]", f"layer '{src}' cannot read itself (cycle)"))
+                    errors.append(
+                        (f"{base}.inputs[{j}]", f"layer '{src}' cannot read itself (cycle)")
+                    )
                 elif src not in seen_layers:
                     later = any(other.name == src for other in spec.layers[i + 1 :])
                     reason = (
@@ -247,7 +263,9 @@ def _agents_with_paths(layer: LayerSpec, base: str) -> list[tuple[str, AgentSpec
 # -- io -------------------------------------------------------------------------
 
 
-def parse_spec(text: str, *, format: Literal["yaml", "json"] = "yaml", source: str | None = None) -> GraphSpec:
+def parse_spec(
+    text: str, *, format: Literal["yaml", "json"] = "yaml", source: str | None = None
+) -> GraphSpec:
     """Parse a YAML (safe loader) or JSON document into a validated ``GraphSpec``."""
     try:
         data = json.loads(text) if format == "json" else yaml.safe_load(text)
@@ -265,7 +283,8 @@ def parse_spec(text: str, *, format: Literal["yaml", "json"] = "yaml", source: s
         raise SpecError([("", f"malformed {format.upper()}: {reason}")], source=source) from None
     if not isinstance(data, dict):
         kind = "empty document" if data is None else f"a {type(data).__name__}"
-        raise SpecError([("", f"a spec must be a mapping at the top level, got {kind}")], source=source)
+        reason = f"a spec must be a mapping at the top level, got {kind}"
+        raise SpecError([("", reason)], source=source)
     try:
         return GraphSpec.model_validate(data)
     except ValidationError as exc:

@@ -173,7 +173,7 @@ def test_every_spec_answer_format_has_an_extractor():
 
 
 def test_unknown_format_raises_value_error_naming_known_ones():
-    with pytest.raises(ValueError, match="unknown answer_format 'nope'.*last_number"):
+    with pytest.raises(ValueError, match=r"unknown answer_format 'nope'.*last_number"):
         extract_answer("1", "nope")
 
 

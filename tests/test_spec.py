@@ -178,6 +178,29 @@ def test_load_reads_json_by_suffix_not_by_content(tmp_path):
     assert load_spec(other).fingerprint == spec.fingerprint
 
 
+TRICKY_STRINGS = [
+    "next\x85line",  # NEL: PyYAML's unicode output used to turn it into a space
+    "line\u2028separator\u2029paragraph",
+    "null", "yes", "1e3", "- item", "key: value", "# not a comment", "&anchor *alias",
+    "  leading and trailing  ", "multi\nline\n\n  indented\n", "tab\there", "crlf\r\nx",
+    "quotes ' and \"", "é ü 中文 🙂", "\ufeffbom", "\x1b[31mansi", "\\boxed{1}",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_STRINGS, ids=repr)
+def test_yaml_and_json_round_trip_keep_every_string_exactly(tmp_path, text):
+    doc = base_doc()
+    doc["description"] = text
+    doc["layers"][0]["agents"][0]["prompt"] = text
+    doc["layers"][0]["agents"][0]["role"] = text
+    spec = GraphSpec.model_validate(doc)
+    again = parse_spec(spec.to_yaml())
+    assert again.layers[0].agents[0].prompt == text and again.description == text
+    assert again.fingerprint == spec.fingerprint
+    assert parse_spec(spec.to_json(), format="json").fingerprint == spec.fingerprint
+    assert load_spec(save_spec(spec, tmp_path / "s.yaml")).fingerprint == spec.fingerprint
+
+
 def test_to_yaml_omits_defaults():
     spec = GraphSpec.model_validate({"name": "m", "layers": [{"name": "l", "agents": [_agent("a")]}]})
     data = yaml.safe_load(spec.to_yaml())
