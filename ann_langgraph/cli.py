@@ -28,8 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# When piped (CI logs, files), render wide instead of rich's 80-column default.
+console = Console(width=None if Console().is_terminal else 160)
+err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
 
 SpecArg = Annotated[Path, typer.Argument(help="A graph spec file (.yaml/.yml or .json).")]
 ModelOpt = Annotated[
@@ -185,7 +186,7 @@ def run(
         }
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
         return
-    console.print(_records_table(records, 0 if full else 100))
+    console.print(_records_table(records, 0 if full else 90))
     for layer, route in (result.get("routes") or {}).items():
         note = " (fallback)" if route.get("fallback") else ""
         console.print(
