@@ -5,7 +5,10 @@ A readable graph spec compiles to a LangGraph ``StateGraph`` with one subgraph p
 
 from .aggregators import aggregator_descriptions, aggregator_names, register_aggregator
 from .answers import extract_answer
+from .cache import SQLiteLLMCache
 from .compile import build_graph, compile_graph
+from .evaluate import EvalReport, aevaluate, evaluate, load_dataset
+from .metrics import Score, get_metric, metric_names, register_metric
 from .models import ModelError, register_model
 from .patch import Patch, PatchError, apply_patch
 from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError, load_spec, parse_spec, save_spec
@@ -14,6 +17,7 @@ from .tracing import ExecutionRecord, LocalTraceSource, TraceRecorder, load_reco
 
 __all__ = [
     "AgentSpec",
+    "EvalReport",
     "ExecutionRecord",
     "GraphSpec",
     "LayerSpec",
@@ -21,18 +25,26 @@ __all__ = [
     "ModelError",
     "Patch",
     "PatchError",
+    "SQLiteLLMCache",
+    "Score",
     "SpecError",
     "TraceRecorder",
+    "aevaluate",
     "aggregator_descriptions",
     "aggregator_names",
     "apply_patch",
     "build_graph",
     "compile_graph",
+    "evaluate",
     "extract_answer",
+    "get_metric",
+    "load_dataset",
     "load_records",
     "load_spec",
+    "metric_names",
     "parse_spec",
     "register_aggregator",
+    "register_metric",
     "register_model",
     "register_tool",
     "save_records",

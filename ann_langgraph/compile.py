@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.caches import BaseCache
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
@@ -60,6 +61,7 @@ def build_graph(
     *,
     models: ModelsArg = None,
     retry_attempts: int = 3,
+    cache: BaseCache | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the uncompiled parent graph; each layer is a compiled subgraph node.
 
@@ -67,7 +69,7 @@ def build_graph(
     several inputs wait for all of them. The last layer's output is the graph's ``output``.
     """
     spec = _coerce_spec(spec)
-    resolver = ModelResolver(spec, models)
+    resolver = ModelResolver(spec, models, cache=cache)
     builder = StateGraph(GraphState, input_schema=GraphInput, output_schema=GraphOutput)
     consumed: set[str] = set()
     last = len(spec.layers) - 1
@@ -106,10 +108,11 @@ def compile_graph(
     models: ModelsArg = None,
     checkpointer: Any = None,
     retry_attempts: int = 3,
+    cache: BaseCache | None = None,
     **compile_kwargs: Any,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """``build_graph(...).compile(...)``, named after the spec."""
     spec = _coerce_spec(spec)
-    builder = build_graph(spec, models=models, retry_attempts=retry_attempts)
+    builder = build_graph(spec, models=models, retry_attempts=retry_attempts, cache=cache)
     compile_kwargs.setdefault("name", spec.name)
     return builder.compile(checkpointer=checkpointer, **compile_kwargs)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -121,13 +123,23 @@ class ModelResolver:
 
     ``models`` may be one model (or string) for every name, or a mapping from spec names to
     models/strings; names it does not cover fall back to the spec's own ``models`` table.
+
+    ``cache`` (an LLM response cache, e.g. ``ann_langgraph.cache.SQLiteLLMCache``) is attached
+    to every resolved ``BaseChatModel`` as a copy with ``cache=`` set (one copy per distinct
+    model object, so a model used under several names keeps one script/state); models with
+    ``cache=False`` keep it, and other runnables (chains, bindings) are used uncached, with a
+    warning.
     """
 
-    def __init__(self, spec: GraphSpec, models: ModelsArg = None) -> None:
+    def __init__(
+        self, spec: GraphSpec, models: ModelsArg = None, cache: BaseCache | None = None
+    ) -> None:
         self._spec = spec
         self._override = models
         self._cache: dict[str, Runnable[Any, Any]] = {}
         self._lock = threading.Lock()
+        self.llm_cache = cache
+        self._cached_copies: dict[int, tuple[Runnable[Any, Any], Runnable[Any, Any]]] = {}
         if isinstance(models, Mapping):
             for key, value in models.items():
                 if not isinstance(value, str | Runnable):
@@ -165,8 +177,29 @@ class ModelResolver:
         with self._lock:
             if name not in self._cache:
                 chosen = self._choice(name)
-                self._cache[name] = init_model(chosen) if isinstance(chosen, str) else chosen
+                model = init_model(chosen) if isinstance(chosen, str) else chosen
+                self._cache[name] = self._with_llm_cache(model)
             return self._cache[name]
+
+    def _with_llm_cache(self, model: Runnable[Any, Any]) -> Runnable[Any, Any]:
+        """``model`` with ``self.llm_cache`` attached (called under ``self._lock``)."""
+        if self.llm_cache is None:
+            return model
+        if not isinstance(model, BaseChatModel):
+            warnings.warn(
+                f"LLM cache not attached to a {type(model).__name__}: only BaseChatModel "
+                "instances get it; calls through this model are not cached",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return model
+        if model.cache is False:
+            return model
+        hit = self._cached_copies.get(id(model))
+        if hit is None:
+            hit = (model, model.model_copy(update={"cache": self.llm_cache}))
+            self._cached_copies[id(model)] = hit  # the original is kept alive: ids stay unique
+        return hit[1]
 
     def for_agent(self, agent: AgentSpec, *, tools: Sequence[BaseTool] = ()) -> Runnable[Any, Any]:
         """The agent's model with its tools, temperature and max_tokens bound."""

@@ -197,8 +197,11 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
             errors.append((f"{base}.name", f"duplicate layer name '{layer.name}'"))
         if layer.aggregator not in aggregators:
             errors.append(
-                (f"{base}.aggregator", f"unknown aggregator '{layer.aggregator}' "
-                 f"(known: {', '.join(sorted(aggregators))})")
+                (
+                    f"{base}.aggregator",
+                    f"unknown aggregator '{layer.aggregator}' "
+                    f"(known: {', '.join(sorted(aggregators))})",
+                )
             )
         if layer.aggregator == "dynamic" and not layer.candidates:
             errors.append((f"{base}.candidates", "a dynamic layer needs candidates"))
@@ -223,8 +226,11 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
             if agent.model is not None and agent.model not in spec.models:
                 table = ", ".join(sorted(spec.models)) or "nothing"
                 errors.append(
-                    (f"{path}.model", f"unknown model name '{agent.model}' "
-                     f"(the spec's models table has: {table})")
+                    (
+                        f"{path}.model",
+                        f"unknown model name '{agent.model}' "
+                        f"(the spec's models table has: {table})",
+                    )
                 )
         if layer.inputs is not None:
             if len(set(layer.inputs)) != len(layer.inputs):

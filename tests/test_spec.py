@@ -115,7 +115,9 @@ def test_fingerprint_ignores_whether_defaults_are_spelled_out():
     doc = base_doc()
     explicit = copy.deepcopy(doc)
     explicit["layers"][0].update(tools=[], max_tool_calls=3, rounds=2, inputs=None)
-    assert GraphSpec.model_validate(explicit).fingerprint == GraphSpec.model_validate(doc).fingerprint
+    assert (
+        GraphSpec.model_validate(explicit).fingerprint == GraphSpec.model_validate(doc).fingerprint
+    )
 
 
 @pytest.mark.parametrize(
@@ -181,9 +183,22 @@ def test_load_reads_json_by_suffix_not_by_content(tmp_path):
 TRICKY_STRINGS = [
     "next\x85line",  # NEL: PyYAML's unicode output used to turn it into a space
     "line\u2028separator\u2029paragraph",
-    "null", "yes", "1e3", "- item", "key: value", "# not a comment", "&anchor *alias",
-    "  leading and trailing  ", "multi\nline\n\n  indented\n", "tab\there", "crlf\r\nx",
-    "quotes ' and \"", "é ü 中文 🙂", "\ufeffbom", "\x1b[31mansi", "\\boxed{1}",
+    "null",
+    "yes",
+    "1e3",
+    "- item",
+    "key: value",
+    "# not a comment",
+    "&anchor *alias",
+    "  leading and trailing  ",
+    "multi\nline\n\n  indented\n",
+    "tab\there",
+    "crlf\r\nx",
+    "quotes ' and \"",
+    "é ü 中文 🙂",
+    "\ufeffbom",
+    "\x1b[31mansi",
+    "\\boxed{1}",
 ]
 
 
@@ -202,7 +217,9 @@ def test_yaml_and_json_round_trip_keep_every_string_exactly(tmp_path, text):
 
 
 def test_to_yaml_omits_defaults():
-    spec = GraphSpec.model_validate({"name": "m", "layers": [{"name": "l", "agents": [_agent("a")]}]})
+    spec = GraphSpec.model_validate(
+        {"name": "m", "layers": [{"name": "l", "agents": [_agent("a")]}]}
+    )
     data = yaml.safe_load(spec.to_yaml())
     assert data == {"name": "m", "layers": [{"name": "l", "agents": [_agent("a")]}]}
 
@@ -238,37 +255,94 @@ def _dup_agent(doc: dict[str, Any]) -> None:
 
 # (case id, edit of base_doc(), expected path, reason regex)
 SEMANTIC_CASES = [
-    ("unknown aggregator", _set("layers", 1, "aggregator", "magic"), "layers[1].aggregator",
-     r"unknown aggregator 'magic'.*parallel_vote"),
-    ("unknown candidate", _set("layers", 2, "candidates", ["sequential_cot", "wizard"]),
-     "layers[2].candidates[1]", r"unknown aggregator 'wizard'"),
-    ("dynamic as candidate", _set("layers", 2, "candidates", ["dynamic"]), "layers[2].candidates[0]",
-     r"'dynamic' cannot be a candidate"),
-    ("dynamic without candidates", _drop("layers", 2, "candidates"), "layers[2].candidates",
-     r"dynamic layer needs candidates"),
-    ("dynamic with empty candidates", _set("layers", 2, "candidates", []), "layers[2].candidates",
-     r"dynamic layer needs candidates"),
-    ("unknown tool", _set("layers", 1, "tools", ["calculator", "shell"]), "layers[1].tools[1]",
-     r"unknown tool 'shell'.*calculator"),
-    ("duplicate layer name", _set("layers", 2, "name", "understand"), "layers[2].name",
-     r"duplicate layer name 'understand'"),
+    (
+        "unknown aggregator",
+        _set("layers", 1, "aggregator", "magic"),
+        "layers[1].aggregator",
+        r"unknown aggregator 'magic'.*parallel_vote",
+    ),
+    (
+        "unknown candidate",
+        _set("layers", 2, "candidates", ["sequential_cot", "wizard"]),
+        "layers[2].candidates[1]",
+        r"unknown aggregator 'wizard'",
+    ),
+    (
+        "dynamic as candidate",
+        _set("layers", 2, "candidates", ["dynamic"]),
+        "layers[2].candidates[0]",
+        r"'dynamic' cannot be a candidate",
+    ),
+    (
+        "dynamic without candidates",
+        _drop("layers", 2, "candidates"),
+        "layers[2].candidates",
+        r"dynamic layer needs candidates",
+    ),
+    (
+        "dynamic with empty candidates",
+        _set("layers", 2, "candidates", []),
+        "layers[2].candidates",
+        r"dynamic layer needs candidates",
+    ),
+    (
+        "unknown tool",
+        _set("layers", 1, "tools", ["calculator", "shell"]),
+        "layers[1].tools[1]",
+        r"unknown tool 'shell'.*calculator",
+    ),
+    (
+        "duplicate layer name",
+        _set("layers", 2, "name", "understand"),
+        "layers[2].name",
+        r"duplicate layer name 'understand'",
+    ),
     ("duplicate agent id", _dup_agent, "layers[1].agents[2].id", r"duplicate agent id 'a'"),
-    ("forward reference", _set("layers", 0, "inputs", ["answer"]), "layers[0].inputs[0]",
-     r"'answer' is a later layer"),
-    ("self reference", _set("layers", 1, "inputs", ["understand", "solve"]), "layers[1].inputs[1]",
-     r"cannot read itself"),
-    ("unknown input layer", _set("layers", 2, "inputs", ["ghost"]), "layers[2].inputs[0]",
-     r"unknown layer 'ghost'"),
-    ("duplicate inputs", _set("layers", 2, "inputs", ["solve", "solve"]), "layers[2].inputs",
-     r"duplicate input"),
-    ("unknown model", _set("layers", 0, "agents", 0, "model", "gpt5"), "layers[0].agents[0].model",
-     r"unknown model name 'gpt5'"),
-    ("unknown judge model", _set("layers", 1, "judge", "model", "gpt5"), "layers[1].judge.model",
-     r"unknown model name 'gpt5'"),
+    (
+        "forward reference",
+        _set("layers", 0, "inputs", ["answer"]),
+        "layers[0].inputs[0]",
+        r"'answer' is a later layer",
+    ),
+    (
+        "self reference",
+        _set("layers", 1, "inputs", ["understand", "solve"]),
+        "layers[1].inputs[1]",
+        r"cannot read itself",
+    ),
+    (
+        "unknown input layer",
+        _set("layers", 2, "inputs", ["ghost"]),
+        "layers[2].inputs[0]",
+        r"unknown layer 'ghost'",
+    ),
+    (
+        "duplicate inputs",
+        _set("layers", 2, "inputs", ["solve", "solve"]),
+        "layers[2].inputs",
+        r"duplicate input",
+    ),
+    (
+        "unknown model",
+        _set("layers", 0, "agents", 0, "model", "gpt5"),
+        "layers[0].agents[0].model",
+        r"unknown model name 'gpt5'",
+    ),
+    (
+        "unknown judge model",
+        _set("layers", 1, "judge", "model", "gpt5"),
+        "layers[1].judge.model",
+        r"unknown model name 'gpt5'",
+    ),
     ("missing default model", _set("models", {"fast": "local"}), "models", r"no 'default' model"),
     ("empty model string", _set("models", "fast", "  "), "models.fast", r"non-empty"),
     *[
-        (f"reserved layer name {name}", _set("layers", 0, "name", name), "layers[0].name", r"reserved")
+        (
+            f"reserved layer name {name}",
+            _set("layers", 0, "name", name),
+            "layers[0].name",
+            r"reserved",
+        )
         for name in sorted(RESERVED_LAYER_NAMES)
     ],
 ]
@@ -278,37 +352,90 @@ FIELD_CASES = [
     ("empty layers", _set("layers", []), "layers", r"at least 1 item"),
     ("missing layers", _drop("layers"), "layers", r"field required"),
     ("empty agents", _set("layers", 1, "agents", []), "layers[1].agents", r"at least 1 item"),
-    ("temperature as a word", _set("layers", 1, "agents", 0, "temperature", "hot"),
-     "layers[1].agents[0].temperature", r"valid number"),
-    ("temperature too high", _set("layers", 1, "agents", 0, "temperature", 5),
-     "layers[1].agents[0].temperature", r"less than or equal to 2"),
-    ("negative max_tokens", _set("layers", 1, "agents", 1, "max_tokens", -1),
-     "layers[1].agents[1].max_tokens", r"greater than or equal to 1"),
-    ("max_tokens as float", _set("layers", 1, "agents", 1, "max_tokens", 1.5),
-     "layers[1].agents[1].max_tokens", r"valid integer"),
-    ("agents as a mapping", _set("layers", 0, "agents", {"id": "x"}), "layers[0].agents",
-     r"valid list"),
+    (
+        "temperature as a word",
+        _set("layers", 1, "agents", 0, "temperature", "hot"),
+        "layers[1].agents[0].temperature",
+        r"valid number",
+    ),
+    (
+        "temperature too high",
+        _set("layers", 1, "agents", 0, "temperature", 5),
+        "layers[1].agents[0].temperature",
+        r"less than or equal to 2",
+    ),
+    (
+        "negative max_tokens",
+        _set("layers", 1, "agents", 1, "max_tokens", -1),
+        "layers[1].agents[1].max_tokens",
+        r"greater than or equal to 1",
+    ),
+    (
+        "max_tokens as float",
+        _set("layers", 1, "agents", 1, "max_tokens", 1.5),
+        "layers[1].agents[1].max_tokens",
+        r"valid integer",
+    ),
+    (
+        "agents as a mapping",
+        _set("layers", 0, "agents", {"id": "x"}),
+        "layers[0].agents",
+        r"valid list",
+    ),
     ("layer as a string", _set("layers", 0, "just a string"), "layers[0]", r"valid dictionary"),
-    ("tools as a string", _set("layers", 1, "tools", "calculator"), "layers[1].tools", r"valid list"),
+    (
+        "tools as a string",
+        _set("layers", 1, "tools", "calculator"),
+        "layers[1].tools",
+        r"valid list",
+    ),
     ("name as a list", _set("name", ["x"]), "name", r"valid string"),
     ("empty name", _set("name", ""), "name", r"at least 1 character"),
-    ("missing prompt", _drop("layers", 0, "agents", 0, "prompt"), "layers[0].agents[0].prompt",
-     r"field required"),
-    ("empty role", _set("layers", 0, "agents", 0, "role", ""), "layers[0].agents[0].role",
-     r"at least 1 character"),
+    (
+        "missing prompt",
+        _drop("layers", 0, "agents", 0, "prompt"),
+        "layers[0].agents[0].prompt",
+        r"field required",
+    ),
+    (
+        "empty role",
+        _set("layers", 0, "agents", 0, "role", ""),
+        "layers[0].agents[0].role",
+        r"at least 1 character",
+    ),
     ("unknown answer format", _set("answer_format", "essay"), "answer_format", r"last_number"),
     ("model table value not a string", _set("models", "fast", 3), "models.fast", r"valid string"),
-    ("typo agent: for agents:", lambda d: d["layers"][0].update(agent=d["layers"][0].pop("agents")),
-     "layers[0].agent", r"extra inputs are not permitted"),
-    ("typo layer: for layers:", lambda d: d.update(layer=d.pop("layers")), "layer",
-     r"extra inputs are not permitted"),
-    ("unknown agent key", _set("layers", 0, "agents", 0, "temprature", 0.1),
-     "layers[0].agents[0].temprature", r"extra inputs are not permitted"),
-    ("id with spaces", _set("layers", 0, "agents", 0, "id", "solver a"), "layers[0].agents[0].id",
-     r"pattern"),
+    (
+        "typo agent: for agents:",
+        lambda d: d["layers"][0].update(agent=d["layers"][0].pop("agents")),
+        "layers[0].agent",
+        r"extra inputs are not permitted",
+    ),
+    (
+        "typo layer: for layers:",
+        lambda d: d.update(layer=d.pop("layers")),
+        "layer",
+        r"extra inputs are not permitted",
+    ),
+    (
+        "unknown agent key",
+        _set("layers", 0, "agents", 0, "temprature", 0.1),
+        "layers[0].agents[0].temprature",
+        r"extra inputs are not permitted",
+    ),
+    (
+        "id with spaces",
+        _set("layers", 0, "agents", 0, "id", "solver a"),
+        "layers[0].agents[0].id",
+        r"pattern",
+    ),
     ("layer name with spaces", _set("layers", 0, "name", "my layer"), "layers[0].name", r"pattern"),
-    ("id starting with a digit", _set("layers", 0, "agents", 0, "id", "1st"),
-     "layers[0].agents[0].id", r"pattern"),
+    (
+        "id starting with a digit",
+        _set("layers", 0, "agents", 0, "id", "1st"),
+        "layers[0].agents[0].id",
+        r"pattern",
+    ),
     ("layer name with a colon", _set("layers", 0, "name", "a:b"), "layers[0].name", r"pattern"),
 ]
 
@@ -321,7 +448,9 @@ def _bad_doc(edit) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("case", "edit", "path", "reason"), ALL_DOC_CASES, ids=[c[0] for c in ALL_DOC_CASES])
+@pytest.mark.parametrize(
+    ("case", "edit", "path", "reason"), ALL_DOC_CASES, ids=[c[0] for c in ALL_DOC_CASES]
+)
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_invalid_document_gives_spec_error_with_path_and_reason(case, edit, path, reason, fmt):
     doc = _bad_doc(edit)
@@ -338,7 +467,9 @@ def test_invalid_document_gives_spec_error_with_path_and_reason(case, edit, path
     assert exc.source == "bad.spec"
 
 
-@pytest.mark.parametrize(("case", "edit", "path", "reason"), ALL_DOC_CASES, ids=[c[0] for c in ALL_DOC_CASES])
+@pytest.mark.parametrize(
+    ("case", "edit", "path", "reason"), ALL_DOC_CASES, ids=[c[0] for c in ALL_DOC_CASES]
+)
 def test_model_validate_raises_validation_error_mapped_to_the_same_paths(case, edit, path, reason):
     doc = _bad_doc(edit)
     with pytest.raises(ValidationError) as info:
@@ -381,7 +512,9 @@ def test_default_model_may_be_missing_when_every_agent_names_one():
     doc = {
         "name": "m",
         "models": {"fast": "local"},
-        "layers": [{"name": "l", "agents": [_agent("a", model="fast")], "judge": _agent("j", model="fast")}],
+        "layers": [
+            {"name": "l", "agents": [_agent("a", model="fast")], "judge": _agent("j", model="fast")}
+        ],
     }
     assert GraphSpec.model_validate(doc).models == {"fast": "local"}
     doc["layers"][0]["judge"].pop("model")  # the judge needs 'default' too
@@ -393,11 +526,19 @@ def test_default_model_may_be_missing_when_every_agent_names_one():
 @pytest.mark.parametrize(
     ("text", "fmt", "reason"),
     [
-        ("name: x\nlayers:\n  - name: [unclosed\n", "yaml", r"malformed YAML: line \d+, column \d+"),
+        (
+            "name: x\nlayers:\n  - name: [unclosed\n",
+            "yaml",
+            r"malformed YAML: line \d+, column \d+",
+        ),
         ("name: x\nlayers:\n\t- name: a\n", "yaml", r"malformed YAML: line 3, column 1"),
         ("name: x\n  bad: indent\n", "yaml", r"malformed YAML: line 2"),
         ("name: x\ndescription: a\x00b\n", "yaml", r"malformed YAML: line 2, column 15.*#x0000"),
-        ("name: !!python/object/apply:os.system ['true']\n", "yaml", r"malformed YAML: line 1.*constructor"),
+        (
+            "name: !!python/object/apply:os.system ['true']\n",
+            "yaml",
+            r"malformed YAML: line 1.*constructor",
+        ),
         ("---\nname: a\n---\nname: b\n", "yaml", r"malformed YAML: line 3"),
         ('{"name": "x",}', "json", r"malformed JSON: .*line 1 column 14"),
         ("name: x", "json", r"malformed JSON"),
@@ -476,22 +617,38 @@ def test_starter_spec_loads(path):
 # -- CLI ---------------------------------------------------------------------------------------
 
 BAD_FILES = [
-    ("unknown-aggregator.yaml", yaml.safe_dump(_bad_doc(_set("layers", 1, "aggregator", "magic"))),
-     "layers[1].aggregator", "unknown aggregator 'magic'"),
-    ("forward.json", json.dumps(_bad_doc(_set("layers", 0, "inputs", ["answer"]))),
-     "layers[0].inputs[0]", "later layer"),
-    ("typo.yml", yaml.safe_dump(_bad_doc(_set("layers", 0, "agents", 0, "temprature", 1))),
-     "layers[0].agents[0].temprature", "Extra inputs are not permitted"),
+    (
+        "unknown-aggregator.yaml",
+        yaml.safe_dump(_bad_doc(_set("layers", 1, "aggregator", "magic"))),
+        "layers[1].aggregator",
+        "unknown aggregator 'magic'",
+    ),
+    (
+        "forward.json",
+        json.dumps(_bad_doc(_set("layers", 0, "inputs", ["answer"]))),
+        "layers[0].inputs[0]",
+        "later layer",
+    ),
+    (
+        "typo.yml",
+        yaml.safe_dump(_bad_doc(_set("layers", 0, "agents", 0, "temprature", 1))),
+        "layers[0].agents[0].temprature",
+        "Extra inputs are not permitted",
+    ),
     ("broken.yaml", "name: x\nlayers: [\n", "", "malformed YAML: line"),
     ("list.yaml", "- 1\n- 2\n", "", "got a list"),
 ]
 
 
 def _output(result: Any) -> str:
-    return result.output + (result.stderr if result.stderr and result.stderr not in result.output else "")
+    return result.output + (
+        result.stderr if result.stderr and result.stderr not in result.output else ""
+    )
 
 
-@pytest.mark.parametrize(("name", "text", "path", "reason"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+@pytest.mark.parametrize(
+    ("name", "text", "path", "reason"), BAD_FILES, ids=[b[0] for b in BAD_FILES]
+)
 def test_cli_validate_bad_spec_exits_2_with_one_line(tmp_path, name, text, path, reason):
     spec_file = tmp_path / name
     spec_file.write_text(text, encoding="utf-8")
@@ -516,7 +673,9 @@ def test_cli_validate_missing_file_exits_2(tmp_path):
 
 def test_cli_validate_mixed_files_reports_each_and_fails(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(_bad_doc(_set("layers", 1, "tools", ["shell"]))), encoding="utf-8")
+    bad.write_text(
+        yaml.safe_dump(_bad_doc(_set("layers", 1, "tools", ["shell"]))), encoding="utf-8"
+    )
     result = runner.invoke(app, ["validate", str(STARTER_SPECS[0]), str(bad)])
     out = _output(result)
     assert result.exit_code == 2
@@ -526,7 +685,9 @@ def test_cli_validate_mixed_files_reports_each_and_fails(tmp_path):
 @pytest.mark.parametrize("command", ["run", "show"])
 def test_cli_other_commands_report_bad_specs_with_exit_2(tmp_path, command):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(_bad_doc(_set("layers", 1, "aggregator", "magic"))), encoding="utf-8")
+    bad.write_text(
+        yaml.safe_dump(_bad_doc(_set("layers", 1, "aggregator", "magic"))), encoding="utf-8"
+    )
     args = [command, str(bad)] + (["--input", "x"] if command == "run" else [])
     result = runner.invoke(app, args)
     out = _output(result)

@@ -27,7 +27,9 @@ from ann_langgraph.spec import ANSWER_FORMATS, RESERVED_LAYER_NAMES
 from ann_langgraph.testing import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTER_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "graphs").glob("*.yaml"))}
+STARTER_TEXTS = {
+    p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "graphs").glob("*.yaml"))
+}
 STARTER_DOCS = {name: yaml.safe_load(text) for name, text in STARTER_TEXTS.items()}
 
 AGGREGATORS = sorted(aggregator_names())
@@ -41,7 +43,9 @@ def fuzz(max_examples: int) -> settings:
         max_examples=max_examples,
         deadline=None,
         suppress_health_check=[
-            HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
         ],
     )
 
@@ -60,12 +64,26 @@ def one_in(odds: int) -> st.SearchStrategy[bool]:
     return st.integers(0, odds - 1).map(lambda i: i == odds // 2)
 
 
-def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = RARE) -> st.SearchStrategy[Any]:
+def mostly(
+    good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = RARE
+) -> st.SearchStrategy[Any]:
     """``good``, but one time in ``odds`` ``bad``."""
     return one_in(odds).flatmap(lambda rare: bad if rare else good)
 
 
-VALID_NAMES = ["a", "b", "c", "solve", "plan", "x1", "layer-2", "Agent_3", "judge", "steps", "input2"]
+VALID_NAMES = [
+    "a",
+    "b",
+    "c",
+    "solve",
+    "plan",
+    "x1",
+    "layer-2",
+    "Agent_3",
+    "judge",
+    "steps",
+    "input2",
+]
 junk_scalar = st.one_of(
     st.none(),
     st.booleans(),
@@ -102,7 +120,12 @@ aggregator_names_st = mostly(
     st.sampled_from(AGGREGATORS), st.sampled_from(["junk", "", "Dynamic", "parallel-vote", "vote"])
 )
 candidate_lists = mostly(
-    st.lists(st.sampled_from([a for a in AGGREGATORS if a != "dynamic"]), min_size=1, max_size=3, unique=True),
+    st.lists(
+        st.sampled_from([a for a in AGGREGATORS if a != "dynamic"]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
     st.lists(aggregator_names_st, max_size=3),  # may be empty, hold 'dynamic', duplicates, junk
     odds=RARE // 3,
 )
@@ -114,17 +137,53 @@ model_strings = mostly(st.sampled_from(["local", "openai:gpt-4o-mini"]), st.samp
 model_names = mostly(st.sampled_from(["default", "fast"]), st.sampled_from(["gpt5", "", "Default"]))
 # Strings that YAML and JSON treat specially, as roles/prompts/descriptions (one draw each).
 TRICKY_TEXT = [
-    "Solve it.", "null", "~", "yes", "no", "on", "1e3", "0x1F", "-", "- x", ": x", "a: b", "#x",
-    "&a", "*a", "!!int 3", "'", '"', "{}", "[]", "|", ">", "%YAML", "---", "...", " lead", "trail ",
-    "line\nbreak", "a\r\nb", "tab\tx", "\x85nel", "\u2028ls", "\ufeffbom", "é ü ß 中文 🙂",
-    "\x1b[31m", "\\boxed{1}", "{{var}}", "x" * 300,
+    "Solve it.",
+    "null",
+    "~",
+    "yes",
+    "no",
+    "on",
+    "1e3",
+    "0x1F",
+    "-",
+    "- x",
+    ": x",
+    "a: b",
+    "#x",
+    "&a",
+    "*a",
+    "!!int 3",
+    "'",
+    '"',
+    "{}",
+    "[]",
+    "|",
+    ">",
+    "%YAML",
+    "---",
+    "...",
+    " lead",
+    "trail ",
+    "line\nbreak",
+    "a\r\nb",
+    "tab\tx",
+    "\x85nel",
+    "\u2028ls",
+    "\ufeffbom",
+    "é ü ß 中文 🙂",
+    "\x1b[31m",
+    "\\boxed{1}",
+    "{{var}}",
+    "x" * 300,
 ]
 text_values = mostly(st.sampled_from(TRICKY_TEXT), st.text(max_size=8), odds=4)
 nonempty_text = mostly(text_values.filter(bool), st.just(""))
 
 
 @st.composite
-def loose_dict(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[Any]], required: set[str]) -> dict[str, Any]:
+def loose_dict(
+    draw: st.DrawFn, fields: dict[str, st.SearchStrategy[Any]], required: set[str]
+) -> dict[str, Any]:
     """A mapping in random key order with random optional keys; rarely a required key is
     missing or a stray key (typo) is added."""
     out: dict[str, Any] = {}
@@ -149,6 +208,8 @@ agents = loose_dict(
     },
     {"id", "role", "prompt"},
 )
+
+
 def _unique_ids(agent_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for i, agent in enumerate(agent_list):
@@ -172,7 +233,9 @@ def layers(draw: st.DrawFn, pool: list[str], index: int) -> dict[str, Any]:
     own = pool[index] if index < len(pool) else draw(names)
     earlier = pool[:index]
     inputs = mostly(
-        st.lists(st.sampled_from(earlier), max_size=len(earlier), unique=True) if earlier else st.just([]),
+        st.lists(st.sampled_from(earlier), max_size=len(earlier), unique=True)
+        if earlier
+        else st.just([]),
         st.lists(st.sampled_from([*pool, "ghost", own]), max_size=3),  # forward, self, unknown, dup
         odds=RARE // 3,
     )
@@ -221,7 +284,9 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     layer_names = draw(
         st.lists(
             pattern_names.filter(lambda s: s not in RESERVED_LAYER_NAMES),
-            min_size=n, max_size=n, unique=True,
+            min_size=n,
+            max_size=n,
+            unique=True,
         )
     )
     models = {"default": "local", **({"fast": "openai:gpt-4o-mini"} if draw(st.booleans()) else {})}
@@ -246,11 +311,17 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         layer["aggregator"] = agg
         if agg == "dynamic" or draw(st.integers(0, 3)) == 0:
             pool = [a for a in AGGREGATORS if a != "dynamic"]
-            layer["candidates"] = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4, unique=True))
+            layer["candidates"] = draw(
+                st.lists(st.sampled_from(pool), min_size=1, max_size=4, unique=True)
+            )
         if draw(st.booleans()):
-            layer["tools"] = draw(st.lists(st.sampled_from(TOOLS), max_size=len(TOOLS), unique=True))
+            layer["tools"] = draw(
+                st.lists(st.sampled_from(TOOLS), max_size=len(TOOLS), unique=True)
+            )
         if i > 0 and draw(st.booleans()):
-            layer["inputs"] = draw(st.lists(st.sampled_from(layer_names[:i]), max_size=i, unique=True))
+            layer["inputs"] = draw(
+                st.lists(st.sampled_from(layer_names[:i]), max_size=i, unique=True)
+            )
         elif i == 0 and draw(st.integers(0, 4)) == 0:
             layer["inputs"] = []
         if draw(st.booleans()):
@@ -343,14 +414,45 @@ def corrupted_texts(draw: st.DrawFn) -> tuple[str, str]:
     for _ in range(draw(st.integers(1, 5))):
         i = draw(st.integers(0, len(text)))
         j = min(len(text), i + draw(st.integers(0, 30)))
-        op = draw(st.sampled_from(["delete", "insert", "replace", "dup_line", "swap_lines", "indent"]))
+        op = draw(
+            st.sampled_from(["delete", "insert", "replace", "dup_line", "swap_lines", "indent"])
+        )
         if op == "delete":
             text = text[:i] + text[j:]
         elif op == "insert":
-            piece = draw(st.one_of(st.text(max_size=10), st.sampled_from(
-                [":", "- ", "\n", "  ", "\t", "{", "}", "[", "]", '"', "'", "&a ", "*a", "!!str ", "#",
-                 "---\n", "? ", "|\n", "\x00", "\\u0000", "<<: *a\n", ",", "null", "1e999"]
-            )))
+            piece = draw(
+                st.one_of(
+                    st.text(max_size=10),
+                    st.sampled_from(
+                        [
+                            ":",
+                            "- ",
+                            "\n",
+                            "  ",
+                            "\t",
+                            "{",
+                            "}",
+                            "[",
+                            "]",
+                            '"',
+                            "'",
+                            "&a ",
+                            "*a",
+                            "!!str ",
+                            "#",
+                            "---\n",
+                            "? ",
+                            "|\n",
+                            "\x00",
+                            "\\u0000",
+                            "<<: *a\n",
+                            ",",
+                            "null",
+                            "1e999",
+                        ]
+                    ),
+                )
+            )
             text = text[:i] + piece + text[i:]
         elif op == "replace":
             text = text[:i] + draw(st.text(max_size=5)) + text[j:]
@@ -457,7 +559,9 @@ def test_valid_by_construction_specs_load_and_compile(doc):
     _check_loaded(spec)
     # Key order never matters to the fingerprint.
     shuffled = json.loads(json.dumps(doc), object_pairs_hook=lambda pairs: dict(reversed(pairs)))
-    assert GraphSpec.model_validate(shuffled).fingerprint == GraphSpec.model_validate(doc).fingerprint
+    assert (
+        GraphSpec.model_validate(shuffled).fingerprint == GraphSpec.model_validate(doc).fingerprint
+    )
 
 
 @pytest.mark.parametrize("name", sorted(STARTER_DOCS))

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypedDict
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
+from ..cache import sample_scope
 from ..models import ModelResolver, llm_retry_policy
 from ..spec import AgentSpec, GraphSpec, LayerSpec
 
@@ -124,7 +125,8 @@ class LayerContext:
             if sample:
                 md["ann_sample"] = sample
             config = {**config, "metadata": md}
-        result = model.invoke(messages, config)
+        with sample_scope(sample):  # the LLM cache keys sampled agents by this index
+            result = model.invoke(messages, config)
         if not isinstance(result, AIMessage):
             result = AIMessage(content=str(getattr(result, "content", result)))
         return result

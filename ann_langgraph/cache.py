@@ -1,0 +1,281 @@
+"""A persistent SQLite cache for LLM responses, keyed by model, parameters, prompt and sample.
+
+``SQLiteLLMCache`` implements ``langchain_core.caches.BaseCache``. It is attached per model
+(``compile_graph(spec, models=..., cache=SQLiteLLMCache("runs/x/llm-cache.sqlite"))``, which
+gives every resolved ``BaseChatModel`` a copy of itself with ``cache=`` set), never globally.
+
+The key is ``sha256(llm_string, prompt, sample index)``. LangChain's ``llm_string`` already
+encodes the model and every bound parameter (temperature, max_tokens, tools...), and ``prompt`` is
+the serialized message list. The **sample index** comes from the :data:`current_sample` context
+variable, which ``LayerContext.call(..., sample=i)`` sets around the model call: parallel voters
+sampling at temperature > 0 from the same prompt get distinct entries (so they still differ),
+while re-running the same graph replays every voter's own answer (so runs are free and
+reproducible).
+
+What LangChain does on a hit (checked in langchain-core 1.8,
+``BaseChatModel.generate`` / ``_generate_with_cache``): ``on_chat_model_start`` has already fired
+and ``on_llm_end`` fires with the cached generations, so tracers (``TraceRecorder``) still get a
+record for every call. The cached message keeps its original ``usage_metadata`` (the tokens the
+original call used) and LangChain adds ``"total_cost": 0`` to it. This cache additionally marks
+every message it returns with ``response_metadata["ann_cache_hit"] = True``, which is how
+``ann_langgraph.evaluate`` tells cached calls (free) from paid ones; the in-process ``hits``
+counter tells the same in aggregate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.load import Serializable, dumps, loads
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
+
+__all__ = [
+    "CACHE_HIT_KEY",
+    "SQLiteCache",
+    "SQLiteLLMCache",
+    "cache_key",
+    "current_sample",
+    "is_cache_hit",
+    "sample_scope",
+]
+
+#: ``response_metadata`` key set to ``True`` on every message served from this cache.
+CACHE_HIT_KEY = "ann_cache_hit"
+
+#: Which sample of a sampled agent is being drawn (the voter index in ``parallel_vote``).
+current_sample: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "ann_current_sample", default=0
+)
+
+_ALLOWED: list[type[Serializable]] = [
+    ChatGeneration,
+    ChatGenerationChunk,
+    Generation,
+    AIMessage,
+    AIMessageChunk,
+]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key TEXT PRIMARY KEY,
+    sample INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+_beta_silenced = False
+
+
+@contextlib.contextmanager
+def sample_scope(index: int) -> Iterator[None]:
+    """Set :data:`current_sample` to ``index`` for the calls made inside the block."""
+    token = current_sample.set(int(index))
+    try:
+        yield
+    finally:
+        current_sample.reset(token)
+
+
+def is_cache_hit(message: Any) -> bool:
+    """True if ``message`` (an ``AIMessage`` or its serialized dict) was served by this cache."""
+    meta = getattr(message, "response_metadata", None)
+    if meta is None and isinstance(message, dict):
+        data = message.get("kwargs", message)
+        meta = data.get("response_metadata") if isinstance(data, dict) else None
+    return bool(isinstance(meta, dict) and meta.get(CACHE_HIT_KEY))
+
+
+def _silence_loads_beta_warning() -> None:
+    """``langchain_core.load.loads`` warns once per process that it is beta; consume that
+    warning once here (at construction, normally on the main thread) instead of at a hit."""
+    global _beta_silenced
+    if _beta_silenced:
+        return
+    _beta_silenced = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loads("[]", allowed_objects=_ALLOWED)
+
+
+_VOLATILE_MESSAGE_FIELDS = ("id", "response_metadata", "usage_metadata")
+
+
+def _strip_volatile(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strip_volatile(item) for item in node]
+    if isinstance(node, dict):
+        out = {key: _strip_volatile(value) for key, value in node.items()}
+        kwargs = out.get("kwargs")
+        if out.get("lc") == 1 and isinstance(kwargs, dict):
+            out["kwargs"] = {k: v for k, v in kwargs.items() if k not in _VOLATILE_MESSAGE_FIELDS}
+        return out
+    return node
+
+
+def canonical_prompt(prompt: str) -> str:
+    """The prompt LangChain hands the cache (serialized messages) without per-call noise.
+
+    An ``AIMessage`` fed back into a later prompt (a tool loop's transcript) carries its id,
+    ``response_metadata`` and ``usage_metadata``; on a cache hit LangChain adds
+    ``usage_metadata["total_cost"] = 0`` and this cache adds a hit marker, so keying on the raw
+    text would make every replayed tool round after the first miss. Only content, tool calls
+    and the other message fields are kept.
+    """
+    try:
+        data = json.loads(prompt)
+    except ValueError:
+        return prompt
+    return json.dumps(_strip_volatile(data), sort_keys=True, ensure_ascii=False)
+
+
+def cache_key(prompt: str, llm_string: str, sample: int) -> str:
+    """The entry key: sha256 of (llm_string, canonical prompt, sample index)."""
+    payload = json.dumps([llm_string, canonical_prompt(prompt), int(sample)], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class SQLiteLLMCache(BaseCache):
+    """LLM response cache in one SQLite file (WAL mode); safe across threads and processes.
+
+    One connection guarded by a lock serves every thread (LangGraph runs parallel nodes in
+    threads); other processes may share the file (WAL + busy timeout). ``hits``, ``misses`` and
+    ``writes`` count this object's lookups and updates (in-process, since construction or the
+    last ``reset_stats()``); ``stats()`` also reports the number of stored entries.
+
+    Only the key hash, the sample index and the serialized generations are stored: no prompts,
+    no model configuration (which may carry endpoints), no secrets.
+    """
+
+    def __init__(self, path: str | Path = ".ann-cache/llm-cache.sqlite") -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            str(path), check_same_thread=False, timeout=30.0, isolation_level=None
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute(_SCHEMA)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+        _silence_loads_beta_warning()
+
+    # -- internals ----------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"the LLM cache at {self.path} is closed")
+        return self._conn
+
+    @staticmethod
+    def _decode(text: str) -> list[Generation] | None:
+        try:
+            value = loads(text, allowed_objects=_ALLOWED)
+        except Exception:  # a corrupt or foreign row is a miss, never a crash
+            return None
+        if not isinstance(value, list) or not all(isinstance(g, Generation) for g in value):
+            return None
+        for gen in value:
+            message = getattr(gen, "message", None)
+            if isinstance(message, AIMessage):
+                message.response_metadata = {**message.response_metadata, CACHE_HIT_KEY: True}
+        return value
+
+    # -- BaseCache ------------------------------------------------------------------------
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """Cached generations for this prompt, model string and :data:`current_sample`."""
+        key = cache_key(prompt, llm_string, current_sample.get())
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT value FROM llm_cache WHERE key = ?", (key,))
+                .fetchone()
+            )
+        value = self._decode(row[0]) if row is not None else None
+        with self._lock:
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return value
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Store the generations of a fresh call (replacing any entry with the same key)."""
+        sample = current_sample.get()
+        key = cache_key(prompt, llm_string, sample)
+        text = dumps(list(return_val))
+        with self._lock:
+            self._connection().execute(
+                "INSERT OR REPLACE INTO llm_cache (key, sample, value, created) "
+                "VALUES (?, ?, ?, ?)",
+                (key, sample, text, time.time()),
+            )
+            self.writes += 1
+
+    def clear(self, **kwargs: Any) -> None:
+        """Delete every stored entry (the counters are kept; see ``reset_stats``)."""
+        with self._lock:
+            self._connection().execute("DELETE FROM llm_cache")
+
+    # SQLite calls take microseconds on a local file, so the async methods run them inline
+    # (same thread, so the ``current_sample`` context variable is the caller's).
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        return self.lookup(prompt, llm_string)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        self.update(prompt, llm_string, return_val)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        self.clear(**kwargs)
+
+    # -- extras ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            row = self._connection().execute("SELECT COUNT(*) FROM llm_cache").fetchone()
+        return int(row[0])
+
+    def stats(self) -> dict[str, Any]:
+        """``{"hits", "misses", "writes", "entries", "path"}``."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "writes": self.writes,
+            "entries": len(self),
+            "path": str(self.path),
+        }
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.hits = self.misses = self.writes = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SQLiteLLMCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteLLMCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
+
+
+#: Short alias.
+SQLiteCache = SQLiteLLMCache

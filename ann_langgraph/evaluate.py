@@ -1,0 +1,549 @@
+"""Run a graph over a dataset: bounded concurrency, timeouts, scores, tokens, cost, traces.
+
+``evaluate(spec_or_graph, dataset, metric, ...)`` runs every example through the graph with
+``graph.ainvoke`` (at most ``concurrency`` at a time, each under a hard ``timeout_s``), scores the
+final output with the metric, and returns an :class:`EvalReport`: the mean with a 95% confidence
+interval, one :class:`ExampleResult` per example (in dataset order), tokens, LLM calls, cached
+calls, cost, and the execution records of the run (each carrying its example id), which is what
+the backward phase reads.
+
+Failures never stop the run: an example that raises, times out, or whose metric raises scores 0
+and carries the error text. Cached calls (served by an ``SQLiteLLMCache``) are counted in
+``calls`` and tokens like any call (their records look like the original's), reported in
+``cached_calls``/``cached_*_tokens``, and cost nothing.
+
+``evaluate`` is for synchronous code; from async code (or Jupyter) ``await aevaluate(...)``.
+A timed-out example is abandoned, not interrupted: a model call already running in a worker
+thread finishes in the background (``evaluate`` does not wait for it; records it produces late
+reach ``recorder`` but not the report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langchain_core.caches import BaseCache
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
+from pydantic import BaseModel, Field
+
+from .cache import is_cache_hit
+from .metrics import Metric, Score, as_score, get_metric, metric_name
+from .models import ModelsArg
+from .pricing import Price, cost_usd
+from .spec import GraphSpec
+from .tracing import ExecutionRecord, TraceRecorder
+
+__all__ = [
+    "EvalReport",
+    "ExampleResult",
+    "aevaluate",
+    "confidence_interval",
+    "evaluate",
+    "load_dataset",
+]
+
+Z95 = 1.959963984540054
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+_ERROR_LIMIT = 2000
+T = TypeVar("T")
+
+
+class ExampleResult(BaseModel):
+    """How one example went."""
+
+    id: str
+    input: str
+    target: Any = None
+    output: str = ""
+    score: float = 0.0
+    feedback: str = ""
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    latency_s: float = 0.0
+    # extensions
+    cached_calls: int = 0
+    cost_usd: float = 0.0
+
+
+class EvalReport(BaseModel):
+    """Scores, usage and traces of one evaluation run.
+
+    ``input_tokens``/``output_tokens``/``calls`` count every LLM call recorded in this run,
+    cached or not (a cached call's record carries the tokens of the call it replays);
+    ``cached_calls`` and ``cached_*_tokens`` are the part served by the LLM cache, which is
+    free: ``cost_usd`` prices only the others. ``records`` are this run's execution records;
+    they are part of ``model_dump``/``model_dump_json`` (so a report survives a checkpoint
+    round trip whole); use ``model_dump(exclude={"records"})`` for a light copy.
+    """
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    results: list[ExampleResult] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+    cost_usd: float = 0.0
+    wall_time_s: float = 0.0
+    records: list[ExecutionRecord] = Field(default_factory=list)
+    # extensions
+    errors: int = 0
+    cached_input_tokens: int = 0
+    cached_output_tokens: int = 0
+    metric: str = ""
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.results]
+
+    def summary(self) -> str:
+        """One line: ``mean 0.625 (95% CI 0.47-0.76), n=40, 1234 tokens, 120 calls, ...``."""
+        cached = f" ({self.cached_calls} cached)" if self.cached_calls else ""
+        errors = f", {self.errors} errors" if self.errors else ""
+        return (
+            f"mean {self.mean:.3f} (95% CI {self.ci_low:.2f}-{self.ci_high:.2f}), n={self.n}, "
+            f"{self.input_tokens + self.output_tokens} tokens, {self.calls} calls{cached}, "
+            f"${self.cost_usd:.4f}, {self.wall_time_s:.1f}s{errors}"
+        )
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def confidence_interval(scores: list[float]) -> tuple[float, float]:
+    """95% interval for the mean: Wilson score interval when every score is 0 or 1, else a
+    percentile bootstrap (2000 resamples, fixed seed, so reports are reproducible).
+    ``(0.0, 1.0)`` for no scores."""
+    n = len(scores)
+    if n == 0:
+        return 0.0, 1.0
+    if all(s in (0.0, 1.0) for s in scores):
+        p = sum(scores) / n
+        z2 = Z95 * Z95
+        denom = 1 + z2 / n
+        center = (p + z2 / (2 * n)) / denom
+        half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+        return max(0.0, center - half), min(1.0, center + half)
+    rng = random.Random(BOOTSTRAP_SEED)
+    means = sorted(sum(rng.choices(scores, k=n)) / n for _ in range(BOOTSTRAP_SAMPLES))
+    return _quantile(means, 0.025), _quantile(means, 0.975)
+
+
+# -- datasets ------------------------------------------------------------------------------
+
+
+def _normalize_row(row: Any, where: str, index: int) -> dict[str, Any]:
+    if not isinstance(row, Mapping):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    out = dict(row)
+    text = row.get("input", row.get("question"))
+    if text is None:
+        raise ValueError(f"{where}: no 'input' (or 'question') field")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: 'input' must be a string, got {type(text).__name__}")
+    out["input"] = text
+    out["target"] = row.get("target", row.get("answer"))
+    raw_id = row.get("id")
+    out["id"] = str(index) if raw_id is None else str(raw_id)
+    return out
+
+
+def load_dataset(path: str | Path) -> list[dict[str, Any]]:
+    """Examples from a JSONL file (one object per line) or a JSON file (a list of objects, or
+    an object with an ``examples``/``data`` list).
+
+    Each row needs ``input`` (alias ``question``); ``target`` (alias ``answer``) and ``id``
+    are optional (the id defaults to the row's position, counting from 0); other keys are kept.
+    Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".json"):
+        raise ValueError(f"{p}: unsupported dataset file type (use .jsonl or .json)")
+    text = p.read_text(encoding="utf-8")
+    rows: list[dict[str, Any]] = []
+    if suffix in (".jsonl", ".ndjson"):
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
+            rows.append(_normalize_row(row, f"{p}:{lineno}", len(rows)))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        if isinstance(data, Mapping):
+            lists = [data[k] for k in ("examples", "data") if isinstance(data.get(k), list)]
+            if not lists:
+                raise ValueError(f"{p}: expected a list of examples (or an 'examples' list)")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise ValueError(f"{p}: expected a list of examples, got {type(data).__name__}")
+        rows = [_normalize_row(row, f"{p}[{i}]", i) for i, row in enumerate(data)]
+    _check_unique(rows, str(p))
+    return rows
+
+
+def _check_unique(rows: list[dict[str, Any]], where: str) -> None:
+    seen: set[str] = set()
+    for row in rows:
+        if row["id"] in seen:
+            raise ValueError(f"{where}: duplicate example id {row['id']!r}")
+        seen.add(row["id"])
+
+
+def _prepare_dataset(dataset: Iterable[Mapping[str, Any]] | str | Path) -> list[dict[str, Any]]:
+    if isinstance(dataset, str | Path):
+        return load_dataset(dataset)
+    rows: list[dict[str, Any]] = []
+    for i, row in enumerate(dataset):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"dataset[{i}]: expected a dict, got {type(row).__name__}")
+        if not isinstance(row.get("input"), str):
+            raise ValueError(f"dataset[{i}]: 'input' must be a string")
+        out = dict(row)
+        out["id"] = str(i) if row.get("id") is None else str(row["id"])
+        rows.append(out)
+    _check_unique(rows, "dataset")
+    return rows
+
+
+# -- callbacks -----------------------------------------------------------------------------
+
+
+class _CacheHitTracker(BaseCallbackHandler):
+    """Remembers which LLM runs were served from the cache (by the message's hit marker)."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hit_runs: set[str] = set()
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        for batch in response.generations:
+            for gen in batch:
+                if is_cache_hit(getattr(gen, "message", None)):
+                    with self._lock:
+                        self.hit_runs.add(str(run_id))
+                    return
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _ERROR_LIMIT else text[:_ERROR_LIMIT] + "...[truncated]"
+
+
+def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | None) -> Any:
+    if isinstance(spec_or_graph, GraphSpec | str | Path | dict):
+        from .compile import compile_graph
+
+        return compile_graph(spec_or_graph, models=models, cache=cache)
+    if hasattr(spec_or_graph, "ainvoke"):
+        if models is not None:
+            raise ValueError(
+                "models= applies only when evaluate() compiles a spec; the graph given is "
+                "already compiled (pass models= to compile_graph instead)"
+            )
+        if cache is not None:
+            import warnings
+
+            warnings.warn(
+                "cache= is not attached to an already compiled graph; compile it with "
+                "compile_graph(..., cache=cache) (cached calls are still detected per call)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return spec_or_graph
+    raise TypeError(
+        "evaluate() needs a GraphSpec (or a spec path/dict) or a compiled graph, got "
+        f"{type(spec_or_graph).__name__}"
+    )
+
+
+def _output_text(out: Any) -> str:
+    if isinstance(out, Mapping) and "output" in out:
+        value = out["output"]
+        return value if isinstance(value, str) else str(value)
+    got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
+    raise ValueError(f"the graph returned no 'output' (got: {got})")
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("mean {task.fields[mean]:.3f}  errors {task.fields[errors]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not (enabled and console.is_terminal),
+    )
+
+
+async def aevaluate(
+    spec_or_graph: Any,
+    dataset: Iterable[Mapping[str, Any]] | str | Path,
+    metric: Metric | str,
+    *,
+    models: ModelsArg = None,
+    concurrency: int = 8,
+    timeout_s: float | None = 300.0,
+    cache: BaseCache | None = None,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+    recorder: TraceRecorder | None = None,
+    prices: Mapping[str, Price] | None = None,
+) -> EvalReport:
+    """Async :func:`evaluate` (same arguments and result), for code already in an event loop.
+
+    Sync graph nodes run in the loop's default executor: give your loop one with enough
+    threads for ``concurrency`` examples times their parallel agents (``evaluate`` does).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError("timeout_s must be positive (or None for no timeout)")
+    score_fn: Metric = get_metric(metric) if isinstance(metric, str) else metric
+    examples = _prepare_dataset(dataset)
+    graph = _resolve_graph(spec_or_graph, models, cache)
+    recorder = recorder if recorder is not None else TraceRecorder()
+    before = {r.run_id for r in recorder.records}
+    tracker = _CacheHitTracker()
+    extra_md = dict(metadata or {})
+    semaphore = asyncio.Semaphore(concurrency)
+    results: list[ExampleResult | None] = [None] * len(examples)
+    done_scores: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+
+    async def run_one(index: int, example: dict[str, Any]) -> ExampleResult:
+        example_id = example["id"]
+        config: dict[str, Any] = {
+            "callbacks": [recorder, tracker],
+            "metadata": {**extra_md, "ann_example_id": example_id},
+            "max_concurrency": concurrency,
+        }
+        result = ExampleResult(id=example_id, input=example["input"], target=example.get("target"))
+        async with semaphore:
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout_s) as scope:
+                    out = await graph.ainvoke({"input": example["input"]}, config=config)
+                result.output = _output_text(out)
+            except TimeoutError as exc:
+                if scope.expired():
+                    result.error = f"timeout: no answer within {timeout_s:g}s"
+                else:
+                    result.error = _error_text(exc)
+            except Exception as exc:
+                result.error = _error_text(exc)
+            result.latency_s = time.perf_counter() - t0
+        if result.error is None:
+            try:
+                score: Score = as_score(
+                    await asyncio.to_thread(score_fn, dict(example), result.output)
+                )
+                result.score, result.feedback = float(score.value), score.feedback
+            except Exception as exc:
+                result.error = f"metric failed: {_error_text(exc)}"
+        if result.error is not None:
+            result.score = 0.0
+            result.feedback = result.feedback or f"error: {result.error}"
+        return result
+
+    with _progress(progress) as bar:
+        task_id = bar.add_task("eval", total=len(examples), mean=0.0, errors=0)
+
+        async def tracked(index: int, example: dict[str, Any]) -> None:
+            nonlocal errors
+            result = await run_one(index, example)
+            results[index] = result
+            done_scores.append(result.score)
+            errors += result.error is not None
+            bar.update(
+                task_id,
+                advance=1,
+                mean=sum(done_scores) / len(done_scores),
+                errors=errors,
+            )
+
+        await asyncio.gather(*(tracked(i, ex) for i, ex in enumerate(examples)))
+
+    wall = time.perf_counter() - started
+    ids = {ex["id"] for ex in examples}
+    records = [r for r in recorder.records if r.run_id not in before and r.example_id in ids]
+    return _report(
+        [r for r in results if r is not None],
+        records,
+        tracker.hit_runs,
+        prices,
+        wall,
+        metric_name(metric if isinstance(metric, str) else score_fn),
+    )
+
+
+def _report(
+    results: list[ExampleResult],
+    records: list[ExecutionRecord],
+    hit_runs: set[str],
+    prices: Mapping[str, Price] | None,
+    wall: float,
+    metric: str,
+) -> EvalReport:
+    by_id = {r.id: r for r in results}
+    totals = {"in": 0, "out": 0, "calls": 0, "cached": 0, "cin": 0, "cout": 0, "cost": 0.0}
+    for rec in records:
+        if rec.kind != "llm":
+            continue
+        cached = rec.run_id in hit_runs
+        cost = 0.0 if cached else cost_usd(rec.model, rec.input_tokens, rec.output_tokens, prices)
+        totals["in"] += rec.input_tokens
+        totals["out"] += rec.output_tokens
+        totals["calls"] += 1
+        totals["cost"] += cost
+        if cached:
+            totals["cached"] += 1
+            totals["cin"] += rec.input_tokens
+            totals["cout"] += rec.output_tokens
+        result = by_id.get(rec.example_id or "")
+        if result is not None:
+            result.input_tokens += rec.input_tokens
+            result.output_tokens += rec.output_tokens
+            result.calls += 1
+            result.cached_calls += int(cached)
+            result.cost_usd += cost
+    scores = [r.score for r in results]
+    low, high = confidence_interval(scores)
+    return EvalReport(
+        mean=sum(scores) / len(scores) if scores else 0.0,
+        ci_low=low,
+        ci_high=high,
+        n=len(results),
+        results=results,
+        input_tokens=int(totals["in"]),
+        output_tokens=int(totals["out"]),
+        calls=int(totals["calls"]),
+        cached_calls=int(totals["cached"]),
+        cached_input_tokens=int(totals["cin"]),
+        cached_output_tokens=int(totals["cout"]),
+        cost_usd=float(totals["cost"]),
+        wall_time_s=wall,
+        records=records,
+        errors=sum(r.error is not None for r in results),
+        metric=metric,
+    )
+
+
+def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]], threads: int) -> T:
+    """Run a coroutine on a fresh loop whose default executor is ours and is abandoned at the
+    end: a node still blocked in a timed-out example's model call must not hold up the return
+    (``asyncio.run`` would wait for it when shutting the executor down)."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ann-eval")
+    loop.set_default_executor(executor)
+    try:
+        return loop.run_until_complete(factory())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            loop.close()
+
+
+def evaluate(
+    spec_or_graph: Any,
+    dataset: Iterable[Mapping[str, Any]] | str | Path,
+    metric: Metric | str,
+    *,
+    models: ModelsArg = None,
+    concurrency: int = 8,
+    timeout_s: float | None = 300.0,
+    cache: BaseCache | None = None,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+    recorder: TraceRecorder | None = None,
+    prices: Mapping[str, Price] | None = None,
+) -> EvalReport:
+    """Run ``spec_or_graph`` on every example of ``dataset`` and score it with ``metric``.
+
+    ``spec_or_graph``: a ``GraphSpec`` (or spec path/dict), compiled here with ``models`` and
+    ``cache``, or an already compiled graph. ``dataset``: ``{"id", "input", "target", ...}``
+    dicts (a missing id becomes the example's index) or a ``.jsonl``/``.json`` path.
+    ``metric``: a metric function or a registered metric name. At most ``concurrency``
+    examples run at once (also each invoke's ``max_concurrency``); each gets ``timeout_s``
+    seconds. Every invoke carries ``config={"callbacks": [recorder, ...], "metadata":
+    {**metadata, "ann_example_id": id}}``, so the records name their example. ``prices``
+    extends the price table (``ann_langgraph.pricing``). Shows a transient progress bar on a
+    terminal unless ``progress=False``.
+
+    Runs its own event loop: from a running loop, ``await aevaluate(...)`` instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "evaluate() cannot run inside a running event loop (async code, Jupyter); "
+            "use `await aevaluate(...)` (from ann_langgraph.evaluate import aevaluate) with the "
+            "same arguments"
+        )
+    return _run_sync(
+        lambda: aevaluate(
+            spec_or_graph,
+            dataset,
+            metric,
+            models=models,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            cache=cache,
+            progress=progress,
+            metadata=metadata,
+            recorder=recorder,
+            prices=prices,
+        ),
+        threads=min(256, max(16, concurrency * 8)),
+    )
