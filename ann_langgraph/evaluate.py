@@ -35,6 +35,7 @@ from uuid import UUID
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
+from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import BaseModel, Field
 
 from .cache import is_cache_hit
@@ -268,7 +269,9 @@ def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | Non
     if isinstance(spec_or_graph, GraphSpec | str | Path | dict):
         from .compile import compile_graph
 
-        return compile_graph(spec_or_graph, models=models, cache=cache)
+        # checkpointer=False: examples are independent runs, even when evaluate() is called
+        # inside a node of a checkpointed graph (the optimizer), whose saver would be inherited.
+        return compile_graph(spec_or_graph, models=models, cache=cache, checkpointer=False)
     if hasattr(spec_or_graph, "ainvoke"):
         if models is not None:
             raise ValueError(
@@ -366,6 +369,9 @@ async def aevaluate(
             "max_concurrency": concurrency,
         }
         result = ExampleResult(id=example_id, input=example["input"], target=example.get("target"))
+        # Each example is a top-level run: never a child of whatever graph called evaluate()
+        # (the optimizer), whose config (checkpointer, callbacks) would otherwise be inherited.
+        var_child_runnable_config.set(None)
         async with semaphore:
             t0 = time.perf_counter()
             try:

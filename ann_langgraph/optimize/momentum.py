@@ -1,0 +1,74 @@
+"""Momentum: the history of gradients and patches, summarised so later steps reinforce what
+worked and never retry what was rejected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["describe_ops", "momentum_summary", "smoothed_layer_gradient"]
+
+
+def describe_ops(patch: dict[str, Any] | None, *, limit: int = 160) -> str:
+    """A compact, one-line description of a patch's ops."""
+    if not patch:
+        return "(no patch)"
+    parts = []
+    for op in patch.get("ops", []):
+        kind = op.get("op", "?")
+        target = ".".join(str(op[k]) for k in ("layer", "agent") if isinstance(op.get(k), str))
+        detail = ""
+        for key in ("prompt", "role", "aggregator", "tools", "param", "value"):
+            if key in op:
+                text = str(op[key])
+                detail += f" {key}={text[:limit] + ('…' if len(text) > limit else '')!r}"
+        if kind == "add_agent":
+            agent = op.get("agent") or {}
+            detail = f" {agent.get('id')} ({str(agent.get('role', ''))[:60]})"
+        parts.append(f"{kind} {target}{detail}".strip())
+    return "; ".join(parts)
+
+
+def momentum_summary(history: list[dict[str, Any]], *, max_rows: int = 8) -> str:
+    """Earlier steps' proposals and outcomes, newest last: ACCEPTED, REJECTED or INVALID."""
+    lines: list[str] = []
+    for row in history:
+        if row.get("skipped"):
+            continue
+        tag = f"epoch {row.get('epoch', 0) + 1} step {row.get('step', 0) + 1}"
+        for cand in row.get("candidates", []):
+            ops = describe_ops(cand.get("patch"))
+            if not cand.get("valid"):
+                lines.append(f"{tag}: INVALID {ops} ({str(cand.get('reason', ''))[:120]})")
+            elif cand.get("accepted"):
+                lines.append(
+                    f"{tag}: ACCEPTED {ops} (validation {cand.get('before', 0):.3f} -> "
+                    f"{cand.get('val_score', 0):.3f}); build on this direction"
+                )
+            else:
+                lines.append(
+                    f"{tag}: REJECTED {ops} (validation {cand.get('val_score', 0):.3f}, "
+                    f"best {cand.get('before', 0):.3f}); do not retry"
+                )
+        if not row.get("candidates") and row.get("gradient", {}).get("error"):
+            lines.append(f"{tag}: critic produced no usable critique")
+    return "\n".join(lines[-max_rows:])
+
+
+def smoothed_layer_gradient(
+    history: list[dict[str, Any]], layer: str, current: str, *, beta: float, min_weight: float = 0.1
+) -> str:
+    """The layer's critique blended with its earlier critiques, weights decaying by ``beta``.
+
+    ``beta = 0`` keeps only the current critique; older critiques fade as ``beta**k``.
+    """
+    parts = [f"(weight 1.00) {current}"]
+    weight = 1.0
+    for row in reversed(history):
+        for blame in (row.get("gradient") or {}).get("blame", []):
+            if blame.get("layer") != layer:
+                continue
+            weight *= beta
+            if weight < min_weight:
+                return "\n".join(parts)
+            parts.append(f"(weight {weight:.2f}, earlier) {blame.get('reason', '')}")
+    return "\n".join(parts)

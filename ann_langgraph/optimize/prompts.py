@@ -1,0 +1,134 @@
+"""Every prompt the backward phase sends, in one place: short and specific."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..aggregators.registry import aggregator_descriptions
+from ..spec import GraphSpec
+
+__all__ = [
+    "CRITIC_SYSTEM",
+    "REPAIR_SYSTEM",
+    "clip",
+    "critic_prompt",
+    "example_evidence",
+    "repair_prompt",
+    "spec_outline",
+]
+
+CRITIC_SYSTEM = (
+    "You are the global critic of a multi-agent system organised in layers. Read the system's "
+    "layers and how it did on a batch of examples, then name the layers responsible for the "
+    "failures and say concretely what each does wrong. Blame at most three layers. Do not blame "
+    "a layer for a failure its inputs already contained."
+)
+
+REPAIR_SYSTEM = (
+    "You repair one layer of a multi-agent system. Propose one to three edits to that layer "
+    "(prompts, roles, agents, aggregator, tools, parameters) that fix the reported failures. "
+    "Keep what works. Never repeat an edit the history says was rejected."
+)
+
+
+def clip(text: str, limit: int) -> str:
+    """Trim long text in the middle, keeping its start and end."""
+    if len(text) <= limit:
+        return text
+    half = max(0, (limit - 20) // 2)
+    return f"{text[:half]} …[{len(text) - 2 * half} chars cut]… {text[-half:]}"
+
+
+def spec_outline(spec: GraphSpec, *, prompt_chars: int = 400) -> str:
+    """The spec as the critic sees it: layers, wiring, aggregators, agents and prompts."""
+    lines = [f"Task: {spec.description or spec.name}", f"Answer format: {spec.answer_format}"]
+    for i, layer in enumerate(spec.layers):
+        reads = ", ".join(spec.layer_inputs(i)) or "the task"
+        agg = layer.aggregator + (f" {layer.candidates}" if layer.candidates else "")
+        tools = f"; tools {layer.tools}" if layer.tools else ""
+        lines.append(f"Layer {i + 1} '{layer.name}' ({agg}; reads {reads}{tools}):")
+        for agent in layer.agents:
+            params = "".join(
+                f", {k}={v}"
+                for k, v in (("temperature", agent.temperature), ("max_tokens", agent.max_tokens))
+                if v is not None
+            )
+            lines.append(
+                f"  - {agent.id} (role: {agent.role}{params}): {clip(agent.prompt, prompt_chars)}"
+            )
+    return "\n".join(lines)
+
+
+def example_evidence(
+    result: dict[str, Any],
+    records: list[dict[str, Any]],
+    *,
+    chars: int,
+    layer: str | None = None,
+) -> str:
+    """One example: input, target, output, metric feedback, and per-layer steps (trimmed)."""
+    head = [
+        f"Example {result['id']} (score {result['score']:.2f})",
+        f"Input: {clip(str(result.get('input', '')), chars // 4)}",
+        f"Expected: {clip(str(result.get('target', '')), chars // 8)}",
+        f"Final output: {clip(str(result.get('output', '')), chars // 6)}",
+    ]
+    if result.get("feedback"):
+        head.append(f"Metric feedback: {clip(str(result['feedback']), chars // 6)}")
+    if result.get("error"):
+        head.append(f"Error: {clip(str(result['error']), 200)}")
+    steps = [r for r in records if layer is None or r["layer"] == layer]
+    if steps:
+        per_step = max(80, (chars // 2) // max(1, len(steps)))
+        head.append("Steps:")
+        for r in steps:
+            out = r.get("error") or r.get("output") or ""
+            who = f"{r['layer']}/{r['agent_id']}"
+            head.append(f"  [{who}, {r.get('kind', 'llm')}] {clip(str(out), per_step)}")
+    return "\n".join(head)
+
+
+def critic_prompt(
+    spec: GraphSpec,
+    failing: list[str],
+    passing: list[str],
+    momentum: str,
+    *,
+    mean: float,
+) -> str:
+    parts = [
+        "SYSTEM:\n" + spec_outline(spec),
+        f"BATCH: mean score {mean:.2f}; {len(failing)} failing examples shown, "
+        f"{len(passing)} passing.",
+        "FAILING EXAMPLES:\n" + ("\n\n".join(failing) or "(none)"),
+    ]
+    if passing:
+        parts.append("PASSING EXAMPLES (keep what makes these work):\n" + "\n\n".join(passing))
+    if momentum:
+        parts.append("HISTORY OF EARLIER EDITS:\n" + momentum)
+    parts.append("Which layers are to blame, and why? Call the function.")
+    return "\n\n".join(parts)
+
+
+def repair_prompt(
+    spec: GraphSpec,
+    layer: str,
+    gradient: str,
+    evidence: list[str],
+    momentum: str,
+) -> str:
+    descriptions = "\n".join(
+        f"- {name}: {desc}" for name, desc in aggregator_descriptions().items() if name != "dynamic"
+    )
+    parts = [
+        "SYSTEM:\n" + spec_outline(spec, prompt_chars=1200),
+        f"LAYER TO REPAIR: '{layer}'",
+        "CRITIQUE OF THIS LAYER:\n" + gradient,
+    ]
+    if evidence:
+        parts.append("WHAT THIS LAYER DID:\n" + "\n\n".join(evidence))
+    if momentum:
+        parts.append("HISTORY OF EARLIER EDITS:\n" + momentum)
+    parts.append("AGGREGATORS YOU MAY USE:\n" + descriptions)
+    parts.append(f"Propose edits to layer '{layer}' only. Call the function.")
+    return "\n\n".join(parts)

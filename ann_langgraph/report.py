@@ -1,0 +1,147 @@
+"""The training report: a Markdown summary, a learning-curve PNG and the diff of each commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .diff import diff_specs, format_diff
+from .optimize.momentum import describe_ops
+from .spec import GraphSpec
+
+__all__ = ["plot_learning_curve", "write_report"]
+
+
+def plot_learning_curve(history: list[dict[str, Any]], baseline: float, path: Path) -> Path | None:
+    """Best validation score and minibatch score per step (PNG, no display needed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    steps = [0] + [h["global_step"] + 1 for h in history]
+    best = [baseline] + [h["best_score"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.step(steps, best, where="post", label="best validation score", color="tab:blue")
+    mb = [(h["global_step"] + 1, h["minibatch"]) for h in history if h.get("minibatch") is not None]
+    if mb:
+        ax.plot(*zip(*mb, strict=True), "o", alpha=0.5, label="minibatch score", color="tab:orange")
+    accepted = [
+        (h["global_step"] + 1, h["best_score"])
+        for h in history
+        if (h.get("decision") or {}).get("accepted")
+    ]
+    if accepted:
+        ax.plot(
+            *zip(*accepted, strict=True),
+            "*",
+            markersize=12,
+            label="accepted patch",
+            color="tab:green",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Learning curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    run_path: Path,
+    state: dict[str, Any],
+    *,
+    wall_time_s: float,
+    cache_stats: dict[str, Any] | None = None,
+) -> Path:
+    history: list[dict[str, Any]] = state.get("history") or []
+    versions: list[dict[str, Any]] = state.get("versions") or []
+    usage: dict[str, Any] = state.get("usage") or {}
+    baseline = versions[0]["val_score"] if versions else 0.0
+    plot = plot_learning_curve(history, baseline, run_path / "learning_curve.png")
+    proposed = sum(len(h.get("candidates", [])) for h in history)
+    valid = sum(1 for h in history for c in h.get("candidates", []) if c.get("valid"))
+    accepted = sum(1 for h in history if (h.get("decision") or {}).get("accepted"))
+    skipped = sum(1 for h in history if h.get("skipped"))
+    tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+    lines = [
+        f"# Training report: {versions[0]['spec']['name'] if versions else 'spec'}",
+        "",
+        f"- Validation score: {baseline:.3f} (v0) -> {state.get('best_score', baseline):.3f} "
+        f"(v{state.get('version', 0)})",
+        f"- Steps: {len(history)} ({skipped} skipped: minibatch already at threshold); "
+        f"stopped because: {state.get('stop_reason') or 'finished'}",
+        f"- Patches: {proposed} proposed, {valid} format-valid, {accepted} accepted",
+        f"- Model calls paid: {usage.get('calls', 0)}; served from cache: "
+        f"{usage.get('cached_calls', 0)}; tokens paid: {tokens}; "
+        f"cost: ${float(usage.get('cost_usd', 0)):.4f}",
+        f"- Wall time: {wall_time_s:.1f}s",
+    ]
+    if cache_stats:
+        lines.append(f"- Response cache (this process): {cache_stats}")
+    if plot:
+        lines += ["", f"![learning curve]({plot.name})"]
+    lines += [
+        "",
+        "## Steps",
+        "",
+        "| step | epoch | minibatch | blamed | proposals | decision | best |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for h in history:
+        blamed = ", ".join(b["layer"] for b in (h.get("gradient") or {}).get("blame", [])) or "-"
+        decision = (
+            "skipped"
+            if h.get("skipped")
+            else (
+                "accepted"
+                if (h.get("decision") or {}).get("accepted")
+                else ("rejected" if h.get("decision") else "no valid patch")
+            )
+        )
+        mb = h.get("minibatch")
+        lines.append(
+            f"| {h['global_step'] + 1} | {h['epoch'] + 1} | {'-' if mb is None else f'{mb:.2f}'} "
+            f"| {blamed} | {len(h.get('candidates', []))} | {decision} | {h['best_score']:.3f} |"
+        )
+    lines += ["", "## Accepted patches", ""]
+    by_version = {v["version"]: v for v in versions}
+    for v in versions[1:]:
+        parent = by_version.get(v["parent"])
+        lines.append(f"### v{v['parent']} -> v{v['version']} (validation {v['val_score']:.3f})")
+        lines.append("")
+        lines.append(f"Rationale: {v.get('rationale') or '-'}")
+        lines.append("")
+        lines.append(f"Ops: {describe_ops(v.get('patch'))}")
+        if parent:
+            diff = format_diff(
+                diff_specs(
+                    GraphSpec.model_validate(parent["spec"]), GraphSpec.model_validate(v["spec"])
+                )
+            )
+            lines += ["", "```diff", diff, "```", ""]
+    if len(versions) <= 1:
+        lines.append("None: no patch beat the starting spec on the validation set.")
+    lines += ["", "## Rejected and invalid proposals", ""]
+    for h in history:
+        for c in h.get("candidates", []):
+            if c.get("accepted"):
+                continue
+            status = (
+                f"rejected (validation {c['val_score']:.3f})"
+                if c.get("valid") and "val_score" in c
+                else f"invalid: {str(c.get('reason'))[:200]}"
+            )
+            lines.append(
+                f"- step {h['global_step'] + 1}, layer {c['layer']}: {status}; "
+                f"{describe_ops(c.get('patch'))[:300]}"
+            )
+    path = run_path / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,302 @@
+"""``train()``: run the backward-phase graph over epochs with a run directory, budgets and resume.
+
+Program + trainset + valset in, better program out (as DSPy optimizers do), saved as files:
+
+    run_dir/
+      run.json            what was run (config, spec fingerprint, dataset sizes); no secrets
+      checkpoints.sqlite  the LangGraph checkpoint database (resume)
+      cache.sqlite        the LLM response cache (re-runs and resumes are free)
+      spec.vN.yaml        every committed version (versions.jsonl: parent, patch, rationale, score)
+      best.yaml           the best spec
+      history.jsonl       one row per step (gradient, proposals, validation, decision)
+      records/            execution records of each step's forward pass (JSONL)
+      report.md           human-readable report; learning_curve.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import BaseModel, ConfigDict
+
+from .metrics import Metric
+from .models import ModelsArg
+from .optimize.graph import Budget, OptimizerConfig, create_optimizer
+from .spec import GraphSpec, save_spec
+
+__all__ = ["RunDirError", "TrainResult", "train"]
+
+THREAD_ID = "ann-train"
+
+
+class RunDirError(RuntimeError):
+    """The run directory holds another run (or none to resume)."""
+
+
+class TrainResult(BaseModel):
+    """What training produced."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    best_spec: GraphSpec
+    best_score: float
+    baseline_score: float
+    history: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    usage: dict[str, Any]
+    stop_reason: str
+    run_dir: Path
+    report_path: Path
+    wall_time_s: float
+
+
+def _dataset_hash(rows: list[dict[str, Any]]) -> str:
+    text = json.dumps(rows, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _with_ids(rows: Iterable[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    out = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        row["id"] = str(row.get("id", f"{prefix}{i}"))
+        out.append(row)
+    ids = [r["id"] for r in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate example ids in the {prefix.rstrip('-')} set")
+    return out
+
+
+def _model_label(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {k: _model_label(v) for k, v in value.items()}
+    return str(
+        getattr(value, "model_name", None) or getattr(value, "model", None) or type(value).__name__
+    )
+
+
+def train(
+    spec: GraphSpec,
+    *,
+    train: Iterable[dict[str, Any]],
+    val: Iterable[dict[str, Any]],
+    metric: Metric | str,
+    models: ModelsArg = None,
+    optimizer_model: BaseChatModel | Runnable[Any, Any] | str | None = None,
+    epochs: int = 3,
+    batch_size: int = 8,
+    run_dir: str | Path = "runs/ann",
+    budget: Budget | None = None,
+    resume: bool = False,
+    cache: bool = True,
+    config: OptimizerConfig | None = None,
+    prices: dict[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    review: Callable[[dict[str, Any]], Any] | None = None,
+) -> TrainResult:
+    """Optimize ``spec`` on ``train``, validating every patch on ``val``; see the module doc."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.types import Command
+
+    from .cache import SQLiteCache
+
+    started = time.perf_counter()
+    run_path = Path(run_dir)
+    train_rows = _with_ids(train, "train-")
+    val_rows = _with_ids(val, "val-")
+    cfg = (config or OptimizerConfig()).model_copy(
+        update={"epochs": epochs, "batch_size": batch_size, "review": review is not None}
+    )
+    meta = {
+        "spec": spec.name,
+        "spec_fingerprint": spec.fingerprint,
+        "train": {"n": len(train_rows), "hash": _dataset_hash(train_rows)},
+        "val": {"n": len(val_rows), "hash": _dataset_hash(val_rows)},
+        "metric": metric if isinstance(metric, str) else getattr(metric, "__name__", "custom"),
+        "models": _model_label(models),
+        "optimizer_model": _model_label(optimizer_model),
+        "config": cfg.model_dump(mode="json"),
+        "budget": (budget or Budget()).model_dump(mode="json"),
+    }
+    run_file = run_path / "run.json"
+    if run_file.exists():
+        if not resume:
+            raise RunDirError(
+                f"{run_path} already holds a run; pass resume=True (--resume) to continue it, "
+                "or choose another run directory"
+            )
+        old = json.loads(run_file.read_text())
+        changed = [
+            k for k in ("spec_fingerprint", "train", "val", "config") if old.get(k) != meta[k]
+        ]
+        if changed:
+            raise RunDirError(
+                f"cannot resume {run_path}: {', '.join(changed)} differ from the saved run"
+            )
+    run_path.mkdir(parents=True, exist_ok=True)
+    if not run_file.exists():
+        run_file.write_text(json.dumps(meta, indent=2) + "\n")
+        save_spec(spec, run_path / "spec.v0.yaml")
+
+    response_cache = SQLiteCache(run_path / "cache.sqlite") if cache else None
+    builder = create_optimizer(
+        metric=metric,
+        models=models,
+        optimizer_model=optimizer_model,
+        config=cfg,
+        budget=budget,
+        cache=response_cache,
+        prices=prices,
+        on_event=on_event,
+    )
+    with SqliteSaver.from_conn_string(str(run_path / "checkpoints.sqlite")) as saver:
+        graph = builder.compile(checkpointer=saver)
+        thread: RunnableConfig = {
+            "configurable": {"thread_id": THREAD_ID},
+            "recursion_limit": 1_000_000,
+        }
+        snapshot = graph.get_state(thread)
+        if snapshot.values and resume:
+            payload: Any = None
+        else:
+            payload = {"spec": spec.model_dump(mode="json"), "train": train_rows, "val": val_rows}
+        reporter = _Progress(
+            enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
+        )
+        with reporter:
+            while True:
+                for update in graph.stream(payload, thread, stream_mode="updates"):
+                    for node, data in update.items():
+                        if node == "__interrupt__":
+                            continue
+                        state = graph.get_state(thread).values
+                        _sync_outputs(run_path, state, node, data)
+                        reporter.update(node, state)
+                pending = graph.get_state(thread)
+                if pending.next and pending.interrupts and review is not None:
+                    payload = Command(resume=review(pending.interrupts[0].value))
+                    continue
+                break
+        final = graph.get_state(thread).values
+    _sync_outputs(run_path, final, "final", {})
+    best = GraphSpec.model_validate(final["spec"])
+    save_spec(best, run_path / "best.yaml")
+    wall = time.perf_counter() - started
+    from .report import write_report
+
+    report_path = write_report(
+        run_path,
+        final,
+        wall_time_s=wall,
+        cache_stats=response_cache.stats() if response_cache else None,
+    )
+    if response_cache is not None:
+        response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
+    return TrainResult(
+        best_spec=best,
+        best_score=final["best_score"],
+        baseline_score=final["versions"][0]["val_score"],
+        history=final.get("history", []),
+        versions=[
+            {k: v for k, v in row.items() if k != "spec"} for row in final.get("versions", [])
+        ],
+        usage=final.get("usage", {}),
+        stop_reason=final.get("stop_reason") or "finished",
+        run_dir=run_path,
+        report_path=report_path,
+        wall_time_s=wall,
+    )
+
+
+def _sync_outputs(run_path: Path, state: dict[str, Any], node: str, data: dict[str, Any]) -> None:
+    """Rewrite the run directory's files from checkpointed state (idempotent, so resume-safe)."""
+    if node in ("forward",) and isinstance(data, dict) and data.get("batch"):
+        step = state.get("global_step", 0)
+        path = run_path / "records" / f"step-{step:04d}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("w", encoding="utf-8") as fh:
+            for record in data["batch"]["records"]:
+                fh.write(json.dumps(record, default=str) + "\n")
+    if node in ("setup", "decide", "momentum", "final"):
+        versions = state.get("versions") or []
+        lineage = []
+        for row in versions:
+            path = run_path / f"spec.v{row['version']}.yaml"
+            if not path.exists():
+                save_spec(GraphSpec.model_validate(row["spec"]), path)
+            lineage.append({k: v for k, v in row.items() if k != "spec"})
+        _write_jsonl(run_path / "versions.jsonl", lineage)
+        _write_jsonl(run_path / "history.jsonl", state.get("history") or [])
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=str) + "\n")
+    tmp.replace(path)
+
+
+class _Progress:
+    """A rich progress bar over steps, with the numbers a person watches during training."""
+
+    def __init__(self, *, enabled: bool, epochs: int, steps: int) -> None:
+        self.enabled = enabled
+        self.total = epochs * steps
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]train[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(
+                "starting: scoring the starting spec", total=self.total
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def update(self, node: str, state: dict[str, Any]) -> None:
+        if self._progress is None:
+            return
+        history = state.get("history") or []
+        accepted = sum(1 for h in history if (h.get("decision") or {}).get("accepted"))
+        rejected = sum(1 for h in history for c in h.get("candidates", []) if not c.get("accepted"))
+        usage = state.get("usage") or {}
+        tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+        batch = (state.get("batch") or {}).get("mean")
+        text = (
+            f"epoch {state.get('epoch', 0) + 1} step {state.get('step', 0) + 1} | {node} | "
+            f"batch {batch if batch is None else f'{batch:.2f}'} | "
+            f"best val {state.get('best_score', 0):.3f} (v{state.get('version', 0)}) | "
+            f"{accepted} accepted, {rejected} rejected | {tokens} tok, "
+            f"${float(usage.get('cost_usd', 0)):.4f}"
+        )
+        self._progress.update(self._task, completed=len(history), description=text)

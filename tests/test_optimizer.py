@@ -1,0 +1,239 @@
+"""The backward phase with scripted executor and optimizer models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import StateGraph
+
+import ann_langgraph as ann
+from ann_langgraph.optimize.graph import Budget, OptimizerConfig, create_optimizer
+from ann_langgraph.testing import ScriptedChatModel
+from ann_langgraph.train import RunDirError, train
+
+from .conftest import agent, make_spec
+
+
+def solver_spec() -> ann.GraphSpec:
+    return make_spec(
+        [{"name": "solve", "agents": [agent("solver", "a solver", "Add one to the number.")]}],
+        answer_format="last_number",
+    )
+
+
+def data(n: int, prefix: str) -> list[dict]:
+    return [
+        {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
+        for i in range(n)
+    ]
+
+
+def executor() -> ScriptedChatModel:
+    """Right on even numbers with the starting prompt; always right with MAGIC; never with BAD."""
+
+    def respond(messages, **kw):
+        system, question = messages[0].content, messages[-1].content
+        n = int(re.search(r"What is (\d+)", question).group(1))
+        if "BAD" in system:
+            return "Answer: 0"
+        if "MAGIC" in system or n % 2 == 0:
+            return f"Answer: {n + 1}"
+        return f"Answer: {n}"
+
+    return ScriptedChatModel(respond=respond, model_name="executor")
+
+
+CRITIC = {
+    "summary": "Odd numbers come out one too low.",
+    "blame": [{"layer": "solve", "reason": "the solver forgets to add one for odd numbers"}],
+}
+
+
+def optimizer(prompt: str) -> ScriptedChatModel:
+    patch = {
+        "rationale": "be explicit",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
+    }
+    return ScriptedChatModel(
+        rules=[(r"global critic", CRITIC), (r"repair one layer", patch)], model_name="optimizer"
+    )
+
+
+def run(tmp_path, opt, *, epochs=1, **kw):
+    return train(
+        solver_spec(),
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=opt,
+        epochs=epochs,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        **kw,
+    )
+
+
+def test_create_optimizer_returns_an_uncompiled_graph_with_the_design_nodes():
+    builder = create_optimizer(
+        metric="numeric_match", models=executor(), optimizer_model=optimizer("x")
+    )
+    assert isinstance(builder, StateGraph)
+    for node in (
+        "forward",
+        "global_critic",
+        "local_repair",
+        "validate_format",
+        "evaluate_candidate",
+        "decide",
+        "momentum",
+    ):
+        assert node in builder.nodes
+
+
+def test_good_patch_is_committed_with_lineage_and_score_rises(tmp_path):
+    result = run(tmp_path, optimizer("Add one. MAGIC."))
+    assert result.baseline_score == pytest.approx(0.5)
+    assert result.best_score == 1.0
+    assert "MAGIC" in result.best_spec.layer("solve").agents[0].prompt
+    run_dir = tmp_path / "run"
+    assert (run_dir / "spec.v0.yaml").exists() and (run_dir / "spec.v1.yaml").exists()
+    assert "MAGIC" in ann.load_spec(run_dir / "spec.v1.yaml").layer("solve").agents[0].prompt
+    lineage = [json.loads(line) for line in (run_dir / "versions.jsonl").read_text().splitlines()]
+    assert [(v["version"], v["parent"]) for v in lineage] == [(0, None), (1, 0)]
+    assert lineage[1]["patch"]["ops"][0]["op"] == "set_prompt" and lineage[1]["val_score"] == 1.0
+    assert lineage[1]["rationale"] == "be explicit"
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 2  # 8 examples / batch 4
+    assert history[0]["decision"]["accepted"] is True
+    assert history[0]["gradient"]["blame"][0]["layer"] == "solve"
+    assert history[1]["skipped"] is True  # the new spec solves the second batch
+    assert (run_dir / "report.md").exists() and (run_dir / "learning_curve.png").exists()
+    assert (run_dir / "best.yaml").exists() and (run_dir / "checkpoints.sqlite").exists()
+    assert list((run_dir / "records").glob("step-*.jsonl"))
+    report = (run_dir / "report.md").read_text()
+    assert "0.500 (v0) -> 1.000 (v1)" in report and "MAGIC" in report
+
+
+def test_harmful_patch_is_rolled_back_and_spec_unchanged(tmp_path):
+    result = run(tmp_path, optimizer("BAD prompt."))
+    assert result.best_score == pytest.approx(0.5)
+    assert result.best_spec.fingerprint == solver_spec().fingerprint
+    assert not (tmp_path / "run" / "spec.v1.yaml").exists()
+    rows = result.history
+    assert all(not r["decision"].get("accepted") for r in rows)
+    rejected = [c for r in rows for c in r["candidates"]]
+    assert rejected and all(c["valid"] and c["val_score"] == 0.0 for c in rejected)
+
+
+@pytest.mark.parametrize("garbage", ["not json at all", {"unexpected": "shape"}])
+def test_malformed_optimizer_output_is_recorded_and_training_goes_on(tmp_path, garbage):
+    opt = ScriptedChatModel(rules=[(r"global critic", CRITIC)], default=garbage)
+    result = run(tmp_path, opt)
+    rows = result.history
+    assert len(rows) == 2
+    assert result.best_score == pytest.approx(0.5)
+    cands = [c for r in rows for c in r["candidates"]]
+    assert cands and all(not c["valid"] and c["reason"] for c in cands)
+    # the repairer was asked again with the validation error shown (one retry)
+    retries = [c for c in opt.calls if "previous answer was not valid" in c["text"]]
+    assert retries
+
+
+def test_invalid_patch_names_are_rejected_by_format_validation(tmp_path):
+    bad = {"rationale": "r", "ops": [{"op": "remove_agent", "layer": "solve", "agent": "solver"}]}
+    opt = ScriptedChatModel(rules=[(r"global critic", CRITIC), (r"repair one layer", bad)])
+    result = run(tmp_path, opt)
+    reasons = [c["reason"] for r in result.history for c in r["candidates"]]
+    assert reasons and all("last agent" in reason for reason in reasons)
+
+
+def test_rejected_patch_is_visible_to_the_next_critic_and_repairer(tmp_path):
+    opt = optimizer("BAD prompt.")
+    run(tmp_path, opt)
+    critic_calls = [c["text"] for c in opt.calls if "global critic" in c["text"]]
+    repair_calls = [c["text"] for c in opt.calls if "repair one layer" in c["text"]]
+    assert len(critic_calls) == 2 and len(repair_calls) == 2
+    assert "REJECTED" not in critic_calls[0]
+    assert (
+        "REJECTED set_prompt solve.solver" in critic_calls[1] and "do not retry" in critic_calls[1]
+    )
+    assert "REJECTED" in repair_calls[1] and "BAD prompt." in repair_calls[1]
+    # momentum smoothing: the second repairer also sees the earlier critique of the layer
+    assert "(weight 0.50, earlier)" in repair_calls[1]
+
+
+def test_budget_stops_at_a_step_boundary_with_state_saved(tmp_path):
+    result = run(tmp_path, optimizer("BAD prompt."), budget=Budget(max_calls=10))
+    assert result.stop_reason.startswith("call budget reached")
+    assert len(result.history) == 1  # baseline (6) + step 1 went past 10 calls
+    assert (tmp_path / "run" / "history.jsonl").read_text().count("\n") == 1
+
+
+def test_run_dir_refuses_to_overwrite_without_resume(tmp_path):
+    run(tmp_path, optimizer("Add one. MAGIC."))
+    with pytest.raises(RunDirError, match="resume"):
+        run(tmp_path, optimizer("Add one. MAGIC."))
+    again = run(tmp_path, optimizer("Add one. MAGIC."), resume=True)  # finished run: no new work
+    assert again.best_score == 1.0 and len(again.history) == 2
+
+
+def test_cache_makes_a_rerun_free(tmp_path):
+    first_exec = executor()
+    kw = dict(
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        epochs=1,
+        batch_size=4,
+        progress=False,
+    )
+    train(
+        solver_spec(),
+        models=first_exec,
+        optimizer_model=optimizer("BAD."),
+        run_dir=tmp_path / "a",
+        **kw,
+    )
+    paid = len(first_exec.calls)
+    assert paid > 0
+    # same run, new directory but the same cache file -> no executor call is paid again
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cache.sqlite").write_bytes((tmp_path / "a" / "cache.sqlite").read_bytes())
+    second_exec, second_opt = executor(), optimizer("BAD.")
+    result = train(
+        solver_spec(), models=second_exec, optimizer_model=second_opt, run_dir=tmp_path / "b", **kw
+    )
+    assert len(second_exec.calls) == 0 and len(second_opt.calls) == 0
+    assert result.usage["calls"] == 0 and result.usage["cached_calls"] >= paid
+
+
+def test_compiled_optimizer_streams_with_a_user_checkpointer():
+    graph = create_optimizer(
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=optimizer("MAGIC"),
+        config=OptimizerConfig(epochs=1, batch_size=4),
+    ).compile(checkpointer=InMemorySaver())
+    nodes = []
+    cfg = {"configurable": {"thread_id": "t"}}
+    for update in graph.stream(
+        {"spec": solver_spec().model_dump(mode="json"), "train": data(4, "t"), "val": data(4, "v")},
+        cfg,
+        stream_mode="updates",
+    ):
+        nodes.extend(update)
+    assert nodes[:6] == [
+        "setup",
+        "check_budget",
+        "forward",
+        "global_critic",
+        "local_repair",
+        "validate_format",
+    ]
+    final = graph.get_state(cfg).values
+    assert final["best_score"] == 1.0 and final["version"] == 1
