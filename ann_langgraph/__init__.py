@@ -10,31 +10,37 @@ from .compile import build_graph, compile_graph
 from .evaluate import EvalReport, aevaluate, evaluate, load_dataset
 from .metrics import Score, get_metric, metric_names, register_metric
 from .models import ModelError, register_model
+from .optimize import Budget, OptimizerConfig, create_optimizer
 from .patch import Patch, PatchError, apply_patch
 from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError, load_spec, parse_spec, save_spec
 from .tools import register_tool, tool_names
 from .tracing import ExecutionRecord, LocalTraceSource, TraceRecorder, load_records, save_records
+from .train import TrainResult, train
 
 __all__ = [
     "AgentSpec",
+    "Budget",
     "EvalReport",
     "ExecutionRecord",
     "GraphSpec",
     "LayerSpec",
     "LocalTraceSource",
     "ModelError",
+    "OptimizerConfig",
     "Patch",
     "PatchError",
     "SQLiteLLMCache",
     "Score",
     "SpecError",
     "TraceRecorder",
+    "TrainResult",
     "aevaluate",
     "aggregator_descriptions",
     "aggregator_names",
     "apply_patch",
     "build_graph",
     "compile_graph",
+    "create_optimizer",
     "evaluate",
     "extract_answer",
     "get_metric",
@@ -50,6 +56,7 @@ __all__ = [
     "save_records",
     "save_spec",
     "tool_names",
+    "train",
 ]
 
 __version__ = "0.1.0"
