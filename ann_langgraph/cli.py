@@ -325,6 +325,205 @@ def diff(
         typer.echo(format_diff(changes))
 
 
+def _metric_for(name: str, spec: GraphSpec) -> Any:
+    from .metrics import get_metric
+
+    try:
+        return get_metric(name, answer_format=spec.answer_format)
+    except TypeError:  # metrics that take no answer format
+        return get_metric(name)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
+    from .evaluate import load_dataset
+
+    try:
+        rows = load_dataset(path)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"--{what}: {exc}") from None
+    if not rows:
+        raise _fail(f"--{what}: {path} has no examples")
+    return rows
+
+
+@app.command("train")
+def train_command(
+    spec_path: SpecArg,
+    train_path: Annotated[Path, typer.Option("--train", help="Training examples (JSONL/JSON).")],
+    val_path: Annotated[Path, typer.Option("--val", help="Validation examples (JSONL/JSON).")],
+    metric: Annotated[str, typer.Option(help="Metric name (see `ann metrics`).")] = "exact_match",
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Default: runs/<spec name>.")
+    ] = None,
+    model: ModelOpt = None,
+    optimizer_model: Annotated[
+        str | None,
+        typer.Option(
+            "--optimizer-model",
+            help="Model for the critic and repairers (default: the executor's default model).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run-dir.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Turn the response cache off.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Shuffling seed.")] = 0,
+    min_delta: Annotated[
+        float, typer.Option("--min-delta", help="Required validation gain.")
+    ] = 0.0,
+    paired_test: Annotated[
+        bool, typer.Option("--paired-test", help="Also require a one-sided sign test (p <= 0.1).")
+    ] = False,
+    threshold: Annotated[
+        float, typer.Option(help="Run the backward step when the minibatch mean is below this.")
+    ] = 1.0,
+    patience: Annotated[int | None, typer.Option(help="Stop after N epochs without gain.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Token budget.")] = None,
+    max_calls: Annotated[int | None, typer.Option("--max-calls", help="Paid-call budget.")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", help="Cost budget (USD).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Examples evaluated at once.")] = 4,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the projected calls/tokens/cost and exit.")
+    ] = False,
+    review: Annotated[
+        bool, typer.Option("--review", help="Ask before committing each patch (approve/reject).")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
+    from .optimize.graph import Budget, OptimizerConfig
+    from .projection import project_training
+    from .train import RunDirError, train
+
+    spec = _load(spec_path)
+    train_rows = _dataset(train_path, "train")
+    val_rows = _dataset(val_path, "val")
+    models = _models_override(model)
+    score = _metric_for(metric, spec)
+    budget = Budget(max_tokens=max_tokens, max_calls=max_calls, max_usd=max_usd)
+    config = OptimizerConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        min_delta=min_delta,
+        paired_test=paired_test,
+        threshold=threshold,
+        patience=patience,
+        concurrency=concurrency,
+    )
+    if dry_run:
+        label = models if isinstance(models, str) else spec.models.get("default", "local")
+        avg = sum(len(str(r.get("input", ""))) for r in train_rows) // len(train_rows)
+        projection = project_training(
+            spec,
+            n_train=len(train_rows),
+            n_val=len(val_rows),
+            epochs=epochs,
+            batch_size=batch_size,
+            avg_input_chars=avg,
+            model_label=str(label),
+            optimizer_label=optimizer_model or str(label),
+        )
+        if json_output:
+            typer.echo(projection.model_dump_json(indent=2))
+            return
+        console.print(f"[bold]Projected upper bound[/] for {projection.steps} steps:")
+        console.print(
+            f"  {projection.calls} LLM calls ({projection.forward_calls} forward, "
+            f"{projection.optimizer_calls} optimizer), {projection.input_tokens} input + "
+            f"{projection.output_tokens} output tokens, ${projection.cost_usd:.4f}"
+        )
+        for line in projection.assumptions:
+            console.print(f"  - {line}")
+        return
+    _check_models(spec, models)
+    if optimizer_model:
+        try:
+            from .models import init_model
+
+            opt_model: Any = init_model(optimizer_model)
+        except ModelError as exc:
+            raise _fail(str(exc)) from None
+    else:
+        opt_model = None
+    target = run_dir or Path("runs") / spec.name
+
+    def ask(question: dict[str, Any]) -> bool:
+        from .optimize.momentum import describe_ops
+
+        console.print(
+            f"[bold]Patch for layer {question['layer']}[/]: {describe_ops(question['patch'])}\n"
+            f"validation {question['val_score']:.3f} vs best {question['best']:.3f}"
+        )
+        return typer.confirm("Commit this patch?", default=True)
+
+    try:
+        result = train(
+            spec,
+            train=train_rows,
+            val=val_rows,
+            metric=score,
+            models=models,
+            optimizer_model=opt_model,
+            epochs=epochs,
+            batch_size=batch_size,
+            run_dir=target,
+            budget=budget,
+            resume=resume,
+            cache=not no_cache,
+            config=config,
+            progress=not json_output and console.is_terminal,
+            review=ask if review else None,
+        )
+    except RunDirError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted; continue with the same command plus --resume ({target})", 130
+        ) from None
+    summary = {
+        "best_spec": str(target / "best.yaml"),
+        "best_score": result.best_score,
+        "baseline_score": result.baseline_score,
+        "versions": len(result.versions),
+        "steps": len(result.history),
+        "stop_reason": result.stop_reason,
+        "usage": result.usage,
+        "report": str(result.report_path),
+        "wall_time_s": round(result.wall_time_s, 1),
+    }
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    proposed = sum(len(h.get("candidates", [])) for h in result.history)
+    accepted = len(result.versions) - 1
+    usage = result.usage
+    console.print(
+        f"validation {result.baseline_score:.3f} -> [bold]{result.best_score:.3f}[/] "
+        f"after {len(result.history)} steps ({result.stop_reason}); {proposed} patches proposed, "
+        f"{accepted} accepted; {usage.get('calls', 0)} paid calls, {usage.get('cached_calls', 0)} "
+        f"from cache; {int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))} "
+        f"tokens; ${float(usage.get('cost_usd', 0)):.4f}; {result.wall_time_s:.0f}s"
+    )
+    console.print(f"best spec: {target / 'best.yaml'}")
+    console.print(f"report:    {result.report_path}")
+
+
+@app.command()
+def metrics() -> None:
+    """List the built-in metrics usable with --metric."""
+    from .metrics import metric_names
+
+    for name in metric_names():
+        typer.echo(name)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -45,6 +45,7 @@ __all__ = [
     "contains",
     "exact_match",
     "get_metric",
+    "label_match",
     "metric_names",
     "multiple_choice",
     "numeric_match",
@@ -359,6 +360,37 @@ def contains(case_sensitive: bool = False) -> Metric:
     return metric
 
 
+def label_match(labels: list[str] | tuple[str, ...] = ("positive", "negative")) -> Metric:
+    """1 if the first label word the output mentions is the target label (classification).
+
+    Small models rarely answer with the bare label; the first label they name is their answer.
+    """
+    names = [str(label).lower() for label in labels]
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b", re.IGNORECASE)
+
+    def metric(example: dict[str, Any], output: str) -> Score:
+        target = str(_target(example)).strip().lower()
+        if target not in names:
+            raise ValueError(f"target {target!r} is not one of the labels {names}")
+        hit = pattern.search(output)
+        if hit is None:
+            return Score(
+                value=0.0,
+                feedback=f"no label ({' / '.join(names)}) in the output (expected {target}); "
+                f"it ends with: {_tail(output)!r}",
+            )
+        got = hit.group(1).lower()
+        if got == target:
+            return Score(value=1.0, feedback=f"correct: {target}")
+        return Score(
+            value=0.0,
+            feedback=f"expected {target}, got {got} (the first label word in the output)",
+        )
+
+    metric.__name__ = "label_match"
+    return metric
+
+
 # -- registry ------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Callable[..., Metric]] = {
@@ -367,6 +399,7 @@ _REGISTRY: dict[str, Callable[..., Metric]] = {
     "multiple_choice": multiple_choice,
     "code_passes_tests": code_passes_tests,
     "contains": contains,
+    "label_match": label_match,
 }
 
 

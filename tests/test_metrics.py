@@ -279,3 +279,18 @@ def test_register_metric():
         from ann_langgraph import metrics
 
         metrics._REGISTRY.pop("test_length_under", None)
+
+
+def test_label_match_takes_the_first_label_word():
+    from ann_langgraph.metrics import label_match
+
+    metric = label_match(["positive", "negative"])
+    ex = {"id": "1", "input": "x", "target": "Negative"}
+    assert metric(ex, "The sentiment is negative, not positive.").value == 1.0
+    wrong = metric(ex, "The review is positive, but harsh and negative.")
+    assert wrong.value == 0.0 and "expected negative, got positive" in wrong.feedback
+    none = metric(ex, "I cannot tell.")
+    assert none.value == 0.0 and "no label" in none.feedback
+    assert metric(ex, "non-negative? no: NEGATIVE").value == 1.0
+    with pytest.raises(ValueError, match="not one of the labels"):
+        metric({"id": "2", "input": "x", "target": "neutral"}, "positive")
