@@ -516,6 +516,44 @@ def train_command(
 
 
 @app.command()
+def init(
+    task: Annotated[str, typer.Option("--task", help="What the system must do.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the spec (YAML).")
+    ] = Path("spec.yaml"),
+    examples: Annotated[
+        Path | None, typer.Option("--examples", help="A few examples (JSONL) to show the model.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="The model that designs the spec.")
+    ] = "local",
+    name: Annotated[str | None, typer.Option(help="Spec name (default: from the task).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Ask a model to design a first spec for a task, validate it, and write editable YAML."""
+    from .bootstrap import init_spec
+    from .models import init_model
+
+    if out.exists() and not force:
+        raise _fail(f"{out} exists (pass --force to overwrite)")
+    rows = _dataset(examples, "examples") if examples else None
+    try:
+        designer = init_model(model)
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+    with console.status("designing a spec…"):
+        result = init_spec(task, model=designer, examples=rows, name=name)
+    save_spec(result.spec, out)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    origin = "designed by the model" if result.from_model else "built-in template"
+    console.print(
+        f"wrote {out} ({origin}; {len(result.spec.layers)} layers). Edit it, then: "
+        f"ann run {out} --input '...'"
+    )
+
+
+@app.command()
 def metrics() -> None:
     """List the built-in metrics usable with --metric."""
     from .metrics import metric_names
