@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ann-installed
 DEMO_INPUT ?= A pen costs 3 dollars. How much do 4 pens cost?
 
-.PHONY: install demo test test-fast lint typecheck check bench clean
+.PHONY: install demo run-demo test test-fast lint typecheck check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# Trains the sentiment demo spec with the embedded model (one epoch; a few minutes on 2 cores).
+# --resume: running it again reuses the finished run instead of refusing the run directory.
 demo: $(STAMP)
+	$(VENV)/bin/ann train graphs/sentiment.yaml --train data/sentiment/train.jsonl \
+		--val data/sentiment/val.jsonl --metric label_match --epochs 1 --batch-size 8 \
+		--run-dir runs/demo --resume
+
+run-demo: $(STAMP)
 	$(VENV)/bin/ann run graphs/math.yaml --input "$(DEMO_INPUT)"
 
 test: $(STAMP)

@@ -247,6 +247,6 @@ def apply_patch(spec: GraphSpec, patch: Patch | dict[str, Any] | str) -> GraphSp
                 reason = str(SpecError.from_validation_error(exc))
                 reason = f"the result is not a valid spec: {reason}"
             else:
-                reason = str(exc).strip("'\"")
+                reason = str(exc)
             raise PatchError(reason, op_index=index, op=op.op) from None
     return GraphSpec.model_validate(data)
