@@ -150,6 +150,18 @@ def per_invoke(graph: Any, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def calls_per_invoke(graph: Any, n: int = 20) -> float:
+    """Python function calls per invoke (cProfile): a load-independent cost measure."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    per_invoke(graph, n)
+    profiler.disable()
+    return pstats.Stats(profiler).total_calls / n  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invocations", type=int, default=200)
@@ -173,6 +185,11 @@ def main() -> None:
     print(f"hand-built LangGraph : {h * 1000:8.3f} ms/invoke")
     print(f"compiled from spec   : {s * 1000:8.3f} ms/invoke")
     print(f"ratio spec/hand      : {s / h:8.3f}  (target <= 1.15)")
+    ch, cs = calls_per_invoke(baseline), calls_per_invoke(compiled)
+    print(
+        f"function calls/invoke: hand {ch:.0f}, spec {cs:.0f}, ratio {cs / ch:.3f} "
+        "(load-independent)"
+    )
 
 
 if __name__ == "__main__":
