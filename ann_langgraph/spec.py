@@ -269,12 +269,38 @@ def _agents_with_paths(layer: LayerSpec, base: str) -> list[tuple[str, AgentSpec
 # -- io -------------------------------------------------------------------------
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (YAML would silently keep the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable keys: let the base constructor report them
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
 def parse_spec(
     text: str, *, format: Literal["yaml", "json"] = "yaml", source: str | None = None
 ) -> GraphSpec:
     """Parse a YAML (safe loader) or JSON document into a validated ``GraphSpec``."""
     try:
-        data = json.loads(text) if format == "json" else yaml.safe_load(text)
+        data = json.loads(text) if format == "json" else yaml.load(text, Loader=_StrictLoader)
     except (yaml.YAMLError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)

@@ -749,3 +749,14 @@ def test_cli_schema_out_writes_the_file(tmp_path):
     result = runner.invoke(app, ["schema", "--out", str(out)])
     assert result.exit_code == 0
     assert json.loads(out.read_text(encoding="utf-8")) == _schema_from_cli()
+
+
+def test_duplicate_yaml_keys_are_errors_with_a_line():
+    text = "name: x\nlayers:\n  - name: a\n    agents: [{id: a, role: r, prompt: p, prompt: q}]\n"
+    with pytest.raises(SpecError) as err:
+        parse_spec(text)
+    assert "duplicate key 'prompt'" in str(err.value) and "line 4" in str(err.value)
+    with pytest.raises(SpecError, match="duplicate key 'layers'"):
+        parse_spec(
+            "name: x\nlayers: []\nlayers:\n  - name: a\n    agents: [{id: a, role: r, prompt: p}]\n"
+        )
