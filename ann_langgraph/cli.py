@@ -16,6 +16,7 @@ from rich.table import Table
 from .answers import extract_answer
 from .compile import compile_graph
 from .diff import diff_specs, format_diff
+from .local import LocalModelError
 from .models import ModelError, ModelResolver, ModelsArg
 from .patch import PatchError, apply_patch
 from .spec import GraphSpec, SpecError, load_spec, save_spec
@@ -152,7 +153,7 @@ def run(
                     elif mode == "updates" and ns:
                         nodes = ", ".join(k for k in chunk if not k.startswith("__"))
                         status.update(f"Running '{spec.name}': {ns[0].split(':')[0]} → {nodes}")
-    except (ModelError, SpecError) as exc:
+    except (ModelError, SpecError, LocalModelError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None

@@ -125,3 +125,10 @@ def test_every_command_has_help():
     for command in ("run", "show", "validate", "schema"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_missing_local_model_is_a_clean_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANN_LOCAL_MODEL", str(tmp_path / "missing.gguf"))
+    result = runner.invoke(app, ["run", "graphs/math.yaml", "-i", "q"])
+    assert result.exit_code == 2
+    assert "ANN_LOCAL_MODEL" in result.output and "Traceback" not in result.output
