@@ -61,9 +61,26 @@ def is_retryable(exc: BaseException) -> bool:
     return any(cls.__name__ in _RETRYABLE_NAMES for cls in type(exc).__mro__)
 
 
-def llm_retry_policy(max_attempts: int = 3) -> RetryPolicy:
-    """The retry policy every LLM-calling node gets."""
-    return RetryPolicy(max_attempts=max_attempts, initial_interval=0.5, retry_on=is_retryable)
+#: Seconds before the first retry of a failed model call (doubling after each retry), and
+#: whether to add up to one second of random jitter. Read when a graph is built, so code (and
+#: tests) that cannot wait can lower them: ``ann_langgraph.models.RETRY_INITIAL_INTERVAL = 0.01``.
+RETRY_INITIAL_INTERVAL = 0.5
+RETRY_JITTER = True
+
+
+def llm_retry_policy(
+    max_attempts: int = 3,
+    *,
+    initial_interval: float | None = None,
+    jitter: bool | None = None,
+) -> RetryPolicy:
+    """The retry policy every LLM-calling node gets (defaults: the module settings above)."""
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        initial_interval=RETRY_INITIAL_INTERVAL if initial_interval is None else initial_interval,
+        jitter=RETRY_JITTER if jitter is None else jitter,
+        retry_on=is_retryable,
+    )
 
 
 _FACTORIES: dict[str, Callable[[], BaseChatModel]] = {}

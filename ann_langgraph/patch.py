@@ -223,7 +223,12 @@ def _apply_op(data: dict[str, Any], op: Any) -> None:
 
 def _coerce_patch(patch: Patch | dict[str, Any] | str) -> Patch:
     if isinstance(patch, Patch):
-        return patch
+        # Validated again: pydantic does not check assignments (`patch.ops[0].tools = None`),
+        # nor `Patch.model_construct(...)`, and a bad op must be a PatchError, not a crash.
+        try:
+            patch = patch.model_dump(warnings=False)
+        except Exception as exc:
+            raise PatchError(f"invalid patch: {type(exc).__name__}: {exc}") from None
     try:
         if isinstance(patch, str):
             return Patch.model_validate_json(patch)

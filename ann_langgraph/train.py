@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -175,14 +175,27 @@ def train(
         )
         with reporter:
             while True:
-                for update in graph.stream(payload, thread, stream_mode="updates"):
-                    for node, data in update.items():
-                        if node == "__interrupt__":
-                            continue
-                        state = graph.get_state(thread).values
-                        _sync_outputs(run_path, state, node, data)
-                        reporter.update(node, state)
+                # A node's update arrives before the step's checkpoint is written, so
+                # `graph.get_state` then still shows the state before it (history.jsonl lagged a
+                # row behind). The "values" chunk of a step is the state after it, and with
+                # durability="sync" it only arrives once that checkpoint is on disk: the files
+                # are rewritten from it, never ahead of what a resume would start from.
+                done: list[tuple[str, Any]] = []
+                stream = graph.stream(
+                    payload, thread, stream_mode=["updates", "values"], durability="sync"
+                )
+                for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
+                    if mode == "updates":
+                        done += [(n, d) for n, d in chunk.items() if n != "__interrupt__"]
+                        continue
+                    for node, data in done:
+                        _sync_outputs(run_path, chunk, node, data)
+                        reporter.update(node, chunk)
+                    done = []
                 pending = graph.get_state(thread)
+                for node, data in done:  # a step that ended in an interrupt
+                    _sync_outputs(run_path, pending.values, node, data)
+                    reporter.update(node, pending.values)
                 if pending.next and pending.interrupts and review is not None:
                     payload = Command(resume=review(pending.interrupts[0].value))
                     continue

@@ -165,9 +165,34 @@ def _compact_records(records: Sequence[Any], chars: int = 1500) -> list[dict[str
                 "error": r.error,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens,
+                "sample": r.sample,
             }
         )
     return out
+
+
+def _evidence_records(records: list[dict[str, Any]], example_id: str) -> list[dict[str, Any]]:
+    """One example's records as the critic and the repairers are shown them.
+
+    A model call (or aggregation step) that failed and was then retried successfully, i.e. a
+    later record of the same layer, agent, kind and sample has no error, is left out: a timeout
+    or a rate limit the retry policy got past says nothing about the spec, and showing it would
+    make the optimizer's prompt (so its answer, and the response cache's key) depend on
+    transient faults, so a re-run would not be free and reproducible. Tool errors stay (an
+    agent's bad tool call is its behaviour); the full records are in ``records/``.
+    """
+    mine = [r for r in records if r["example_id"] == example_id]
+
+    def slot(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["layer"], r["agent_id"], r["kind"], r.get("sample", 0))
+
+    recovered: set[int] = set()
+    for i, r in enumerate(mine):
+        if (r["error"] and r["kind"] != "tool") and any(
+            not later["error"] and slot(later) == slot(r) for later in mine[i + 1 :]
+        ):
+            recovered.add(i)
+    return [r for i, r in enumerate(mine) if i not in recovered]
 
 
 def _sign_test_p(diffs: list[float]) -> float:
@@ -323,15 +348,11 @@ def create_optimizer(
         per_fail = max(400, int(budget_chars * 0.8) // max(1, len(failing)))
         per_pass = max(300, int(budget_chars * 0.2) // max(1, min(2, len(passing))))
         fail_text = [
-            prompts.example_evidence(
-                r, [x for x in records if x["example_id"] == r["id"]], chars=per_fail
-            )
+            prompts.example_evidence(r, _evidence_records(records, r["id"]), chars=per_fail)
             for r in failing
         ]
         pass_text = [
-            prompts.example_evidence(
-                r, [x for x in records if x["example_id"] == r["id"]], chars=per_pass
-            )
+            prompts.example_evidence(r, _evidence_records(records, r["id"]), chars=per_pass)
             for r in passing[:2]
         ]
         messages = [
@@ -396,7 +417,7 @@ def create_optimizer(
             per = max(300, layer_chars // len(results))
             evidence = [
                 prompts.example_evidence(
-                    r, [x for x in records if x["example_id"] == r["id"]], chars=per, layer=layer
+                    r, _evidence_records(records, r["id"]), chars=per, layer=layer
                 )
                 for r in results
             ]
