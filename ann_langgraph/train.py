@@ -168,6 +168,16 @@ def train(
         snapshot = graph.get_state(thread)
         if snapshot.values and resume:
             payload: Any = None
+            stopped = str(snapshot.values.get("stop_reason") or "")
+            usage_so_far = snapshot.values.get("usage") or {}
+            if (
+                not snapshot.next
+                and "budget reached" in stopped
+                and not (budget or Budget()).exceeded(usage_so_far)
+            ):
+                # A run stopped by its budget, resumed with a larger one: continue from the
+                # step boundary where it stopped (check_budget runs again with the new caps).
+                graph.update_state(thread, {"stop_reason": ""}, as_node="advance")
         else:
             payload = {"spec": spec.model_dump(mode="json"), "train": train_rows, "val": val_rows}
         reporter = _Progress(

@@ -237,3 +237,13 @@ def test_compiled_optimizer_streams_with_a_user_checkpointer():
     ]
     final = graph.get_state(cfg).values
     assert final["best_score"] == 1.0 and final["version"] == 1
+
+
+def test_budget_stopped_run_continues_when_resumed_with_a_larger_budget(tmp_path):
+    stopped = run(tmp_path, optimizer("BAD prompt."), budget=Budget(max_calls=10))
+    assert stopped.stop_reason.startswith("call budget reached") and len(stopped.history) == 1
+    same = run(tmp_path, optimizer("BAD prompt."), budget=Budget(max_calls=10), resume=True)
+    assert same.stop_reason.startswith("call budget reached") and len(same.history) == 1
+    more = run(tmp_path, optimizer("BAD prompt."), budget=Budget(max_calls=1000), resume=True)
+    assert more.stop_reason == "epochs done" and len(more.history) == 2
+    assert [row["global_step"] for row in more.history] == [0, 1]
