@@ -22,6 +22,7 @@ __all__ = [
     "init_model",
     "is_retryable",
     "llm_retry_policy",
+    "model_label",
     "register_model",
     "structured_output_method",
 ]
@@ -43,6 +44,15 @@ _RETRYABLE_NAMES = {
     "ConnectTimeout",
     "RemoteProtocolError",
 }
+
+
+def model_label(model: Any) -> str:
+    """A readable name for a model object (its ``model_name``/``model``, else its class)."""
+    if isinstance(model, str):
+        return model
+    return str(
+        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+    )
 
 
 class ModelError(RuntimeError):
@@ -169,14 +179,7 @@ class ModelResolver:
 
     def model_string(self, name: str) -> str:
         """A readable label for the model behind ``name`` (for traces and the CLI)."""
-        chosen = self._choice(name)
-        if isinstance(chosen, str):
-            return chosen
-        return str(
-            getattr(chosen, "model_name", None)
-            or getattr(chosen, "model", None)
-            or type(chosen).__name__
-        )
+        return model_label(self._choice(name))
 
     def _choice(self, name: str) -> ModelLike:
         override = self._override

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -111,7 +110,3 @@ def project_training(
             f"~{avg_input_chars} input characters per example, {_CHARS_PER_TOKEN} chars per token",
         ],
     )
-
-
-def describe(projection: Projection) -> dict[str, Any]:
-    return projection.model_dump(mode="json")

@@ -27,7 +27,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
 from .metrics import Metric
-from .models import ModelsArg
+from .models import ModelsArg, model_label
 from .optimize.graph import Budget, OptimizerConfig, create_optimizer
 from .spec import GraphSpec, save_spec
 
@@ -75,13 +75,11 @@ def _with_ids(rows: Iterable[dict[str, Any]], prefix: str) -> list[dict[str, Any
 
 
 def _model_label(value: Any) -> Any:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
     if isinstance(value, dict):
         return {k: _model_label(v) for k, v in value.items()}
-    return str(
-        getattr(value, "model_name", None) or getattr(value, "model", None) or type(value).__name__
-    )
+    return model_label(value)
 
 
 def train(

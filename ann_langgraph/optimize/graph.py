@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..compile import compile_graph
 from ..evaluate import evaluate
 from ..metrics import Metric, get_metric
-from ..models import ModelsArg, init_model, llm_retry_policy
+from ..models import ModelsArg, init_model, llm_retry_policy, model_label
 from ..patch import PatchError, apply_patch
 from ..pricing import cost_usd
 from ..spec import GraphSpec, SpecError
@@ -230,9 +230,7 @@ def create_optimizer(
     opt_model = init_model(optimizer_model) if isinstance(optimizer_model, str) else optimizer_model
     if cache is not None and isinstance(opt_model, BaseChatModel):
         opt_model = opt_model.model_copy(update={"cache": cache})
-    opt_label = str(
-        getattr(opt_model, "model_name", None) or getattr(opt_model, "model", None) or "optimizer"
-    )
+    opt_label = model_label(opt_model)
 
     def emit(kind: str, **data: Any) -> None:
         if on_event is not None:
