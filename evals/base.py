@@ -88,7 +88,10 @@ class Benchmark:
     (printed by ``ann eval --help`` and in result files). ``train`` and ``val`` never overlap
     the evaluation split. ``aliases`` maps extra accepted names to a split (e.g. ``test`` ->
     ``dev``). ``instruction`` tells a single-agent baseline how to format its answer;
-    ``breakdown`` names example keys to report accuracy by (e.g. subject, level).
+    ``breakdown`` names example keys to report accuracy by (e.g. subject, level);
+    ``extra_metrics`` are further named metrics averaged in reports beside the main one (e.g.
+    DABench's per-sub-question accuracy, an optional LLM-judge score); ``tools`` are the tool
+    names single-agent baselines get (e.g. ``python`` for DABench).
     """
 
     name: str
@@ -101,6 +104,8 @@ class Benchmark:
     instruction: str = ""
     aliases: Mapping[str, str] = field(default_factory=dict)
     breakdown: tuple[str, ...] = ()
+    extra_metrics: Mapping[str, Callable[[], Metric]] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()
     default_eval_split: str = "dev"
 
     def split_name(self, split: str) -> str:
