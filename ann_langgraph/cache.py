@@ -20,6 +20,12 @@ original call used) and LangChain adds ``"total_cost": 0`` to it. This cache add
 every message it returns with ``response_metadata["ann_cache_hit"] = True``, which is how
 ``ann_langgraph.evaluate`` tells cached calls (free) from paid ones; the in-process ``hits``
 counter tells the same in aggregate.
+
+Every fresh call stored also appends a row (time, model, tokens) to the file's ``spend`` table:
+a ledger of what was paid that lives outside any checkpoint. A run killed in the middle of a
+step loses that step's state, but not the ledger rows of the calls it paid for (they are replayed
+from the cache on resume, so a checkpoint's usage counts them as free); ``spent()`` reads the
+ledger so budgets and reports can count them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -72,8 +79,16 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     sample INTEGER NOT NULL,
     value TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spend (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL
 )
 """
+_MODEL_IN_LLM_STRING = re.compile(r"'(?:model_name|model)', '([^']+)'")
 _beta_silenced = False
 
 
@@ -168,7 +183,7 @@ class SQLiteLLMCache(BaseCache):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.execute(_SCHEMA)
+        self._conn.executescript(_SCHEMA)
         self.hits = 0
         self.misses = 0
         self.writes = 0
@@ -217,12 +232,22 @@ class SQLiteLLMCache(BaseCache):
         sample = current_sample.get()
         key = cache_key(prompt, llm_string, sample)
         text = dumps(list(return_val))
+        model, tokens_in, tokens_out = _usage_of(return_val, llm_string)
+        now = time.time()
         with self._lock:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO llm_cache (key, sample, value, created) "
-                "VALUES (?, ?, ?, ?)",
-                (key, sample, text, time.time()),
-            )
+            conn = self._connection()
+            with conn:  # one transaction: the entry and its ledger row land together
+                conn.execute("BEGIN")
+                conn.execute(
+                    "INSERT OR REPLACE INTO llm_cache (key, sample, value, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    (key, sample, text, now),
+                )
+                conn.execute(
+                    "INSERT INTO spend (created, model, input_tokens, output_tokens) "
+                    "VALUES (?, ?, ?, ?)",
+                    (now, model, tokens_in, tokens_out),
+                )
             self.writes += 1
 
     def clear(self, **kwargs: Any) -> None:
@@ -257,6 +282,28 @@ class SQLiteLLMCache(BaseCache):
             "path": str(self.path),
         }
 
+    def spent(self, *, since: float | None = None) -> dict[str, Any]:
+        """The ledger's totals (paid calls stored since ``since``, a ``time.time()`` value).
+
+        ``{"calls", "input_tokens", "output_tokens", "by_model": {model: {...same keys}}}``.
+        """
+        query = "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM spend"
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE created >= ?"
+            args = (since,)
+        with self._lock:
+            rows = self._connection().execute(query + " GROUP BY model", args).fetchall()
+        by_model = {
+            str(m): {"calls": int(c), "input_tokens": int(i or 0), "output_tokens": int(o or 0)}
+            for m, c, i, o in rows
+        }
+        total = {
+            key: sum(v[key] for v in by_model.values())
+            for key in ("calls", "input_tokens", "output_tokens")
+        }
+        return {**total, "by_model": by_model}
+
     def reset_stats(self) -> None:
         with self._lock:
             self.hits = self.misses = self.writes = 0
@@ -275,6 +322,23 @@ class SQLiteLLMCache(BaseCache):
 
     def __repr__(self) -> str:
         return f"SQLiteLLMCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
+
+
+def _usage_of(return_val: RETURN_VAL_TYPE, llm_string: str) -> tuple[str, int, int]:
+    """(model, input tokens, output tokens) of a fresh call's generations, for the ledger."""
+    tokens_in = tokens_out = 0
+    model = ""
+    for gen in return_val:
+        message = getattr(gen, "message", None)
+        usage = getattr(message, "usage_metadata", None) or {}
+        tokens_in += int(usage.get("input_tokens", 0) or 0)
+        tokens_out += int(usage.get("output_tokens", 0) or 0)
+        meta = getattr(message, "response_metadata", None) or {}
+        model = model or str(meta.get("model_name") or meta.get("model") or "")
+    if not model:
+        found = _MODEL_IN_LLM_STRING.search(llm_string)
+        model = found.group(1) if found else ""
+    return model, tokens_in, tokens_out
 
 
 #: Short alias.

@@ -327,12 +327,10 @@ def diff(
 
 
 def _metric_for(name: str, spec: GraphSpec) -> Any:
-    from .metrics import get_metric
+    from .metrics import metric_for_format
 
     try:
-        return get_metric(name, answer_format=spec.answer_format)
-    except TypeError:  # metrics that take no answer format
-        return get_metric(name)
+        return metric_for_format(name, spec.answer_format)
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -496,6 +494,7 @@ def train_command(
         "steps": len(result.history),
         "stop_reason": result.stop_reason,
         "usage": result.usage,
+        "paid": result.paid,
         "report": str(result.report_path),
         "wall_time_s": round(result.wall_time_s, 1),
     }
@@ -504,7 +503,7 @@ def train_command(
         return
     proposed = sum(len(h.get("candidates", [])) for h in result.history)
     accepted = len(result.versions) - 1
-    usage = result.usage
+    usage = {**result.usage, **result.paid}
     console.print(
         f"validation {result.baseline_score:.3f} -> [bold]{result.best_score:.3f}[/] "
         f"after {len(result.history)} steps ({result.stop_reason}); {proposed} patches proposed, "

@@ -45,6 +45,7 @@ __all__ = [
     "contains",
     "exact_match",
     "get_metric",
+    "metric_for_format",
     "label_match",
     "metric_names",
     "multiple_choice",
@@ -424,6 +425,16 @@ def get_metric(name: str, **kwargs: Any) -> Metric:
     except KeyError:
         raise ValueError(f"unknown metric '{name}' (known: {', '.join(metric_names())})") from None
     return factory(**kwargs)
+
+
+def metric_for_format(name: str, answer_format: str) -> Metric:
+    """The metric ``name`` reading answers in ``answer_format`` (a spec's), if it takes one."""
+    import inspect
+
+    factory = _REGISTRY.get(name)
+    if factory is not None and "answer_format" in inspect.signature(factory).parameters:
+        return get_metric(name, answer_format=answer_format)
+    return get_metric(name)
 
 
 def metric_name(metric: Metric | str) -> str:

@@ -59,6 +59,7 @@ def write_report(
     *,
     wall_time_s: float,
     cache_stats: dict[str, Any] | None = None,
+    paid: dict[str, Any] | None = None,
 ) -> Path:
     history: list[dict[str, Any]] = state.get("history") or []
     versions: list[dict[str, Any]] = state.get("versions") or []
@@ -69,7 +70,9 @@ def write_report(
     valid = sum(1 for h in history for c in h.get("candidates", []) if c.get("valid"))
     accepted = sum(1 for h in history if (h.get("decision") or {}).get("accepted"))
     skipped = sum(1 for h in history if h.get("skipped"))
-    tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+    paid = paid or usage
+    tokens = int(paid.get("input_tokens", 0)) + int(paid.get("output_tokens", 0))
+    redone = int(paid.get("calls", 0)) - int(usage.get("calls", 0))
     lines = [
         f"# Training report: {versions[0]['spec']['name'] if versions else 'spec'}",
         "",
@@ -78,9 +81,14 @@ def write_report(
         f"- Steps: {len(history)} ({skipped} skipped: minibatch already at threshold); "
         f"stopped because: {state.get('stop_reason') or 'finished'}",
         f"- Patches: {proposed} proposed, {valid} format-valid, {accepted} accepted",
-        f"- Model calls paid: {usage.get('calls', 0)}; served from cache: "
-        f"{usage.get('cached_calls', 0)}; tokens paid: {tokens}; "
-        f"cost: ${float(usage.get('cost_usd', 0)):.4f}",
+        f"- Model calls paid: {paid.get('calls', 0)}"
+        + (
+            f" ({redone} of them in steps a crash cut short, replayed free from the cache)"
+            if redone > 0
+            else ""
+        )
+        + f"; served from cache: {usage.get('cached_calls', 0)}; tokens paid: {tokens}; "
+        f"cost: ${float(paid.get('cost_usd', 0)):.4f}",
         f"- Wall time: {wall_time_s:.1f}s",
     ]
     if cache_stats:

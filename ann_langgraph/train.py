@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .metrics import Metric
 from .models import ModelsArg, model_label
-from .optimize.graph import Budget, OptimizerConfig, create_optimizer
+from .optimize.graph import Budget, OptimizerConfig, create_optimizer, paid_so_far
 from .spec import GraphSpec, save_spec
 
 __all__ = ["RunDirError", "TrainResult", "train"]
@@ -51,6 +51,7 @@ class TrainResult(BaseModel):
     history: list[dict[str, Any]]
     versions: list[dict[str, Any]]
     usage: dict[str, Any]
+    paid: dict[str, Any] = {}
     stop_reason: str
     run_dir: Path
     report_path: Path
@@ -125,6 +126,7 @@ def train(
         "optimizer_model": _model_label(optimizer_model),
         "config": cfg.model_dump(mode="json"),
         "budget": (budget or Budget()).model_dump(mode="json"),
+        "created": time.time(),
     }
     run_file = run_path / "run.json"
     if run_file.exists():
@@ -137,6 +139,7 @@ def train(
         changed = [
             k for k in ("spec_fingerprint", "train", "val", "config") if old.get(k) != meta[k]
         ]
+        meta["created"] = old.get("created")
         if changed:
             raise RunDirError(
                 f"cannot resume {run_path}: {', '.join(changed)} differ from the saved run"
@@ -167,7 +170,7 @@ def train(
         if snapshot.values and resume:
             payload: Any = None
             stopped = str(snapshot.values.get("stop_reason") or "")
-            usage_so_far = snapshot.values.get("usage") or {}
+            usage_so_far = paid_so_far(response_cache, snapshot.values, prices=prices)
             if (
                 not snapshot.next
                 and "budget reached" in stopped
@@ -177,7 +180,12 @@ def train(
                 # step boundary where it stopped (check_budget runs again with the new caps).
                 graph.update_state(thread, {"stop_reason": ""}, as_node="advance")
         else:
-            payload = {"spec": spec.model_dump(mode="json"), "train": train_rows, "val": val_rows}
+            payload = {
+                "spec": spec.model_dump(mode="json"),
+                "train": train_rows,
+                "val": val_rows,
+                "ledger_since": meta["created"],
+            }
         reporter = _Progress(
             enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
         )
@@ -215,11 +223,15 @@ def train(
     wall = time.perf_counter() - started
     from .report import write_report
 
+    # what was really paid: checkpointed usage, raised by the cache's ledger (calls finished in
+    # a step that a crash cut short are in the ledger, and free on resume)
+    paid = paid_so_far(response_cache, final, prices=prices)
     report_path = write_report(
         run_path,
         final,
         wall_time_s=wall,
         cache_stats=response_cache.stats() if response_cache else None,
+        paid=paid,
     )
     if response_cache is not None:
         response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
@@ -232,6 +244,7 @@ def train(
             {k: v for k, v in row.items() if k != "spec"} for row in final.get("versions", [])
         ],
         usage=final.get("usage", {}),
+        paid=paid,
         stop_reason=final.get("stop_reason") or "finished",
         run_dir=run_path,
         report_path=report_path,

@@ -354,3 +354,37 @@ def test_loads_beta_warning_is_not_shown_on_hits(tmp_path):
     c.close()
     with pytest.raises(RuntimeError, match="closed"):
         c.lookup("p", "llm")
+
+
+def test_ledger_counts_paid_calls_outside_any_checkpoint_and_raises_budget_usage(tmp_path):
+    """Each fresh call leaves a ledger row (hits do not); ``paid_so_far`` takes the larger count."""
+    import time
+
+    from ann_langgraph.optimize.graph import Budget, paid_so_far
+
+    cache = SQLiteLLMCache(tmp_path / "c.sqlite")
+    model = ScriptedChatModel(responses=["a", "b", "c"], model_name="gpt-4o-mini", cache=cache)
+    before = time.time()
+    model.invoke("one")
+    model.invoke("two")
+    model.invoke("one")  # a hit: free, no ledger row
+    spent = cache.spent()
+    assert spent["calls"] == 2
+    assert spent["by_model"]["gpt-4o-mini"]["calls"] == 2
+    assert spent["input_tokens"] > 0 and spent["output_tokens"] > 0
+    assert cache.spent(since=time.time() + 60)["calls"] == 0
+    cache.close()
+    # the ledger survives the process: a new cache object on the same file sees it
+    reopened = SQLiteLLMCache(tmp_path / "c.sqlite")
+    assert reopened.spent(since=before)["calls"] == 2
+    # a checkpoint that lost a step's usage: the ledger's count and its priced cost win
+    state = {"usage": {"calls": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0},
+             "ledger_since": before}
+    paid = paid_so_far(reopened, state)
+    assert paid["calls"] == 2
+    assert paid["cost_usd"] > 0
+    assert Budget(max_calls=2).exceeded(paid) is not None
+    assert Budget(max_calls=2).exceeded(state["usage"]) is None
+    # without ledger_since (a run started before ledgers existed) the checkpoint is all there is
+    assert paid_so_far(reopened, {"usage": state["usage"]})["calls"] == 1
+    reopened.close()

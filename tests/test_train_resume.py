@@ -147,6 +147,7 @@ DRIVER = textwrap.dedent(
                 "history": result.history,
                 "versions": result.versions,
                 "usage": result.usage,
+                "paid": result.paid,
                 "stop_reason": result.stop_reason,
             },
             default=str,
@@ -298,7 +299,6 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twic
     total_paid = _paid(log)
     resumed_paid = total_paid[len(killed_paid) :]
     assert resumed_paid, "the resumed run had work left to do"
-    print("DBG", len(killed_paid), killed_rows, len(resumed_paid), got["usage"], ref["usage"])
 
     assert got["best_fingerprint"] == ref["best_fingerprint"]
     assert got["best_score"] == ref["best_score"]
@@ -310,6 +310,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twic
     assert len(total_paid) == len(ref_paid)
     assert sorted(total_paid) == sorted(ref_paid)
     assert not set(killed_paid) & set(resumed_paid)
+    # the ledger (outside the checkpoint) counts every paid call, also those of the step the
+    # kill cut short, which the checkpointed usage lost (they were replayed free on resume)
+    assert ref["paid"]["calls"] == len(ref_paid)
+    assert got["paid"]["calls"] == len(total_paid)
+    assert got["usage"]["calls"] < got["paid"]["calls"]
+    assert "cut short" in (run_dir / "report.md").read_text()
     # every model call the nodes made is accounted for, paid or replayed from the cache
     for key in ("calls", "input_tokens", "output_tokens"):
         assert got["usage"][key] <= ref["usage"][key]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -25,7 +25,7 @@ from ..evaluate import evaluate
 from ..metrics import Metric, get_metric
 from ..models import ModelsArg, init_model, llm_retry_policy, model_label
 from ..patch import PatchError, apply_patch
-from ..pricing import cost_usd
+from ..pricing import cost_usd, price_for
 from ..spec import GraphSpec, SpecError
 from . import prompts
 from .momentum import momentum_summary, smoothed_layer_gradient
@@ -138,6 +138,8 @@ class OptimizerState(TypedDict, total=False):
     versions: Annotated[list[dict[str, Any]], operator.add]
     usage: Annotated[dict[str, Any], _add_usage]
     stop_reason: str
+    # when this run began (time.time()); with a cache, its ledger since then counts as paid
+    ledger_since: float
 
 
 def _usage_of(report: Any) -> dict[str, Any]:
@@ -149,6 +151,30 @@ def _usage_of(report: Any) -> dict[str, Any]:
         "output_tokens": report.output_tokens - report.cached_output_tokens,
         "cost_usd": report.cost_usd,
     }
+
+
+def paid_so_far(
+    cache: Any, state: Mapping[str, Any], *, prices: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's usage, raised to what the cache's ledger says was paid since ``ledger_since``.
+
+    A step killed mid-way never reaches the checkpoint's ``usage``, yet its finished calls were
+    paid (and cached, so the resume replays them for free): the ledger still counts them.
+    """
+    usage = dict(state.get("usage") or {})
+    since = state.get("ledger_since")
+    if since is None or cache is None or not hasattr(cache, "spent"):
+        return usage
+    ledger = cache.spent(since=since)
+    for key in ("calls", "input_tokens", "output_tokens"):
+        usage[key] = max(int(usage.get(key, 0)), int(ledger[key]))
+    ledger_cost = 0.0
+    for model, row in ledger["by_model"].items():
+        price = price_for(model, prices) if model else None
+        if price is not None:
+            ledger_cost += (row["input_tokens"] * price[0] + row["output_tokens"] * price[1]) / 1e6
+    usage["cost_usd"] = max(float(usage.get("cost_usd", 0.0)), ledger_cost)
+    return usage
 
 
 def _compact_records(records: Sequence[Any], chars: int = 1500) -> list[dict[str, Any]]:
@@ -301,7 +327,7 @@ def create_optimizer(
         return [ids[i : i + cfg.batch_size] for i in range(0, len(ids), cfg.batch_size)]
 
     def check_budget(state: OptimizerState) -> dict[str, Any]:
-        reason = cap.exceeded(state.get("usage") or {})
+        reason = cap.exceeded(paid_so_far(cache, state, prices=prices))
         return (
             {"stop_reason": reason, "step_usage_start": dict(state.get("usage") or {})}
             if reason
