@@ -667,7 +667,11 @@ class LocalChatModel(BaseChatModel):
         description="HTTP retries. Few on purpose: a timed-out generation keeps the server busy, "
         "so a retry queues behind it; a dead server is restarted and the call retried once.",
     )
-    seed: int | None = None
+    seed: int | None = Field(
+        default=0,
+        description="Sampling seed; sample i of a voter (ann's sample index) uses seed + i, so "
+        "runs repeat exactly even without the cache while voters still differ. None: random.",
+    )
     model_path: str | None = Field(
         default=None, description="GGUF to serve; default find_gguf() (ANN_LOCAL_MODEL or SmolLM2)."
     )
@@ -942,7 +946,9 @@ class _Plan:
             extra_body["response_format"] = response_format
         seed = kwargs.pop("seed", model.seed)
         if seed is not None:
-            kwargs["seed"] = seed
+            from .cache import current_sample
+
+            kwargs["seed"] = int(seed) + current_sample.get()
         kwargs.setdefault("temperature", model.temperature)
         tools: list[dict[str, Any]] = list(kwargs.pop("tools", None) or [])
         tool_choice = kwargs.pop("tool_choice", None)

@@ -216,6 +216,36 @@ def test_invoke_returns_text_usage_and_respects_max_tokens(
     print(f"8-token answer in {elapsed:.2f} s")
 
 
+def test_seed_follows_the_sample_index() -> None:
+    """Sample i is drawn with seed + i: repeatable without the cache, distinct per voter."""
+    from ann_langgraph.cache import sample_scope
+    from ann_langgraph.local import _Plan
+
+    model = LocalChatModel(seed=5)
+    msgs = [HumanMessage("hi")]
+    assert _Plan.build(model, msgs, None, {})._base["seed"] == 5
+    with sample_scope(3):
+        assert _Plan.build(model, msgs, None, {})._base["seed"] == 8
+    assert "seed" not in _Plan.build(LocalChatModel(seed=None), msgs, None, {})._base
+
+
+@local_model
+def test_sampling_repeats_with_the_same_sample_index(
+    server: LocalServer, model: LocalChatModel
+) -> None:
+    from ann_langgraph.cache import sample_scope
+
+    hot = model.model_copy(update={"temperature": 1.0})
+    prompt = "Invent a name for a cat."
+    first = hot.invoke(prompt, max_tokens=12).text
+    assert hot.invoke(prompt, max_tokens=12).text == first
+    with sample_scope(1):
+        others = {hot.invoke(prompt, max_tokens=12).text}
+    with sample_scope(2):
+        others.add(hot.invoke(prompt, max_tokens=12).text)
+    assert others - {first}, "different sample indices drew the same answer every time"
+
+
 @local_model
 def test_generation_speed_is_reported(server: LocalServer, model: LocalChatModel) -> None:
     began = time.monotonic()

@@ -247,3 +247,33 @@ def test_budget_stopped_run_continues_when_resumed_with_a_larger_budget(tmp_path
     more = run(tmp_path, optimizer("BAD prompt."), budget=Budget(max_calls=1000), resume=True)
     assert more.stop_reason == "epochs done" and len(more.history) == 2
     assert [row["global_step"] for row in more.history] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("op", "fragment"),
+    [
+        ({"op": "set_role", "layer": "solve", "agent": "solver", "role": "string"}, "placeholder"),
+        (
+            {"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "Value2"},
+            "placeholder",
+        ),
+        ({"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": " "}, "placeholder"),
+        (
+            {
+                "op": "add_agent",
+                "layer": "solve",
+                "agent": {"id": "value1", "role": "string", "prompt": "Value2"},
+            },
+            "placeholder",
+        ),
+    ],
+)
+def test_schema_placeholder_text_is_rejected_by_format_validation(tmp_path, op, fragment):
+    """A small model echoing the schema ('role': 'string') never reaches validation scoring."""
+    patch = {"rationale": "r", "ops": [op]}
+    opt = ScriptedChatModel(rules=[(r"global critic", CRITIC), (r"repair one layer", patch)])
+    result = run(tmp_path, opt)
+    cands = [c for r in result.history for c in r["candidates"]]
+    assert cands and all(not c["valid"] and fragment in c["reason"] for c in cands)
+    assert result.best_spec.fingerprint == solver_spec().fingerprint
+    assert all("val_score" not in c for c in cands)

@@ -31,6 +31,7 @@ from . import prompts
 from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import critic_schema, layer_patch_schema, to_patch
 from .structured import invoke_structured
+from .validate import placeholder_reason
 
 __all__ = ["Budget", "OptimizerConfig", "OptimizerState", "create_optimizer"]
 
@@ -488,6 +489,11 @@ def create_optimizer(
             }
             if prop.get("patch") is None:
                 cand["reason"] = f"no patch: {prop.get('error')}"
+                candidates.append(cand)
+                continue
+            placeholder = placeholder_reason(prop["patch"])
+            if placeholder:
+                cand["reason"] = placeholder
                 candidates.append(cand)
                 continue
             try:
