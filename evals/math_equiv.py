@@ -215,7 +215,7 @@ class _Norm:
     percent: bool = False
 
 
-def _normalize(answer: str) -> _Norm:
+def _normalize(answer: str, *, strip_lhs: bool = True) -> _Norm:
     s = str(answer).strip()
     s = s.replace("\n", " ").replace("\r", " ")
     s = _SPACING.sub(" ", s)
@@ -234,7 +234,7 @@ def _normalize(answer: str) -> _Norm:
             break
         s = stripped
     s = s.strip().rstrip(".").strip()
-    m = _LHS.match(s)
+    m = _LHS.match(s) if strip_lhs else None
     if m and m.group("rest").strip():
         s = m.group("rest")
     s = re.sub(r"\s+(?:and|or)\s+", ",", s)
@@ -665,6 +665,10 @@ def compare(predicted: str | None, expected: str, *, symbolic: bool = True) -> V
             scaled = (na / 100, nb) if a.percent else (na, nb / 100)
             if _close(float(scaled[0]), float(scaled[1])):
                 how = "same number (as a percentage)"
+    if how is None and symbolic and "=" in predicted + expected:  # "2x-y+3=0" vs "y=2x+3"
+        ea, eb = _normalize(predicted, strip_lhs=False), _normalize(expected, strip_lhs=False)
+        if ea.text.count("=") == eb.text.count("=") == 1 and _sympy_equal(ea.text, eb.text):
+            how = "the same equation"
     return Verdict(how is not None, how or "different", a.text, b.text)
 
 
