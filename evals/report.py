@@ -263,6 +263,24 @@ def eval_markdown(summary: RunSummary, *, title: str, facts: Mapping[str, Any]) 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def training_line(t: Mapping[str, Any]) -> str:
+    """One line about a training/compile run (fields it lacks are left out)."""
+    parts = []
+    if t.get("best_score") is not None and t.get("baseline_score") is not None:
+        steps = f", {t.get('steps', 0)} steps" if t.get("steps") is not None else ""
+        parts.append(
+            f"validation {float(t['baseline_score']):.3f} -> {float(t['best_score']):.3f}{steps}"
+            + (f" ({t['stop_reason']})" if t.get("stop_reason") else "")
+        )
+    elif t.get("stop_reason"):
+        parts.append(str(t["stop_reason"]))
+    parts.append(f"{int(t.get('tokens', 0))} tokens, {int(t.get('calls', 0))} calls")
+    parts.append(f"${float(t.get('cost_usd') or 0):.4f}, {float(t.get('wall_time_s') or 0):.0f}s")
+    if t.get("run_dir"):
+        parts.append(f"run dir `{t['run_dir']}`")
+    return ", ".join(parts)
+
+
 COMPARE_COLUMNS = [
     "method",
     "accuracy",
@@ -318,14 +336,7 @@ def compare_markdown(
     if trained:
         lines += ["", "Training (one-time cost, not included in the per-example columns):", ""]
         for s in trained:
-            t = s.details["training"]
-            lines.append(
-                f"- {s.method}: validation {t.get('baseline_score', 0):.3f} -> "
-                f"{t.get('best_score', 0):.3f}, {t.get('steps', 0)} steps "
-                f"({t.get('stop_reason', '')}), {t.get('tokens', 0)} tokens, "
-                f"{t.get('calls', 0)} calls, ${float(t.get('cost_usd', 0)):.4f}, "
-                f"{float(t.get('wall_time_s', 0)):.0f}s; run dir `{t.get('run_dir', '')}`"
-            )
+            lines.append(f"- {s.method}: {training_line(s.details['training'])}")
     with_breakdown = [s for s in summaries if s.status == "ok" and s.breakdown]
     if with_breakdown:
         lines += ["", "## Breakdowns", ""]

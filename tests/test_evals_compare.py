@@ -266,6 +266,22 @@ def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted
     assert more.summaries[0].calls == 12 and len(scripted.calls) == calls + 12
 
 
+def test_compare_records_a_missing_dspy_extra_as_an_error_row(tmp_path, scripted, monkeypatch):
+    from evals import dspy_baseline
+
+    def unavailable():
+        raise dspy_baseline.DSPyUnavailable("the DSPy baseline needs the dspy extra")
+
+    monkeypatch.setattr(dspy_baseline, "import_dspy", unavailable)
+    _toy(tmp_path)
+    result = run_compare(
+        _config(tmp_path, methods=["dspy", "io"]), out_dir=tmp_path / "o", progress=False
+    )
+    dspy_row, io_row = result.summaries
+    assert dspy_row.status == "error" and "needs the dspy extra" in (dspy_row.error or "")
+    assert io_row.status == "ok" and io_row.n == 4
+
+
 def test_compare_command_line(tmp_path, scripted):
     _toy(tmp_path)
     runner = CliRunner()
