@@ -137,6 +137,7 @@ class _Runner:
         self.ids_hash = _hash([str(ex["id"]) for ex in examples])
         self.model_name = config.model if models is None else model_label(models)
         self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
+        self.reused: set[str] = set()
 
     def method_dir(self, method: str) -> Path:
         return self.out_dir / "methods" / method
@@ -161,7 +162,10 @@ class _Runner:
             old = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
         except ValueError:
             return None
-        return old if old.status == "ok" and old.details.get("key") == key else None
+        if old.status != "ok" or old.details.get("key") != key:
+            return None
+        self.reused.add(method)
+        return old
 
     def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
         return evaluate(
@@ -400,13 +404,9 @@ def run_compare(
     try:
         for i, method in enumerate(methods, start=1):
             console.print(f"[bold][{i}/{len(methods)}][/] {method} …", highlight=False)
-            started = time.perf_counter()
             try:
                 summary = runner.run(method)
-                reused = summary.details.get("key") and (time.perf_counter() - started) < 0.5
-                note = (
-                    " (reused from an earlier run)" if reused and summary.wall_time_s > 0.5 else ""
-                )
+                note = " (reused from an earlier run)" if method in runner.reused else ""
                 console.print(
                     f"    {method}: {100 * summary.mean:.1f}% "
                     f"(95% CI {100 * summary.ci_low:.1f}-{100 * summary.ci_high:.1f}%), "

@@ -5,12 +5,14 @@ A marked test at the end runs the real embedded model on 3 examples per method.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import ann_langgraph as ann
@@ -252,8 +254,11 @@ def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted
     assert by["io"].status == by["cot"].status == "ok"  # the failure lost nothing
     assert "| ann-trained | error |" in (out / "compare.md").read_text()
     calls = len(scripted.calls)
-    again = run_compare(config, out_dir=out, progress=False)
+    log = Console(file=io.StringIO(), width=200)
+    again = run_compare(config, out_dir=out, progress=False, console=log)
     assert len(scripted.calls) == calls  # io and cot reused from their result files
+    printed = log.file.getvalue()
+    assert "io: 0.0%" in printed and printed.count("(reused from an earlier run)") == 2
     assert [s.model_dump() for s in again.summaries if s.status == "ok"] == [
         s.model_dump() for s in first.summaries if s.status == "ok"
     ]
