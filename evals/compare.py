@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -365,6 +364,45 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
+_FLAGS = {
+    "split": "--split",
+    "limit": "--limit",
+    "data_dir": "--data-dir",
+    "seed": "--seed",
+    "concurrency": "--concurrency",
+    "timeout_s": "--timeout",
+    "samples": "--samples",
+    "temperature": "--temperature",
+    "train_split": "--train-split",
+    "val_split": "--val-split",
+    "train_limit": "--train-limit",
+    "val_limit": "--val-limit",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer_model": "--optimizer-model",
+    "max_train_tokens": "--max-train-tokens",
+    "max_train_calls": "--max-train-calls",
+    "max_train_usd": "--max-train-usd",
+    "dspy_optimizer": "--dspy-optimizer",
+}
+
+
+def config_command(config: CompareConfig, out: Path) -> str:
+    """The ``python -m evals.compare`` command line that runs ``config`` into ``out``."""
+    args = ["python", "-m", "evals.compare", "--benchmark", config.benchmark]
+    args += ["--model", config.model]
+    defaults = CompareConfig(benchmark=config.benchmark)
+    for name, flag in _FLAGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name) and value is not None:
+            args += [flag, str(value)]
+    if config.methods != defaults.methods:
+        args += ["--methods", ",".join(config.methods)]
+    if not config.cache:
+        args.append("--no-cache")
+    return shlex.join([*args, "--out", str(out)])
+
+
 def run_compare(
     config: CompareConfig,
     *,
@@ -390,7 +428,7 @@ def run_compare(
         raise ValueError(f"benchmark {bench.name!r} split {split!r} has no examples")
     out = Path(out_dir or Path("runs") / f"compare-{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    command = command or shlex.join(["python", "-m", "evals.compare", *sys.argv[1:]])
+    command = command or config_command(config, out)
     runner = _Runner(config, bench, split, examples, out, models, progress, console)
     summaries: list[RunSummary] = []
     facts = {
@@ -510,7 +548,7 @@ def main(
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Compare IO, CoT, CoT-SC, the starter ANN and the trained ANN on one benchmark."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
     chosen = (
         list(METHODS)
         if methods.strip() == "all"

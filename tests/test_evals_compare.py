@@ -253,6 +253,11 @@ def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted
     assert by["ann-trained"].status == "error" and "no split 'train'" in by["ann-trained"].error
     assert by["io"].status == by["cot"].status == "ok"  # the failure lost nothing
     assert "| ann-trained | error |" in (out / "compare.md").read_text()
+    command = json.loads((out / "compare.json").read_text())["facts"]["command"]
+    assert command.startswith(
+        "python -m evals.compare --benchmark toy-no-train --model compare-scripted --limit 4"
+    )
+    assert "--methods io,ann-trained,cot" in command and command.endswith(f"--out {out}")
     calls = len(scripted.calls)
     log = Console(file=io.StringIO(), width=200)
     again = run_compare(config, out_dir=out, progress=False, console=log)
