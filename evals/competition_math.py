@@ -115,7 +115,7 @@ def math_answer_match(*, symbolic: bool = True) -> Metric:
 
 
 INSTRUCTION = (
-    "Solve the problem step by step. Put the final answer, in simplest exact form, inside "
+    "Put the final answer, in simplest exact form, inside "
     "\\boxed{} at the end of your reply, e.g. \\boxed{\\frac{9}{7}}."
 )
 

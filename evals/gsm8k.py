@@ -73,8 +73,7 @@ def metric() -> Metric:
 
 
 INSTRUCTION = (
-    "Solve the problem step by step. End your reply with a final line 'Answer: <number>' "
-    "(just the number: no units, no commas)."
+    "End your reply with a final line 'Answer: <number>' (just the number: no units, no commas)."
 )
 
 BENCHMARK = Benchmark(

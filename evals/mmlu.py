@@ -62,10 +62,7 @@ def metric() -> Metric:
     return multiple_choice()
 
 
-INSTRUCTION = (
-    "Think about each option briefly, then end your reply with a final line 'Answer: <letter>' "
-    "where <letter> is A, B, C or D."
-)
+INSTRUCTION = "End your reply with a final line 'Answer: <letter>' where <letter> is A, B, C or D."
 
 BENCHMARK = Benchmark(
     name="mmlu-ml",
