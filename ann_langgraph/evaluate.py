@@ -192,6 +192,7 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
 
     Each row needs ``input`` (alias ``question``); ``target`` (alias ``answer``) and ``id``
     are optional (the id defaults to the row's position, counting from 0); other keys are kept.
+    ``files`` (``{name: path}``, for the python tool) paths are relative to the file's folder.
     Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
     """
     p = Path(path)
@@ -223,6 +224,9 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{p}: expected a list of examples, got {type(data).__name__}")
         rows = [_normalize_row(row, f"{p}[{i}]", i) for i, row in enumerate(data)]
     _check_unique(rows, str(p))
+    for row in rows:  # relative file paths are relative to the dataset file
+        if row.get("files"):
+            row["files"] = {k: str(p.parent / v) for k, v in row["files"].items()}
     return rows
 
 

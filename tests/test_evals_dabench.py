@@ -282,3 +282,39 @@ def test_sandbox_has_the_libraries_the_instruction_promises() -> None:
     )
     assert out.startswith("ok")
     assert "csv" in BENCH.instruction and "pandas" in BENCH.instruction
+
+
+@pytest.mark.local_model
+def test_starter_spec_on_the_embedded_model_shapes(data_dir: Path) -> None:
+    """Mechanics only (the embedded model is far too weak to answer): every layer runs, the
+    output is scored with feedback, and the run's records name the tool layer's agent."""
+    example = next(r for r in load_all(data_dir) if r["id"] == "0")
+    report = evaluate(
+        ann.load_spec(BENCH.spec_path),
+        [example],
+        BENCH.metric(),
+        models="local",
+        progress=False,
+        timeout_s=600,
+    )
+    result = report.results[0]
+    assert result.error is None, result.error
+    assert isinstance(result.output, str) and result.score in (0.0, 1.0)
+    assert "sub-questions right" in result.feedback or "empty" in result.feedback
+    agents = {(r.layer, r.agent_id) for r in report.records if r.kind == "llm"}
+    assert {("plan", "planner"), ("analyse", "coder"), ("answer", "writer")} <= agents
+
+
+def test_dataset_file_paths_are_relative_to_the_dataset(tmp_path: Path) -> None:
+    from ann_langgraph.evaluate import load_dataset
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("x\n3\n")
+    path = tmp_path / "ds.jsonl"
+    path.write_text('{"input": "q", "target": [["s", "3"]], "files": {"t.csv": "data/t.csv"}}\n')
+    (row,) = load_dataset(path)
+    assert row["files"] == {"t.csv": str(tmp_path / "data" / "t.csv")}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "q", "files": {"t.csv": 3}}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: 'files' must map"):
+        load_dataset(bad)
