@@ -97,7 +97,7 @@ def _example(problem: dict[str, Any]) -> Example:
     }
 
 
-def load(split: str, data_dir: Path) -> list[Example]:
+def load(split: str, data_dir: Path | None) -> list[Example]:
     parts = seeded_split(load_problems(data_dir=data_dir), SIZES, seed=SEED)
     return [_example(p) for p in parts[split]]
 
@@ -149,4 +149,5 @@ BENCHMARK = Benchmark(
         "```python code block."
     ),
     aliases={"test": "dev"},
+    needs_data_dir=False,
 )

