@@ -42,6 +42,7 @@ from .cache import is_cache_hit
 from .metrics import Metric, Score, as_score, get_metric, metric_name
 from .models import ModelsArg
 from .pricing import Price, cost_usd
+from .sandbox import FILES_CONFIG_KEY
 from .spec import GraphSpec
 from .tracing import ExecutionRecord, TraceRecorder
 
@@ -169,7 +170,20 @@ def _normalize_row(row: Any, where: str, index: int) -> dict[str, Any]:
     out["target"] = row.get("target", row.get("answer"))
     raw_id = row.get("id")
     out["id"] = str(index) if raw_id is None else str(raw_id)
+    _check_files(out, where)
     return out
+
+
+def _check_files(row: dict[str, Any], where: str) -> None:
+    """``files`` (optional): ``{name in the sandbox: host path}`` handed to the python tool."""
+    files = row.get("files")
+    if files is None:
+        return
+    if not isinstance(files, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str | Path) for k, v in files.items()
+    ):
+        raise ValueError(f"{where}: 'files' must map file names to host paths")
+    row["files"] = {k: str(v) for k, v in files.items()}
 
 
 def load_dataset(path: str | Path) -> list[dict[str, Any]]:
@@ -178,6 +192,7 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
 
     Each row needs ``input`` (alias ``question``); ``target`` (alias ``answer``) and ``id``
     are optional (the id defaults to the row's position, counting from 0); other keys are kept.
+    ``files`` (``{name: path}``, for the python tool) paths are relative to the file's folder.
     Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
     """
     p = Path(path)
@@ -209,6 +224,9 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{p}: expected a list of examples, got {type(data).__name__}")
         rows = [_normalize_row(row, f"{p}[{i}]", i) for i, row in enumerate(data)]
     _check_unique(rows, str(p))
+    for row in rows:  # relative file paths are relative to the dataset file
+        if row.get("files"):
+            row["files"] = {k: str(p.parent / v) for k, v in row["files"].items()}
     return rows
 
 
@@ -231,6 +249,7 @@ def _prepare_dataset(dataset: Iterable[Mapping[str, Any]] | str | Path) -> list[
             raise ValueError(f"dataset[{i}]: 'input' must be a string")
         out = dict(row)
         out["id"] = str(i) if row.get("id") is None else str(row["id"])
+        _check_files(out, f"dataset[{i}]")
         rows.append(out)
     _check_unique(rows, "dataset")
     return rows
@@ -368,6 +387,8 @@ async def aevaluate(
             "metadata": {**extra_md, "ann_example_id": example_id},
             "max_concurrency": concurrency,
         }
+        if example.get("files"):  # the example's own files, for the python tool's sandbox
+            config["configurable"] = {FILES_CONFIG_KEY: dict(example["files"])}
         result = ExampleResult(id=example_id, input=example["input"], target=example.get("target"))
         # Each example is a top-level run: never a child of whatever graph called evaluate()
         # (the optimizer), whose config (checkpointer, callbacks) would otherwise be inherited.
@@ -517,7 +538,9 @@ def evaluate(
 
     ``spec_or_graph``: a ``GraphSpec`` (or spec path/dict), compiled here with ``models`` and
     ``cache``, or an already compiled graph. ``dataset``: ``{"id", "input", "target", ...}``
-    dicts (a missing id becomes the example's index) or a ``.jsonl``/``.json`` path.
+    dicts (a missing id becomes the example's index) or a ``.jsonl``/``.json`` path; an
+    example's optional ``files`` (``{name: host path}``) go into the invoke's
+    ``configurable`` so the ``python`` tool finds them in its sandbox's working directory.
     ``metric``: a metric function or a registered metric name. At most ``concurrency``
     examples run at once (also each invoke's ``max_concurrency``); each gets ``timeout_s``
     seconds. Every invoke carries ``config={"callbacks": [recorder, ...], "metadata":

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "ANN_DATA_DIR"
 
 Example = dict[str, Any]
-Loader = Callable[[str, Path], list[Example]]
+Loader = Callable[[str, Path | None], list[Example]]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -107,6 +107,9 @@ class Benchmark:
     extra_metrics: Mapping[str, Callable[[], Metric]] = field(default_factory=dict)
     tools: tuple[str, ...] = ()
     default_eval_split: str = "dev"
+    #: False when the data can come from elsewhere (a package): the loader then gets ``None``
+    #: instead of an error when no datasets folder is found.
+    needs_data_dir: bool = True
 
     def split_name(self, split: str) -> str:
         name = self.aliases.get(split, split)
@@ -123,7 +126,14 @@ class Benchmark:
         """The split's examples in a fixed order; ``limit`` keeps the first ``limit``."""
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
-        rows = self.loader(self.split_name(split), resolve_data_dir(data_dir))
+        name = self.split_name(split)
+        try:
+            root: Path | None = resolve_data_dir(data_dir)
+        except DataNotFoundError:
+            if self.needs_data_dir or data_dir is not None:
+                raise
+            root = None
+        rows = self.loader(name, root)
         return rows if limit is None else rows[:limit]
 
     def metric(self) -> Metric:

@@ -1,0 +1,612 @@
+"""Side-by-side comparison on one benchmark: baselines, the starter ANN, the trained ANN (DSPy).
+
+    python -m evals.compare --benchmark gsm8k --model local --limit 40
+
+runs, on the same evaluation examples and the same model: ``io`` (one agent), ``cot``
+(chain-of-thought), ``cot-sc`` (5 CoT samples, majority vote), ``ann`` (the benchmark's starter
+spec, untrained), ``ann-trained`` (that spec after ``ann.train`` on the benchmark's train/val
+splits) and, on request, ``dspy`` (a DSPy chain-of-thought program compiled by one of its
+optimizers; needs the ``dspy`` extra). Everything except DSPy runs through
+``ann_langgraph.evaluate``, so tokens, calls, cache hits and cost are counted the same way.
+
+The output folder (``--out``, default ``runs/compare-<benchmark>-<timestamp>``) holds::
+
+    compare.md / compare.json     the table (+ model, split, n, seed, command, breakdowns)
+    cache.sqlite                  the response cache shared by every method
+    methods/<method>/summary.json one method's summary (its "key" says what was run)
+    methods/<method>/results.jsonl one row per example
+    methods/<method>/spec.yaml    the spec evaluated (baselines, ann, ann-trained)
+    methods/ann-trained/run/      the training run directory (ann.train)
+
+A method that fails is recorded (status ``error``) and the others still run. Re-running with
+the same ``--out`` reuses every method whose summary is ``ok`` and whose key matches (same
+examples, model and options), and resumes a training run, so finished work is not paid twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from ann_langgraph.cache import SQLiteLLMCache
+from ann_langgraph.evaluate import EvalReport, evaluate
+from ann_langgraph.metrics import Metric
+from ann_langgraph.models import ModelsArg, model_label
+from ann_langgraph.spec import GraphSpec, load_spec, save_spec
+
+from .base import Benchmark, get_benchmark
+from .baselines import BASELINES, DEFAULT_SAMPLES, DEFAULT_SC_TEMPERATURE, baseline_spec
+from .report import RunSummary, compare_markdown, compare_table, summarize, write_jsonl, write_text
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "METHODS",
+    "CompareConfig",
+    "CompareResult",
+    "run_compare",
+]
+
+METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained", "dspy")
+DEFAULT_METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained")
+
+
+class CompareConfig(BaseModel):
+    """Everything that decides what a comparison runs (recorded in ``compare.json``)."""
+
+    benchmark: str
+    model: str = "local"
+    split: str | None = Field(default=None, description="Eval split (default: the benchmark's).")
+    limit: int | None = Field(default=40, ge=1)
+    data_dir: str | None = None
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    seed: int = 0
+    concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=300.0, gt=0)
+    cache: bool = True
+    samples: int = Field(default=DEFAULT_SAMPLES, ge=1)
+    temperature: float = Field(default=DEFAULT_SC_TEMPERATURE, ge=0, le=2)
+    train_split: str = "train"
+    val_split: str = "val"
+    train_limit: int | None = Field(default=20, ge=1)
+    val_limit: int | None = Field(default=10, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    optimizer_model: str | None = None
+    max_train_tokens: int | None = Field(default=None, ge=0)
+    max_train_calls: int | None = Field(default=None, ge=0)
+    max_train_usd: float | None = Field(default=None, ge=0)
+    dspy_optimizer: str = "miprov2"
+
+
+class CompareResult(BaseModel):
+    """The comparison's rows (one per method, in order) and where the files are."""
+
+    config: CompareConfig
+    split: str
+    n: int
+    summaries: list[RunSummary]
+    out_dir: Path
+    markdown_path: Path
+    json_path: Path
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) <= 2000 else text[:2000] + "...[truncated]"
+
+
+class _Runner:
+    """Runs the methods of one comparison, with the shared cache and per-method files."""
+
+    def __init__(
+        self,
+        config: CompareConfig,
+        bench: Benchmark,
+        split: str,
+        examples: list[dict[str, Any]],
+        out_dir: Path,
+        models: ModelsArg,
+        progress: bool,
+        console: Console,
+    ) -> None:
+        self.config = config
+        self.bench = bench
+        self.split = split
+        self.examples = examples
+        self.out_dir = out_dir
+        self.models = models
+        self.progress = progress
+        self.console = console
+        self.metric: Metric = bench.metric()
+        self.extras = {name: factory() for name, factory in bench.extra_metrics.items()}
+        self.ids_hash = _hash([str(ex["id"]) for ex in examples])
+        self.model_name = config.model if models is None else model_label(models)
+        self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
+        self.reused: set[str] = set()
+
+    def method_dir(self, method: str) -> Path:
+        return self.out_dir / "methods" / method
+
+    def key(self, method: str, extra: Mapping[str, Any]) -> str:
+        return _hash(
+            {
+                "method": method,
+                "benchmark": self.bench.name,
+                "split": self.split,
+                "examples": self.ids_hash,
+                "model": self.model_name,
+                **extra,
+            }
+        )
+
+    def reusable(self, method: str, key: str) -> RunSummary | None:
+        path = self.method_dir(method) / "summary.json"
+        if not path.exists() or not (self.method_dir(method) / "results.jsonl").exists():
+            return None
+        try:
+            old = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        if old.status != "ok" or old.details.get("key") != key:
+            return None
+        self.reused.add(method)
+        return old
+
+    def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
+        return evaluate(
+            spec,
+            self.examples,
+            self.metric,
+            models=self.models if self.models is not None else self.config.model,
+            concurrency=self.config.concurrency,
+            timeout_s=self.config.timeout_s,
+            cache=self.cache,
+            progress=self.progress,
+            metadata={"ann_compare_method": method},
+        )
+
+    def finish(self, method: str, report: EvalReport, details: dict[str, Any]) -> RunSummary:
+        summary, rows = summarize(
+            report,
+            self.examples,
+            method=method,
+            extra_metrics=self.extras,
+            breakdown=self.bench.breakdown,
+            details=details,
+        )
+        folder = self.method_dir(method)
+        write_jsonl(folder / "results.jsonl", rows)
+        write_text(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
+        return summary
+
+    # -- methods -----------------------------------------------------------------------
+
+    def baseline(self, method: str) -> RunSummary:
+        options: dict[str, Any] = {}
+        if method == "cot-sc":
+            options = {"samples": self.config.samples, "temperature": self.config.temperature}
+        spec = baseline_spec(method, self.bench, model=self.config.model, **options)
+        return self.spec_method(method, spec, {})
+
+    def spec_method(self, method: str, spec: GraphSpec, details: dict[str, Any]) -> RunSummary:
+        key = self.key(method, {"spec": spec.fingerprint})
+        old = self.reusable(method, key)
+        if old is not None:
+            return old
+        save_spec(spec, self.method_dir(method) / "spec.yaml")
+        report = self.evaluate_spec(spec, method)
+        return self.finish(
+            method, report, {**details, "key": key, "spec_fingerprint": spec.fingerprint}
+        )
+
+    def ann(self) -> RunSummary:
+        spec = load_spec(self.bench.spec_path)
+        return self.spec_method("ann", spec, {"spec_path": str(self.bench.spec)})
+
+    def split_rows(self, which: str) -> list[dict[str, Any]]:
+        cfg = self.config
+        split, limit = (
+            (cfg.train_split, cfg.train_limit)
+            if which == "train"
+            else (cfg.val_split, cfg.val_limit)
+        )
+        rows = self.bench.load(split, data_dir=cfg.data_dir, limit=limit)
+        overlap = {str(r["id"]) for r in rows} & {str(ex["id"]) for ex in self.examples}
+        if overlap and self.bench.split_name(split) == self.split:
+            raise ValueError(f"the {which} split {split!r} is the evaluation split")
+        if not rows:
+            raise ValueError(f"the {which} split {split!r} has no examples")
+        return rows
+
+    def train_options(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "train_split": cfg.train_split,
+            "val_split": cfg.val_split,
+            "train_limit": cfg.train_limit,
+            "val_limit": cfg.val_limit,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "optimizer_model": cfg.optimizer_model,
+            "seed": cfg.seed,
+            "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
+        }
+
+    def ann_trained(self) -> RunSummary:
+        from ann_langgraph.optimize.graph import Budget, OptimizerConfig
+        from ann_langgraph.train import train
+
+        cfg = self.config
+        start = load_spec(self.bench.spec_path)
+        options = self.train_options()
+        key = self.key("ann-trained", {"spec": start.fingerprint, "train": options})
+        old = self.reusable("ann-trained", key)
+        if old is not None:
+            return old
+        train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
+        run_dir = self.method_dir("ann-trained") / "run"
+        model: Any = self.models if self.models is not None else cfg.model
+        result = train(
+            start,
+            train=train_rows,
+            val=val_rows,
+            metric=self.metric,
+            models=model,
+            optimizer_model=cfg.optimizer_model or model,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            run_dir=run_dir,
+            budget=Budget(
+                max_tokens=cfg.max_train_tokens,
+                max_calls=cfg.max_train_calls,
+                max_usd=cfg.max_train_usd,
+            ),
+            resume=(run_dir / "run.json").exists(),
+            cache=cfg.cache,
+            config=OptimizerConfig(
+                seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
+            ),
+            progress=self.progress,
+        )
+        usage = result.usage
+        training = {
+            "run_dir": str(run_dir),
+            "train_n": len(train_rows),
+            "val_n": len(val_rows),
+            "baseline_score": result.baseline_score,
+            "best_score": result.best_score,
+            "steps": len(result.history),
+            "versions": len(result.versions),
+            "stop_reason": result.stop_reason,
+            "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
+            "calls": int(usage.get("calls", 0)),
+            "cached_calls": int(usage.get("cached_calls", 0)),
+            "cost_usd": float(usage.get("cost_usd", 0.0)),
+            "wall_time_s": result.wall_time_s,
+        }
+        save_spec(result.best_spec, self.method_dir("ann-trained") / "spec.yaml")
+        report = self.evaluate_spec(result.best_spec, "ann-trained")
+        return self.finish(
+            "ann-trained",
+            report,
+            {
+                "key": key,
+                "spec_fingerprint": result.best_spec.fingerprint,
+                "training": training,
+            },
+        )
+
+    def dspy(self) -> RunSummary:
+        from . import dspy_baseline
+
+        cfg = self.config
+        options = {**self.train_options(), "optimizer": cfg.dspy_optimizer}
+        options.pop("optimizer_model")
+        key = self.key("dspy", options)
+        old = self.reusable("dspy", key)
+        if old is not None:
+            return old
+        if self.models is not None and not isinstance(self.models, str):
+            raise ValueError("the DSPy baseline needs a model string (e.g. local, openai:...)")
+        outcome = dspy_baseline.run_dspy(
+            self.bench,
+            model=cfg.model,
+            train=self.split_rows("train"),
+            val=self.split_rows("val"),
+            examples=self.examples,
+            metric=self.metric,
+            optimizer=cfg.dspy_optimizer,
+            seed=cfg.seed,
+            concurrency=cfg.concurrency,
+            out_dir=self.method_dir("dspy"),
+            progress=self.progress,
+        )
+        return self.finish("dspy", outcome.report, {"key": key, **outcome.details})
+
+    def run(self, method: str) -> RunSummary:
+        if method in BASELINES:
+            return self.baseline(method)
+        runners: dict[str, Callable[[], RunSummary]] = {
+            "ann": self.ann,
+            "ann-trained": self.ann_trained,
+            "dspy": self.dspy,
+        }
+        return runners[method]()
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+        if method not in out:
+            out.append(method)
+    if not out:
+        raise ValueError("no methods to run")
+    return out
+
+
+_FLAGS = {
+    "split": "--split",
+    "limit": "--limit",
+    "data_dir": "--data-dir",
+    "seed": "--seed",
+    "concurrency": "--concurrency",
+    "timeout_s": "--timeout",
+    "samples": "--samples",
+    "temperature": "--temperature",
+    "train_split": "--train-split",
+    "val_split": "--val-split",
+    "train_limit": "--train-limit",
+    "val_limit": "--val-limit",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer_model": "--optimizer-model",
+    "max_train_tokens": "--max-train-tokens",
+    "max_train_calls": "--max-train-calls",
+    "max_train_usd": "--max-train-usd",
+    "dspy_optimizer": "--dspy-optimizer",
+}
+
+
+def config_command(config: CompareConfig, out: Path) -> str:
+    """The ``python -m evals.compare`` command line that runs ``config`` into ``out``."""
+    args = ["python", "-m", "evals.compare", "--benchmark", config.benchmark]
+    args += ["--model", config.model]
+    defaults = CompareConfig(benchmark=config.benchmark)
+    for name, flag in _FLAGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name) and value is not None:
+            args += [flag, str(value)]
+    if config.methods != defaults.methods:
+        args += ["--methods", ",".join(config.methods)]
+    if not config.cache:
+        args.append("--no-cache")
+    return shlex.join([*args, "--out", str(out)])
+
+
+def run_compare(
+    config: CompareConfig,
+    *,
+    out_dir: str | Path | None = None,
+    models: ModelsArg = None,
+    progress: bool = True,
+    console: Console | None = None,
+    command: str | None = None,
+) -> CompareResult:
+    """Run ``config.methods`` on the same examples and write the table to ``out_dir``.
+
+    ``models`` (optional) replaces ``config.model`` for the ANN-based methods with a chat model
+    object or mapping (tests pass a scripted model); ``config.model`` stays the label.
+    Raises for problems with the inputs (unknown benchmark/method/split, missing data); a
+    method's own failure is recorded in its row instead.
+    """
+    console = console or Console(stderr=True)
+    methods = _check_methods(config.methods)
+    bench = get_benchmark(config.benchmark)
+    split = bench.split_name(config.split or bench.default_eval_split)
+    examples = bench.load(split, data_dir=config.data_dir, limit=config.limit)
+    if not examples:
+        raise ValueError(f"benchmark {bench.name!r} split {split!r} has no examples")
+    out = Path(out_dir or Path("runs") / f"compare-{bench.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    command = command or config_command(config, out)
+    runner = _Runner(config, bench, split, examples, out, models, progress, console)
+    summaries: list[RunSummary] = []
+    facts = {
+        "benchmark": f"{bench.name}: {bench.description}",
+        "split": f"{split} ({bench.splits.get(split, '')})",
+        "n": len(examples),
+        "model": runner.model_name,
+        "seed": config.seed,
+        "command": command,
+    }
+    try:
+        for i, method in enumerate(methods, start=1):
+            console.print(f"[bold][{i}/{len(methods)}][/] {method} …", highlight=False)
+            try:
+                summary = runner.run(method)
+                note = " (reused from an earlier run)" if method in runner.reused else ""
+                console.print(
+                    f"    {method}: {100 * summary.mean:.1f}% "
+                    f"(95% CI {100 * summary.ci_low:.1f}-{100 * summary.ci_high:.1f}%), "
+                    f"n={summary.n}, {summary.tokens_per_example:.0f} tokens/example, "
+                    f"${summary.cost_per_example:.5f}/example{note}",
+                    highlight=False,
+                )
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                summary = RunSummary(method=method, status="error", error=_error_text(exc))
+                write_text(
+                    runner.method_dir(method) / "summary.json",
+                    summary.model_dump_json(indent=2) + "\n",
+                )
+                console.print(f"    [red]{method} failed:[/] {summary.error}", highlight=False)
+            summaries.append(summary)
+            _write_outputs(out, config, split, len(examples), facts, summaries)
+    finally:
+        runner.close()
+    md_path, json_path = _write_outputs(out, config, split, len(examples), facts, summaries)
+    return CompareResult(
+        config=config,
+        split=split,
+        n=len(examples),
+        summaries=summaries,
+        out_dir=out,
+        markdown_path=md_path,
+        json_path=json_path,
+    )
+
+
+def _write_outputs(
+    out: Path,
+    config: CompareConfig,
+    split: str,
+    n: int,
+    facts: Mapping[str, Any],
+    summaries: list[RunSummary],
+) -> tuple[Path, Path]:
+    """Rewrite compare.md/compare.json after every method, so an interrupted run keeps rows."""
+    title = f"{config.benchmark}: methods compared on the same {n} examples"
+    md = write_text(out / "compare.md", compare_markdown(summaries, title=title, facts=facts))
+    payload = {
+        "config": config.model_dump(mode="json"),
+        "facts": dict(facts),
+        "split": split,
+        "n": n,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "methods": [s.model_dump(mode="json") for s in summaries],
+    }
+    js = write_text(out / "compare.json", json.dumps(payload, indent=2) + "\n")
+    return md, js
+
+
+# -- command line --------------------------------------------------------------------------
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(
+    benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="Benchmark name.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model for every method ('local', 'openai:...').")
+    ] = "local",
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluation examples.")] = 40,
+    split: Annotated[str | None, typer.Option(help="Evaluation split.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Benchmark data.")] = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            help=f"Comma-separated methods from {', '.join(METHODS)}; 'all' = every one "
+            "(dspy needs the dspy extra)."
+        ),
+    ] = ",".join(DEFAULT_METHODS),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Default: runs/compare-<bench>-<time>.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for training and DSPy.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Examples run at once.")] = 4,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per example.")] = 300.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="No response cache.")] = False,
+    samples: Annotated[int, typer.Option(min=1, help="Self-consistency samples.")] = 5,
+    temperature: Annotated[float, typer.Option(help="Self-consistency temperature.")] = 0.7,
+    train_split: Annotated[str, typer.Option("--train-split")] = "train",
+    val_split: Annotated[str, typer.Option("--val-split")] = "val",
+    train_limit: Annotated[int | None, typer.Option("--train-limit", min=1)] = 20,
+    val_limit: Annotated[int | None, typer.Option("--val-limit", min=1)] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (ann-trained).")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
+    optimizer_model: Annotated[
+        str | None, typer.Option("--optimizer-model", help="Critic/repair model (default --model).")
+    ] = None,
+    max_train_tokens: Annotated[int | None, typer.Option("--max-train-tokens")] = None,
+    max_train_calls: Annotated[int | None, typer.Option("--max-train-calls")] = None,
+    max_train_usd: Annotated[float | None, typer.Option("--max-train-usd")] = None,
+    dspy_optimizer: Annotated[
+        str, typer.Option("--dspy-optimizer", help="miprov2 (light) or copro.")
+    ] = "miprov2",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Compare IO, CoT, CoT-SC, the starter ANN and the trained ANN on one benchmark."""
+    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
+    chosen = (
+        list(METHODS)
+        if methods.strip() == "all"
+        else [m.strip() for m in methods.split(",") if m.strip()]
+    )
+    try:
+        config = CompareConfig(
+            benchmark=benchmark,
+            model=model,
+            split=split,
+            limit=limit,
+            data_dir=str(data_dir) if data_dir else None,
+            methods=chosen,
+            seed=seed,
+            concurrency=concurrency,
+            timeout_s=timeout,
+            cache=not no_cache,
+            samples=samples,
+            temperature=temperature,
+            train_split=train_split,
+            val_split=val_split,
+            train_limit=train_limit,
+            val_limit=val_limit,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer_model=optimizer_model,
+            max_train_tokens=max_train_tokens,
+            max_train_calls=max_train_calls,
+            max_train_usd=max_train_usd,
+            dspy_optimizer=dspy_optimizer,
+        )
+        _check_methods(config.methods)
+        if model != "local":
+            from ann_langgraph.models import ModelError, init_model
+
+            try:
+                init_model(model)
+            except ModelError as exc:
+                raise ValueError(str(exc)) from None
+        result = run_compare(config, out_dir=out, progress=not json_output, console=err)
+    except KeyboardInterrupt:
+        err.print("[bold red]error:[/] interrupted; re-run with the same --out to resume")
+        raise typer.Exit(130) from None
+    except (KeyError, ValueError, OSError, ImportError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if json_output:
+        typer.echo(result.json_path.read_text(encoding="utf-8"), nl=False)
+        return
+    wide = Console(width=None if Console().is_terminal else 160)
+    wide.print(
+        compare_table(
+            result.summaries, title=f"{benchmark} ({result.split}, n={result.n}, model {model})"
+        )
+    )
+    wide.print(f"table: {result.markdown_path} and {result.json_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,272 @@
+"""Optional DSPy baseline: a ``dspy.ChainOfThought`` program compiled by a DSPy optimizer.
+
+Needs the ``dspy`` extra (``pip install -e '.[dspy]'``: dspy + optuna, which MIPROv2 needs).
+The program talks to the same model endpoint as the ANN methods: for ``local`` that is the
+embedded llama.cpp server (it speaks the OpenAI protocol, ``openai/<alias>`` at its ``/v1``);
+``provider:name`` strings become LiteLLM's ``provider/name``. It is compiled on the same
+train/val splits and scored with the benchmark's own metric on the same evaluation examples;
+tokens come from DSPy's LM history (every call's ``usage``).
+
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set before DSPy (LiteLLM) is imported, because LiteLLM
+otherwise tries to download a price list at import. DSPy's response cache lives in the method's
+folder, so a re-run replays it; replayed calls are counted as cached (free) calls, with the tokens
+DSPy kept for them (none for entries it stored without usage).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ann_langgraph.evaluate import EvalReport, ExampleResult, confidence_interval
+from ann_langgraph.metrics import Metric, as_score
+from ann_langgraph.pricing import cost_usd
+
+from .base import Benchmark
+
+__all__ = ["DSPY_OPTIMIZERS", "DSPyOutcome", "DSPyUnavailable", "dspy_model", "run_dspy"]
+
+DSPY_OPTIMIZERS = ("miprov2", "copro")
+DEFAULT_MAX_TOKENS = 512
+
+
+class DSPyUnavailable(ImportError):
+    """The ``dspy`` extra is not installed."""
+
+
+class DSPyOutcome(BaseModel):
+    """The evaluation (same shape as ``ann_langgraph.evaluate``'s) plus optimizer details."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    report: EvalReport
+    details: dict[str, Any]
+
+
+def import_dspy() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import dspy
+    except ImportError as exc:
+        raise DSPyUnavailable(
+            f"the DSPy baseline needs the dspy extra (pip install -e '.[dspy]'): {exc}"
+        ) from None
+    return dspy
+
+
+def dspy_model(model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **kwargs: Any) -> Any:
+    """A ``dspy.LM`` for an ann model string (``local`` starts the embedded server)."""
+    dspy = import_dspy()
+    if model == "local":
+        from ann_langgraph.local import get_local_server
+
+        server = get_local_server()
+        return dspy.LM(
+            f"openai/{server.model_alias}",
+            api_base=server.url + "/v1",
+            api_key="not-needed",
+            max_tokens=max_tokens,
+            **kwargs,
+        )
+    provider, sep, name = model.partition(":")
+    if not sep:
+        raise ValueError(
+            f"the DSPy baseline needs 'local' or a provider:model string, got {model!r}"
+        )
+    return dspy.LM(f"{provider}/{name}", max_tokens=max_tokens, **kwargs)
+
+
+def _signature(dspy: Any, bench: Benchmark) -> Any:
+    instructions = " ".join(p for p in (bench.description, bench.instruction) if p.strip())
+    return dspy.Signature("question -> answer", instructions or "Answer the question.")
+
+
+def _examples(dspy: Any, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [
+        dspy.Example(
+            question=row["input"], answer=str(row.get("target", "")), ann_id=str(row["id"])
+        ).with_inputs("question")
+        for row in rows
+    ]
+
+
+def _usage(entries: Sequence[Mapping[str, Any]], model_label: str) -> dict[str, Any]:
+    """Calls, tokens and cost of DSPy LM history entries; replayed (cached) calls cost 0."""
+    totals = {"calls": 0, "cached_calls": 0, "input_tokens": 0, "output_tokens": 0}
+    paid_in = paid_out = 0
+    for entry in entries:
+        usage = entry.get("usage") or {}
+        cached = bool(getattr(entry.get("response"), "cache_hit", False)) or not usage
+        tokens_in = int(usage.get("prompt_tokens") or 0)
+        tokens_out = int(usage.get("completion_tokens") or 0)
+        totals["calls"] += 1
+        totals["cached_calls"] += int(cached)
+        totals["input_tokens"] += tokens_in
+        totals["output_tokens"] += tokens_out
+        if not cached:
+            paid_in, paid_out = paid_in + tokens_in, paid_out + tokens_out
+    return {**totals, "cost_usd": cost_usd(model_label, paid_in, paid_out)}
+
+
+def _optimizer(dspy: Any, name: str, metric: Any, *, seed: int, threads: int) -> Any:
+    if name == "miprov2":
+        return dspy.MIPROv2(
+            metric=metric,
+            auto="light",
+            seed=seed,
+            num_threads=threads,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=2,
+            verbose=False,
+        )
+    if name == "copro":
+        return dspy.COPRO(metric=metric, breadth=3, depth=2)
+    raise ValueError(f"unknown DSPy optimizer {name!r} (known: {', '.join(DSPY_OPTIMIZERS)})")
+
+
+def run_dspy(
+    bench: Benchmark,
+    *,
+    model: str,
+    train: Sequence[Mapping[str, Any]],
+    val: Sequence[Mapping[str, Any]],
+    examples: Sequence[Mapping[str, Any]],
+    metric: Metric,
+    optimizer: str = "miprov2",
+    seed: int = 0,
+    concurrency: int = 4,
+    out_dir: str | Path,
+    progress: bool = True,
+    lm: Any = None,
+) -> DSPyOutcome:
+    """Compile a CoT program on ``train``/``val`` and score it on ``examples``.
+
+    ``lm`` replaces the ``dspy.LM`` built from ``model`` (tests pass a dummy LM); ``model``
+    stays the label used for pricing. The compiled program is saved as ``program.json``.
+    """
+    if optimizer not in DSPY_OPTIMIZERS:
+        raise ValueError(
+            f"unknown DSPy optimizer {optimizer!r} (known: {', '.join(DSPY_OPTIMIZERS)})"
+        )
+    dspy = import_dspy()
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    dspy.configure_cache(
+        enable_disk_cache=True,
+        enable_memory_cache=False,
+        disk_cache_dir=str(folder / "dspy-cache"),
+    )
+    lm = lm if lm is not None else dspy_model(model)
+    label = "local" if model == "local" else model
+    rows_by_id = {str(r["id"]): dict(r) for r in [*train, *val, *examples]}
+
+    def output_text(pred: Any) -> str:
+        return str(getattr(pred, "answer", "") or "")
+
+    def dspy_metric(example: Any, pred: Any, trace: Any = None, *_: Any) -> float:
+        row = rows_by_id.get(str(getattr(example, "ann_id", "")), {})
+        try:
+            return float(as_score(metric(row, output_text(pred))).value)
+        except Exception:
+            return 0.0
+
+    program = dspy.ChainOfThought(_signature(dspy, bench))
+    started = time.perf_counter()
+    with dspy.context(lm=lm):
+        before = len(lm.history)
+        opt = _optimizer(dspy, optimizer, dspy_metric, seed=seed, threads=concurrency)
+        trainset, valset = _examples(dspy, train), _examples(dspy, val)
+        if optimizer == "miprov2":
+            compiled = opt.compile(program, trainset=trainset, valset=valset, seed=seed)
+        else:
+            compiled = opt.compile(
+                program,
+                trainset=trainset,
+                eval_kwargs={"num_threads": concurrency, "display_progress": False},
+            )
+        training = {
+            **_usage(lm.history[before:], label),
+            "optimizer": optimizer,
+            "train_n": len(trainset),
+            "val_n": len(valset),
+            "wall_time_s": time.perf_counter() - started,
+        }
+        compiled.save(str(folder / "program.json"))
+        results, totals = _evaluate(dspy, lm, compiled, examples, metric, output_text, label)
+    wall = time.perf_counter() - started - training["wall_time_s"]
+    scores = [r.score for r in results]
+    low, high = confidence_interval(scores)
+    report = EvalReport(
+        mean=sum(scores) / len(scores) if scores else 0.0,
+        ci_low=low,
+        ci_high=high,
+        n=len(results),
+        results=results,
+        input_tokens=totals["input_tokens"],
+        output_tokens=totals["output_tokens"],
+        calls=totals["calls"],
+        cached_calls=totals["cached_calls"],
+        cost_usd=totals["cost_usd"],
+        wall_time_s=wall,
+        errors=sum(r.error is not None for r in results),
+        metric=getattr(metric, "__name__", "metric"),
+    )
+    details = {
+        "training": {
+            **training,
+            "tokens": training["input_tokens"] + training["output_tokens"],
+            "run_dir": str(folder),
+            "baseline_score": None,
+            "best_score": None,
+            "steps": None,
+            "stop_reason": f"dspy {optimizer} compiled",
+        },
+        "dspy_version": getattr(dspy, "__version__", "?"),
+        "program": str(folder / "program.json"),
+    }
+    return DSPyOutcome(report=report, details=details)
+
+
+def _evaluate(
+    dspy: Any,
+    lm: Any,
+    program: Any,
+    examples: Sequence[Mapping[str, Any]],
+    metric: Metric,
+    output_text: Any,
+    label: str,
+) -> tuple[list[ExampleResult], dict[str, Any]]:
+    """Run the compiled program on each example in order (one at a time: exact per-example
+    usage from the LM history)."""
+    results: list[ExampleResult] = []
+    totals = {"calls": 0, "cached_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    for row in examples:
+        result = ExampleResult(id=str(row["id"]), input=row["input"], target=row.get("target"))
+        before = len(lm.history)
+        t0 = time.perf_counter()
+        try:
+            pred = program(question=row["input"])
+            result.output = output_text(pred)
+            reasoning = str(getattr(pred, "reasoning", "") or "")
+            score = as_score(metric(dict(row), result.output))
+            result.score, result.feedback = float(score.value), score.feedback
+            if reasoning:
+                result.feedback = (result.feedback + " | reasoning: " + reasoning[:300]).strip()
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {str(exc)[:1000]}"
+            result.score = 0.0
+            result.feedback = f"error: {result.error}"
+        result.latency_s = time.perf_counter() - t0
+        usage = _usage(lm.history[before:], label)
+        result.input_tokens, result.output_tokens = usage["input_tokens"], usage["output_tokens"]
+        result.calls, result.cached_calls = usage["calls"], usage["cached_calls"]
+        result.cost_usd = usage["cost_usd"]
+        for key in totals:
+            totals[key] += usage[key]
+        results.append(result)
+    return results, totals

@@ -1,0 +1,352 @@
+"""evals.baselines and evals.compare with scripted models and a toy benchmark (offline, fast).
+
+A marked test at the end runs the real embedded model on 3 examples per method.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import ann_langgraph as ann
+from ann_langgraph.cache import SQLiteLLMCache, current_sample
+from ann_langgraph.testing import ScriptedChatModel, tool_call_message
+from evals import Benchmark, register_benchmark
+from evals.baselines import TOOL_VOTE, baseline_spec, cot_sc_spec, cot_spec, io_spec
+from evals.compare import CompareConfig, app, run_compare
+from evals.report import read_jsonl
+
+TOY_SPEC = """\
+name: toy-ann
+description: Add two numbers.
+answer_format: last_number
+layers:
+  - name: solve
+    aggregator: sequential_cot
+    agents:
+      - {id: adder, role: Toy adder, prompt: Add the numbers.}
+"""
+
+CRITIC = {"summary": "wrong sums", "blame": [{"layer": "solve", "reason": "vague prompt"}]}
+PATCH = {
+    "rationale": "be explicit",
+    "ops": [
+        {
+            "op": "set_prompt",
+            "layer": "solve",
+            "agent": "adder",
+            "prompt": "Add the numbers. EXPLICIT",
+        }
+    ],
+}
+
+
+def _rows(split: str, count: int) -> list[dict[str, Any]]:
+    base = {"dev": 0, "train": 100, "val": 200}[split]
+    return [
+        {
+            "id": f"{split}-{i}",
+            "input": f"What is {base + i}+{i + 1}?",
+            "target": base + 2 * i + 1,
+            "kind": "even" if i % 2 == 0 else "odd",
+        }
+        for i in range(count)
+    ]
+
+
+def _has_answer() -> Any:
+    return lambda example, output: 1.0 if "Answer:" in output else 0.0
+
+
+def _toy(tmp_path: Path, *, name: str = "toy-add", tools: tuple[str, ...] = ()) -> Benchmark:
+    spec_path = tmp_path / f"{name}.yaml"
+    spec_path.write_text(TOY_SPEC, encoding="utf-8")
+    splits = {"dev": "4 dev sums", "train": "4 train sums", "val": "2 val sums"}
+    if name.endswith("no-train"):
+        splits = {"dev": "4 dev sums"}
+    bench = Benchmark(
+        name=name,
+        description="Add two numbers.",
+        spec=str(spec_path),  # absolute: REPO_ROOT / abs == abs
+        answer_format="last_number",
+        splits=splits,
+        loader=lambda split, data_dir: _rows(split, {"dev": 4, "train": 4, "val": 2}[split]),
+        metric_factory=lambda: ann.get_metric("numeric_match"),
+        instruction="End with 'Answer: <number>'.",
+        breakdown=("kind",),
+        extra_metrics={"has_answer": _has_answer},
+        tools=tools,
+    )
+    register_benchmark(bench, replace=True)
+    return bench
+
+
+def _sum(text: str) -> int | None:
+    match = re.findall(r"What is (\d+)\+(\d+)\?", text)
+    return int(match[-1][0]) + int(match[-1][1]) if match else None
+
+
+def _respond(messages: list[Any], **kwargs: Any) -> Any:
+    """IO and the untrained toy adder answer 0; CoT answers right; sampled voters 0 and 1
+    (temperature set) answer 99, the other three right; the critic/repairer patch the adder."""
+    system, text = str(messages[0].content), str(messages[-1].content)
+    if "global critic" in system:
+        return CRITIC
+    if "repair one layer" in system:
+        return PATCH
+    right = _sum(text)
+    if "Toy adder" in system:
+        return f"Answer: {right}" if "EXPLICIT" in system else "I think Answer: 0"
+    if "directly" in system:
+        return "Answer: 0"
+    if "step by step" in system:
+        if kwargs.get("temperature") is not None and current_sample.get() < 2:
+            return "Hmm. Answer: 99"
+        return f"First add them. Answer: {right}"
+    return "?"
+
+
+@pytest.fixture
+def scripted() -> ScriptedChatModel:
+    model = ScriptedChatModel(respond=_respond, model_name="scripted-compare")
+    ann.register_model("compare-scripted", lambda: model, replace=True)
+    return model
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+
+def test_baseline_specs_follow_the_benchmark(tmp_path):
+    bench = _toy(tmp_path)
+    io, cot, sc = io_spec(bench), cot_spec(bench), cot_sc_spec(bench, samples=5, temperature=0.7)
+    for spec in (io, cot, sc):
+        assert spec.answer_format == "last_number"
+        assert spec.description == "Add two numbers."
+        assert all("Answer: <number>" in a.prompt for a in spec.layers[0].agents)
+        assert len(spec.layers) == 1
+    assert io.layers[0].aggregator == cot.layers[0].aggregator == "sequential_cot"
+    assert "step by step" in cot.layers[0].agents[0].prompt
+    assert "step by step" not in io.layers[0].agents[0].prompt
+    assert sc.layers[0].aggregator == "parallel_vote"
+    assert [a.temperature for a in sc.layers[0].agents] == [0.7] * 5
+    assert len({a.prompt for a in sc.layers[0].agents}) == 1
+    with pytest.raises(KeyError, match="unknown baseline"):
+        baseline_spec("tot", bench)
+
+    tooled = _toy(tmp_path, name="toy-tools", tools=("calculator",))
+    assert io_spec(tooled).layers[0].aggregator == "tool_pipeline"
+    assert io_spec(tooled).layers[0].tools == ["calculator"]
+    assert "calculator" in cot_spec(tooled).layers[0].agents[0].prompt
+    tool_sc = cot_sc_spec(tooled, samples=3)
+    assert tool_sc.layers[0].aggregator == TOOL_VOTE and tool_sc.layers[0].tools == ["calculator"]
+    # The saved spec reads back (the tool_vote aggregator is registered by evals.baselines).
+    ann.save_spec(tool_sc, tmp_path / "sc.yaml")
+    assert ann.load_spec(tmp_path / "sc.yaml") == tool_sc
+
+
+def test_self_consistency_votes_over_distinct_cached_samples(tmp_path, scripted):
+    bench = _toy(tmp_path)
+    spec = cot_sc_spec(bench, samples=5)
+    rows = bench.load("dev", data_dir=tmp_path)
+    cache = SQLiteLLMCache(tmp_path / "c.sqlite")
+    report = ann.evaluate(spec, rows, bench.metric(), models=scripted, cache=cache, progress=False)
+    assert report.mean == 1.0  # 3 right samples outvote 2 wrong ones
+    assert report.calls == 5 * len(rows) and report.cached_calls == 0
+    votes = {r.output for r in report.results}
+    assert all("Answer: 99" not in v for v in votes)
+    first_calls = len(scripted.calls)
+    again = ann.evaluate(spec, rows, bench.metric(), models=scripted, cache=cache, progress=False)
+    cache.close()
+    assert len(scripted.calls) == first_calls  # all five samples per example replayed
+    assert again.cached_calls == again.calls == 5 * len(rows)
+    assert [r.output for r in again.results] == [r.output for r in report.results]
+
+
+def test_tool_vote_runs_a_tool_loop_per_voter(tmp_path):
+    bench = _toy(tmp_path, name="toy-tools", tools=("calculator",))
+    spec = cot_sc_spec(bench, samples=3)
+
+    def respond(messages, **kwargs):
+        last = messages[-1]
+        if last.type == "tool":
+            return f"The tool says {last.content}. Answer: {last.content}"
+        a, b = re.findall(r"What is (\d+)\+(\d+)\?", str(messages[-1].content))[-1]
+        if current_sample.get() == 0:
+            return "Answer: 7"  # one voter skips the tool and is wrong
+        return tool_call_message("calculator", {"expression": f"{a}+{b}"})
+
+    model = ScriptedChatModel(respond=respond)
+    rows = bench.load("dev", data_dir=tmp_path, limit=2)
+    report = ann.evaluate(spec, rows, bench.metric(), models=model, progress=False)
+    assert report.mean == 1.0, [r.output for r in report.results]
+    tools = [r for r in report.records if r.kind == "tool"]
+    assert len(tools) == 2 * len(rows)  # voters 1 and 2 each called the calculator once
+
+
+# -- compare -------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, bench: str = "toy-add", **kw: Any) -> CompareConfig:
+    base: dict[str, Any] = {
+        "benchmark": bench,
+        "model": "compare-scripted",
+        "limit": 4,
+        "data_dir": str(tmp_path),
+        "train_limit": 4,
+        "val_limit": 2,
+        "epochs": 1,
+        "batch_size": 4,
+        "concurrency": 2,
+    }
+    return CompareConfig(**{**base, **kw})
+
+
+def test_compare_runs_every_method_on_the_same_examples(tmp_path, scripted):
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    result = run_compare(_config(tmp_path), out_dir=out, progress=False, command="test")
+    by = {s.method: s for s in result.summaries}
+    assert list(by) == ["io", "cot", "cot-sc", "ann", "ann-trained"]
+    assert all(s.status == "ok" and s.n == 4 for s in by.values()), by
+    assert (by["io"].mean, by["cot"].mean, by["cot-sc"].mean) == (0.0, 1.0, 1.0)
+    assert by["ann"].mean == 0.0 and by["ann-trained"].mean == 1.0
+    assert by["cot-sc"].calls == 5 * by["cot"].calls == 20
+    assert by["cot-sc"].tokens_per_example > by["cot"].tokens_per_example > 0
+    assert by["io"].extra_metrics == {"has_answer": 1.0}
+    assert set(by["cot"].breakdown["kind"]) == {"even", "odd"}
+    assert by["cot"].breakdown["kind"]["even"].n == 2
+    training = by["ann-trained"].details["training"]
+    assert training["best_score"] == 1.0 and training["baseline_score"] == 0.0
+    assert training["train_n"] == 4 and training["val_n"] == 2 and training["calls"] > 0
+    trained_spec = ann.load_spec(out / "methods" / "ann-trained" / "spec.yaml")
+    assert "EXPLICIT" in trained_spec.layer("solve").agents[0].prompt
+    assert (out / "methods" / "ann-trained" / "run" / "best.yaml").exists()
+    ids = None
+    for method in by:
+        rows = read_jsonl(out / "methods" / method / "results.jsonl")
+        assert ids is None or [r["id"] for r in rows] == ids  # same examples, same order
+        ids = [r["id"] for r in rows]
+        assert all(r["method"] == method and "has_answer" in r["extra"] for r in rows)
+    data = json.loads((out / "compare.json").read_text())
+    assert data["n"] == 4 and data["split"] == "dev"
+    assert data["facts"]["model"] == "compare-scripted" and data["facts"]["command"] == "test"
+    assert data["config"]["seed"] == 0 and [m["method"] for m in data["methods"]] == list(by)
+    md = (out / "compare.md").read_text()
+    assert "| method | accuracy | 95% CI |" in md
+    assert "| cot-sc | 100.0% |" in md and "Accuracy by kind" in md
+    assert "Training (one-time cost" in md
+
+
+def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted):
+    _toy(tmp_path, name="toy-no-train")
+    out = tmp_path / "out"
+    config = _config(tmp_path, bench="toy-no-train", methods=["io", "ann-trained", "cot"])
+    first = run_compare(config, out_dir=out, progress=False)
+    by = {s.method: s for s in first.summaries}
+    assert by["ann-trained"].status == "error" and "no split 'train'" in by["ann-trained"].error
+    assert by["io"].status == by["cot"].status == "ok"  # the failure lost nothing
+    assert "| ann-trained | error |" in (out / "compare.md").read_text()
+    command = json.loads((out / "compare.json").read_text())["facts"]["command"]
+    assert command.startswith(
+        "python -m evals.compare --benchmark toy-no-train --model compare-scripted --limit 4"
+    )
+    assert "--methods io,ann-trained,cot" in command and command.endswith(f"--out {out}")
+    calls = len(scripted.calls)
+    log = Console(file=io.StringIO(), width=200)
+    again = run_compare(config, out_dir=out, progress=False, console=log)
+    assert len(scripted.calls) == calls  # io and cot reused from their result files
+    printed = log.file.getvalue()
+    assert "io: 0.0%" in printed and printed.count("(reused from an earlier run)") == 2
+    assert [s.model_dump() for s in again.summaries if s.status == "ok"] == [
+        s.model_dump() for s in first.summaries if s.status == "ok"
+    ]
+    # Other options (more samples) change the key: that method runs again.
+    more = run_compare(
+        config.model_copy(update={"methods": ["cot-sc"], "samples": 3}),
+        out_dir=out,
+        progress=False,
+    )
+    assert more.summaries[0].calls == 12 and len(scripted.calls) == calls + 12
+
+
+def test_compare_records_a_missing_dspy_extra_as_an_error_row(tmp_path, scripted, monkeypatch):
+    from evals import dspy_baseline
+
+    def unavailable():
+        raise dspy_baseline.DSPyUnavailable("the DSPy baseline needs the dspy extra")
+
+    monkeypatch.setattr(dspy_baseline, "import_dspy", unavailable)
+    _toy(tmp_path)
+    result = run_compare(
+        _config(tmp_path, methods=["dspy", "io"]), out_dir=tmp_path / "o", progress=False
+    )
+    dspy_row, io_row = result.summaries
+    assert dspy_row.status == "error" and "needs the dspy extra" in (dspy_row.error or "")
+    assert io_row.status == "ok" and io_row.n == 4
+
+
+def test_compare_command_line(tmp_path, scripted):
+    _toy(tmp_path)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["--benchmark", "toy-add", "--model", "compare-scripted", "--limit", "2"]
+    args += ["--data-dir", str(tmp_path), "--methods", "io,cot", "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [m["method"] for m in data["methods"]] == ["io", "cot"] and data["n"] == 2
+    bad = runner.invoke(app, ["--benchmark", "nope", "--model", "compare-scripted"])
+    assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output
+    bad = runner.invoke(app, ["--benchmark", "toy-add", "--methods", "io,tot"])
+    assert bad.exit_code == 2 and "unknown method 'tot'" in bad.output
+    bad = runner.invoke(
+        app, ["--benchmark", "toy-add", "--data-dir", str(tmp_path), "--split", "test"]
+    )
+    assert bad.exit_code == 2 and "no split 'test'" in bad.output
+
+
+# -- the embedded model ----------------------------------------------------------------------
+
+
+@pytest.mark.local_model
+def test_compare_on_the_embedded_model_three_examples(tmp_path):
+    from evals.base import resolve_data_dir
+
+    try:
+        resolve_data_dir()
+        from evals import get_benchmark
+
+        get_benchmark("gsm8k")
+    except (FileNotFoundError, KeyError, ImportError) as exc:
+        pytest.skip(f"gsm8k benchmark or its data unavailable: {exc}")
+    out = tmp_path / "cmp"
+    config = CompareConfig(
+        benchmark="gsm8k",
+        model="local",
+        limit=3,
+        train_limit=2,
+        val_limit=2,
+        epochs=1,
+        batch_size=2,
+        samples=3,
+        concurrency=1,
+    )
+    result = run_compare(config, out_dir=out, progress=False)
+    by = {s.method: s for s in result.summaries}
+    assert list(by) == ["io", "cot", "cot-sc", "ann", "ann-trained"]
+    for method, s in by.items():
+        if method == "ann-trained" and s.status == "error":
+            continue  # training on a 135M model may fail to propose anything; the row says why
+        assert s.status == "ok", (method, s.error)
+        assert s.n == 3 and 0.0 <= s.mean <= 1.0
+        assert s.calls >= 3 and s.tokens_per_example > 0 and s.cost_usd == 0.0
+        assert len(read_jsonl(out / "methods" / method / "results.jsonl")) == 3
+    assert by["cot-sc"].calls == 3 * by["cot"].calls
+    assert (out / "compare.md").exists() and (out / "compare.json").exists()

@@ -1,0 +1,142 @@
+"""The optional DSPy baseline (skipped unless the dspy extra is installed; CI does not)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import ann_langgraph as ann
+from evals import Benchmark, register_benchmark
+from evals.report import read_jsonl
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+dspy = pytest.importorskip("dspy", reason="the dspy extra is not installed")
+
+from evals.dspy_baseline import _usage, run_dspy  # noqa: E402
+
+
+def _rows(split: str, data_dir: Path) -> list[dict[str, Any]]:
+    base = {"dev": 0, "train": 50, "val": 80}[split]
+    n = {"dev": 3, "train": 4, "val": 3}[split]
+    return [
+        {"id": f"{split}-{i}", "input": f"What is {base + i}+{i}?", "target": base + 2 * i}
+        for i in range(n)
+    ]
+
+
+def _bench(tmp_path: Path) -> Benchmark:
+    bench = Benchmark(
+        name="toy-dspy",
+        description="Add two numbers.",
+        spec=str(tmp_path / "unused.yaml"),
+        answer_format="last_number",
+        splits={"dev": "3 sums", "train": "4 sums", "val": "3 sums"},
+        loader=_rows,
+        metric_factory=lambda: ann.get_metric("numeric_match"),
+        instruction="Give only the number.",
+    )
+    register_benchmark(bench, replace=True)
+    return bench
+
+
+class AdderLM(dspy.BaseLM):
+    """Answers sums right in DSPy's chat format (and any other output field with filler);
+    reports 10 prompt + 5 completion tokens per call."""
+
+    def __init__(self) -> None:
+        super().__init__(model="scripted-dspy", model_type="chat", temperature=0.0, max_tokens=100)
+        self.kwargs = {"temperature": 0.0, "max_tokens": 100}
+        self.cache = False
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        messages = messages or [{"role": "user", "content": prompt}]
+        system = messages[0]["content"]
+        last = messages[-1]["content"]
+        fields = re.findall(r"\[\[ ## (\w+) ## \]\]", system)
+        outputs = [f for f in fields if f not in ("completed",)]
+        sums = re.findall(r"What is (\d+)\+(\d+)\?", last)
+        text_parts = []
+        for field in dict.fromkeys(outputs):
+            if field in ("question",) or field.startswith("basic_") or field == "attempted":
+                continue
+            if field == "answer":
+                value = str(int(sums[-1][0]) + int(sums[-1][1])) if sums else "0"
+            else:
+                value = "Add the two numbers and reply with the sum."
+            text_parts.append(f"[[ ## {field} ## ]]\n{value}")
+        text = "\n\n".join([*text_parts, "[[ ## completed ## ]]"])
+        message = SimpleNamespace(content=text, reasoning_content=None, tool_calls=None)
+        return SimpleNamespace(
+            choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
+            usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            model="scripted-dspy",
+        )
+
+
+def test_usage_counts_tokens_and_treats_replays_as_free():
+    paid = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}, "response": None}
+    hit = {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}}
+    hit["response"] = SimpleNamespace(cache_hit=True)
+    bare = {"usage": {}, "response": None}
+    out = _usage([paid, hit, bare], "openai:gpt-4o-mini")
+    assert out["calls"] == 3 and out["cached_calls"] == 2
+    assert out["input_tokens"] == 2000 and out["output_tokens"] == 200
+    assert out["cost_usd"] == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)
+
+
+@pytest.mark.parametrize("optimizer", ["copro"])
+def test_run_dspy_compiles_and_scores_the_same_examples(tmp_path, optimizer):
+    bench = _bench(tmp_path)
+    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
+    outcome = run_dspy(
+        bench,
+        model="scripted",
+        train=rows["train"],
+        val=rows["val"],
+        examples=rows["dev"],
+        metric=bench.metric(),
+        optimizer=optimizer,
+        concurrency=1,
+        out_dir=tmp_path / "dspy",
+        lm=AdderLM(),
+    )
+    report = outcome.report
+    assert [r.id for r in report.results] == ["dev-0", "dev-1", "dev-2"]
+    assert report.mean == 1.0 and report.errors == 0, [r.error for r in report.results]
+    assert report.calls == 3 and report.input_tokens == 30 and report.output_tokens == 15
+    assert all(r.calls == 1 and r.input_tokens == 10 for r in report.results)
+    training = outcome.details["training"]
+    assert training["calls"] > 0 and training["tokens"] == 15 * training["calls"]
+    assert training["optimizer"] == optimizer and training["train_n"] == 4
+    assert json.loads((tmp_path / "dspy" / "program.json").read_text())
+
+
+def test_compare_runs_dspy_as_a_method(tmp_path, monkeypatch):
+    from evals import compare, dspy_baseline
+
+    _bench(tmp_path)
+    real = dspy_baseline.run_dspy
+    monkeypatch.setattr(
+        dspy_baseline, "run_dspy", lambda *a, **kw: real(*a, **{**kw, "lm": AdderLM()})
+    )
+    config = compare.CompareConfig(
+        benchmark="toy-dspy",
+        model="scripted",
+        data_dir=str(tmp_path),
+        methods=["dspy"],
+        dspy_optimizer="copro",
+        concurrency=1,
+    )
+    result = compare.run_compare(config, out_dir=tmp_path / "out", progress=False)
+    (row,) = result.summaries
+    assert row.status == "ok" and row.method == "dspy" and row.mean == 1.0 and row.n == 3
+    assert row.tokens_per_example == 15 and row.details["training"]["calls"] > 0
+    assert len(read_jsonl(tmp_path / "out" / "methods" / "dspy" / "results.jsonl")) == 3
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "- dspy: dspy copro compiled" in md
