@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,9 +18,9 @@ from .answers import extract_answer
 from .compile import compile_graph
 from .diff import diff_specs, format_diff
 from .local import LocalModelError
-from .models import ModelError, ModelResolver, ModelsArg
+from .models import ModelError, ModelResolver, ModelsArg, registered_models
 from .patch import PatchError, apply_patch
-from .spec import GraphSpec, SpecError, load_spec, save_spec
+from .spec import GraphSpec, ModelConfig, SpecError, load_spec, save_spec
 from .tracing import ExecutionRecord, TraceRecorder
 
 app = typer.Typer(
@@ -73,6 +74,87 @@ def _models_override(values: list[str] | None) -> ModelsArg:
     return single if single is not None else mapping
 
 
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. "
+        "http://127.0.0.1:8000/v1, for the --model models (else the spec's provider models). "
+        "OPENAI_BASE_URL does the same for openai: models.",
+    ),
+]
+
+
+def _with_base_url(spec: GraphSpec, models: ModelsArg, base_url: str | None) -> ModelsArg:
+    """Point the --model models (or the spec table's provider models) at ``base_url``."""
+    if not base_url:
+        return models
+    if isinstance(models, str):
+        return ModelConfig(model=models, base_url=base_url)
+    if isinstance(models, Mapping):
+        return {
+            name: ModelConfig(model=value, base_url=base_url) if isinstance(value, str) else value
+            for name, value in models.items()
+        }
+    if models is not None:
+        return models
+    table: dict[str, Any] = {}
+    for name in spec.models:
+        entry = spec.model_entry(name)
+        if entry.model == "local" or entry.model in registered_models():
+            continue
+        table[name] = entry.model_copy(update={"base_url": entry.base_url or base_url})
+    if not table:
+        raise _fail(
+            "--base-url: the spec's models table has no provider model to point at it "
+            "(base_url, api_key_env and params apply to provider models such as "
+            "'openai:NAME'); add --model openai:NAME"
+        )
+    return table
+
+
+def _stream_layers(
+    graph: Any, spec: GraphSpec, text: str, config: dict[str, Any], json_lines: bool
+) -> dict[str, Any]:
+    """Run with LangGraph ``updates`` streaming and print each layer as its subgraph finishes."""
+    index = {layer.name: i for i, layer in enumerate(spec.layers)}
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    for mode, chunk in graph.stream(
+        {"input": text}, config=config, stream_mode=["updates", "values"]
+    ):
+        if mode == "values":
+            result = chunk
+            continue
+        for node, update in chunk.items():
+            if node not in index or not isinstance(update, dict):
+                continue
+            layer = spec.layers[index[node]]
+            out = str((update.get("layer_outputs") or {}).get(node, ""))
+            route = (update.get("routes") or {}).get(node)
+            elapsed = time.perf_counter() - started
+            if json_lines:
+                event = {
+                    "event": "layer",
+                    "index": index[node],
+                    "layer": node,
+                    "aggregator": layer.aggregator,
+                    "route": route,
+                    "output": out,
+                    "elapsed_s": round(elapsed, 3),
+                }
+                typer.echo(json.dumps(event, ensure_ascii=False))
+                continue
+            how = layer.aggregator + (f" → {route['choice']}" if route else "")
+            console.print(
+                f"[bold cyan]layer {index[node] + 1}/{len(spec.layers)}[/] [bold]{node}[/] "
+                f"({how}) at {elapsed:.1f}s",
+                highlight=False,
+            )
+            console.print(out or "(empty)", highlight=False, markup=False)
+    return result
+
+
 def _check_models(spec: GraphSpec, models: ModelsArg) -> None:
     """Resolve every model the spec uses now, so a bad name or missing key fails fast."""
     resolver = ModelResolver(spec, models)
@@ -123,6 +205,14 @@ def run(
     trace: Annotated[
         Path | None, typer.Option("--trace", help="Also save the execution records as JSONL here.")
     ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print each layer's output as soon as it finishes (with --json: JSON lines).",
+        ),
+    ] = False,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Run a spec on one input and show what every layer and agent did."""
     spec = _load(spec_path)
@@ -131,13 +221,15 @@ def run(
     text = sys.stdin.read() if input == "-" else input
     if not text.strip():
         raise _fail("the input is empty")
-    models = _models_override(model)
+    models = _with_base_url(spec, _models_override(model), base_url)
     _check_models(spec, models)
     graph = compile_graph(spec, models=models)
     recorder = TraceRecorder()
     started = time.perf_counter()
     try:
-        if json_output or not console.is_terminal:
+        if stream:
+            result = _stream_layers(graph, spec, text, {"callbacks": [recorder]}, json_output)
+        elif json_output or not console.is_terminal:
             result = graph.invoke({"input": text}, config={"callbacks": [recorder]})
         else:
             with console.status(f"Running '{spec.name}'…") as status:
@@ -176,6 +268,7 @@ def run(
     }
     if json_output:
         payload = {
+            **({"event": "final"} if stream else {}),
             "spec": spec.name,
             "fingerprint": spec.fingerprint,
             "output": output,
@@ -185,9 +278,10 @@ def run(
             "records": [r.model_dump(mode="json") for r in records],
             "totals": totals,
         }
-        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(payload, indent=None if stream else 2, ensure_ascii=False))
         return
-    console.print(_records_table(records, 0 if full else 90))
+    if not stream:  # streamed runs already showed every layer
+        console.print(_records_table(records, 0 if full else 90))
     for layer, route in (result.get("routes") or {}).items():
         note = " (fallback)" if route.get("fallback") else ""
         console.print(

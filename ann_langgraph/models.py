@@ -25,6 +25,7 @@ __all__ = [
     "llm_retry_policy",
     "model_label",
     "register_model",
+    "registered_models",
     "structured_output_method",
     "with_structured_output_method",
 ]
@@ -113,6 +114,11 @@ def register_model(
 STRUCTURED_OUTPUT_KEY = "ann_structured_output"
 #: API key sent to a keyless OpenAI-compatible server (vLLM, Ollama and llama.cpp ignore it).
 PLACEHOLDER_API_KEY = "not-needed"
+
+
+def registered_models() -> list[str]:
+    """Names registered with ``register_model`` (usable as model strings)."""
+    return sorted(_FACTORIES)
 
 
 def init_model(
