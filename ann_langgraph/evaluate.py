@@ -201,9 +201,9 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
     """
     if is_langsmith_dataset(str(path)) and not Path(path).exists():
-        rows = load_dataset_spec(str(path))
-        _check_unique(rows, str(path))
-        return rows
+        remote = load_dataset_spec(str(path))
+        _check_unique(remote, str(path))
+        return remote
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".json"):
@@ -388,7 +388,7 @@ async def aevaluate(
     fingerprint = spec_or_graph.fingerprint if isinstance(spec_or_graph, GraphSpec) else None
     label = spec_or_graph.name if isinstance(spec_or_graph, GraphSpec) else "graph"
     session = await asyncio.to_thread(_session_for, langsmith, experiment, examples, label)
-    eval_id = uuid.uuid4().hex
+    eval_id = str(extra_md.get("ann_eval_id") or uuid.uuid4().hex)
     mname = metric_name(metric if isinstance(metric, str) else score_fn)
     semaphore = asyncio.Semaphore(concurrency)
     results: list[ExampleResult | None] = [None] * len(examples)
@@ -402,7 +402,7 @@ async def aevaluate(
         md: dict[str, Any] = {**extra_md, "ann_example_id": example_id}
         callbacks: list[Any] = [recorder, tracker]
         if session is not None:
-            md = session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint, **md)
+            md = {**md, **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint)}
             link = example.get("langsmith_example_id") if experiment else None
             callbacks = [session.tracer(recorder=recorder, example_id=link), tracker]
         config: dict[str, Any] = {
