@@ -223,6 +223,7 @@ def run(
         raise _fail("the input is empty")
     models = _with_base_url(spec, _models_override(model), base_url)
     _check_models(spec, models)
+    _trace_command_to_langsmith(spec)
     graph = compile_graph(spec, models=models)
     recorder = TraceRecorder()
     started = time.perf_counter()
@@ -431,12 +432,41 @@ def _metric_for(name: str, spec: GraphSpec) -> Any:
         raise _fail(str(exc)) from None
 
 
+def _trace_command_to_langsmith(spec: GraphSpec) -> None:
+    """With LangSmith configured, trace this command's runs to a project of their own
+    (``ann-<run id>``, runs tagged ``ann_run_id``/``ann_spec``); a no-op otherwise."""
+    from contextlib import ExitStack
+
+    import click
+    import langsmith
+    from langchain_core.tracers.context import tracing_v2_enabled
+
+    from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
+
+    session = LangSmithSession.from_env(run_id=new_run_id(spec.name))
+    if session is None:
+        return
+    stack = ExitStack()
+    try:
+        session.project_id  # noqa: B018 - create the project now: fail before running
+    except Exception as exc:
+        raise _fail(f"LangSmith: {LangSmithError(exc)}") from None
+    stack.enter_context(tracing_v2_enabled(project_name=session.project, client=session.client))
+    stack.enter_context(
+        langsmith.tracing_context(metadata=session.metadata(ann_spec=spec.fingerprint))
+    )
+    stack.callback(session.flush)
+    click.get_current_context().call_on_close(stack.close)
+    err_console.print(f"tracing to LangSmith project [bold]{session.project}[/]", highlight=False)
+
+
 def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
     from .evaluate import load_dataset
+    from .langsmith_io import LangSmithError
 
     try:
         rows = load_dataset(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, LangSmithError) as exc:
         raise _fail(f"--{what}: {exc}") from None
     if not rows:
         raise _fail(f"--{what}: {path} has no examples")
@@ -446,8 +476,14 @@ def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
 @app.command("train")
 def train_command(
     spec_path: SpecArg,
-    train_path: Annotated[Path, typer.Option("--train", help="Training examples (JSONL/JSON).")],
-    val_path: Annotated[Path, typer.Option("--val", help="Validation examples (JSONL/JSON).")],
+    train_path: Annotated[
+        Path,
+        typer.Option("--train", help="Training examples (JSONL/JSON, or langsmith:<dataset>)."),
+    ],
+    val_path: Annotated[
+        Path,
+        typer.Option("--val", help="Validation examples (JSONL/JSON, or langsmith:<dataset>)."),
+    ],
     metric: Annotated[str, typer.Option(help="Metric name (see `ann metrics`).")] = "exact_match",
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -490,12 +526,33 @@ def train_command(
         bool, typer.Option("--review", help="Ask before committing each patch (approve/reject).")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    trace_source: Annotated[
+        str,
+        typer.Option(
+            "--trace-source",
+            help="Where the backward phase reads execution records: local (in-process "
+            "recorder), langsmith (queried back from LangSmith), auto (langsmith when "
+            "LANGSMITH_API_KEY and LANGSMITH_TRACING=true are set).",
+        ),
+    ] = "auto",
+    langsmith_project: Annotated[
+        str | None,
+        typer.Option("--langsmith-project", help="LangSmith project (default: the run dir name)."),
+    ] = None,
 ) -> None:
     """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
+    from .langsmith_io import LangSmithError, langsmith_configured
     from .optimize.graph import Budget, OptimizerConfig
     from .projection import project_training
     from .train import RunDirError, train
 
+    if trace_source not in ("auto", "local", "langsmith"):
+        raise _fail(f"--trace-source must be auto, local or langsmith, not {trace_source!r}")
+    if trace_source == "langsmith" and not langsmith_configured():
+        raise _fail(
+            "--trace-source langsmith needs LangSmith: set LANGSMITH_API_KEY and "
+            "LANGSMITH_TRACING=true"
+        )
     spec = _load(spec_path)
     train_rows = _dataset(train_path, "train")
     val_rows = _dataset(val_path, "val")
@@ -575,8 +632,10 @@ def train_command(
             config=config,
             progress=not json_output and console.is_terminal,
             review=ask if review else None,
+            trace_source=trace_source,  # type: ignore[arg-type]  # checked above
+            langsmith_project=langsmith_project,
         )
-    except RunDirError as exc:
+    except (RunDirError, LangSmithError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail(
