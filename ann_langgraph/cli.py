@@ -229,7 +229,7 @@ def run(
     started = time.perf_counter()
     try:
         if stream:
-            result = _stream_layers(graph, spec, text, {"callbacks": [recorder]}, json_output)
+            result: Any = _stream_layers(graph, spec, text, {"callbacks": [recorder]}, json_output)
         elif json_output or not console.is_terminal:
             result = graph.invoke({"input": text}, config={"callbacks": [recorder]})
         else:
@@ -714,6 +714,41 @@ def metrics() -> None:
 
     for name in metric_names():
         typer.echo(name)
+
+
+@app.command("export")
+def export_command(
+    spec_path: SpecArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")],
+    graph_id: Annotated[
+        str | None,
+        typer.Option("--graph-id", help="Graph name on the server (default: spec name)."),
+    ] = None,
+    package: Annotated[
+        str,
+        typer.Option(
+            "--package",
+            help="Requirement that installs ann-langgraph on the server (pin, path or VCS URL).",
+        ),
+    ] = "ann-langgraph",
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into a non-empty folder (keeps its .env).")
+    ] = False,
+) -> None:
+    """Write a LangGraph Server folder: langgraph.json, graph factory, spec, README."""
+    from .export import ExportError, export_spec
+
+    try:
+        result = export_spec(spec_path, out, graph_id=graph_id, package=package, force=force)
+    except (SpecError, ExportError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {out}/: {', '.join(result.files)}", highlight=False)
+    console.print(
+        f"serve it: cd {out} && LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING=false "
+        f"langgraph dev --host 127.0.0.1 --no-browser   (graph '{result.graph_id}')",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:  # pragma: no cover
