@@ -223,9 +223,8 @@ def run(
         raise _fail("the input is empty")
     models = _with_base_url(spec, _models_override(model), base_url)
     _check_models(spec, models)
-    _trace_command_to_langsmith(spec)
     graph = compile_graph(spec, models=models)
-    recorder = TraceRecorder()
+    recorder = _command_recorder(spec)
     started = time.perf_counter()
     try:
         if stream:
@@ -432,32 +431,24 @@ def _metric_for(name: str, spec: GraphSpec) -> Any:
         raise _fail(str(exc)) from None
 
 
-def _trace_command_to_langsmith(spec: GraphSpec) -> None:
-    """With LangSmith configured, trace this command's runs to a project of their own
-    (``ann-<run id>``, runs tagged ``ann_run_id``/``ann_spec``); a no-op otherwise."""
-    from contextlib import ExitStack
-
-    import click
-    import langsmith
-    from langchain_core.tracers.context import tracing_v2_enabled
-
-    from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
+def _command_recorder(spec: GraphSpec) -> Any:
+    """The run's recorder; with LangSmith configured, one that also traces the run to a
+    project of its own (``ann-<run id>``, runs tagged ``ann_run_id``/``ann_spec``)."""
+    from .langsmith_io import LangSmithSession, new_run_id
 
     session = LangSmithSession.from_env(run_id=new_run_id(spec.name))
     if session is None:
-        return
-    stack = ExitStack()
+        return TraceRecorder()
     try:
-        session.project_id  # noqa: B018 - create the project now: fail before running
-    except Exception as exc:
-        raise _fail(f"LangSmith: {LangSmithError(exc)}") from None
-    stack.enter_context(tracing_v2_enabled(project_name=session.project, client=session.client))
-    stack.enter_context(
-        langsmith.tracing_context(metadata=session.metadata(ann_spec=spec.fingerprint))
-    )
-    stack.callback(session.flush)
-    click.get_current_context().call_on_close(stack.close)
-    err_console.print(f"tracing to LangSmith project [bold]{session.project}[/]", highlight=False)
+        tracer = session.tracer(
+            recorder=TraceRecorder(),
+            metadata=session.metadata(ann_spec=spec.fingerprint),
+            flush_on_end=True,
+        )
+    except Exception as exc:  # unreachable or refusing LangSmith: say so before running
+        raise _fail(f"LangSmith: {exc}") from None
+    err_console.print(f"tracing to LangSmith project {session.project}", highlight=False)
+    return tracer
 
 
 def _dataset(path: Path, what: str) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables.config import var_child_runnable_config
+from langsmith import tracing_context as ls_tracing_context
 from pydantic import BaseModel, Field
 
 from .cache import is_cache_hit
@@ -423,8 +424,10 @@ async def aevaluate(
         async with semaphore:
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout_s) as scope:
-                    out = await graph.ainvoke({"input": example["input"]}, config=config)
+                # ... nor of a LangSmith run tree the caller's tracer left in the context.
+                with ls_tracing_context(parent=False):
+                    async with asyncio.timeout(timeout_s) as scope:
+                        out = await graph.ainvoke({"input": example["input"]}, config=config)
                 result.output = _output_text(out)
             except TimeoutError as exc:
                 if scope.expired():

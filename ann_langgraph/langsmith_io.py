@@ -102,21 +102,41 @@ def new_run_id(name: str) -> str:
 
 
 class _RecordingTracer(LangChainTracer):
-    """LangChain's LangSmith tracer that also hands every finished run to a ``TraceRecorder``."""
+    """LangChain's LangSmith tracer that also hands every finished run to a ``TraceRecorder``
+    (and stands in for it: ``records``/``save``). With ``flush_on_end`` a root run's end
+    sends everything at once (one-shot commands)."""
 
-    def __init__(self, *args: Any, recorder: TraceRecorder | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        recorder: TraceRecorder | None = None,
+        flush_on_end: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.recorder = recorder
+        self.flush_on_end = flush_on_end
 
     def copy_with_metadata_defaults(self, **kwargs: Any) -> LangChainTracer:
         copy = super().copy_with_metadata_defaults(**kwargs)
         if isinstance(copy, _RecordingTracer):
-            copy.recorder = self.recorder
+            copy.recorder, copy.flush_on_end = self.recorder, self.flush_on_end
         return copy
+
+    @property
+    def records(self) -> list[ExecutionRecord]:
+        return self.recorder.records if self.recorder is not None else []
+
+    def save(self, path: Any, *, append: bool = False) -> Any:
+        return (self.recorder or TraceRecorder()).save(path, append=append)
 
     def _record(self, run: Run) -> None:
         if self.recorder is not None:
             self.recorder.add_run(run)
+
+    def _flush_at_root(self, run: Run) -> None:
+        if self.flush_on_end and run.parent_run_id is None:
+            self.client.flush()
 
     def _on_llm_end(self, run: Run) -> None:
         self._record(run)
@@ -137,10 +157,12 @@ class _RecordingTracer(LangChainTracer):
     def _on_chain_end(self, run: Run) -> None:
         self._record(run)
         super()._on_chain_end(run)
+        self._flush_at_root(run)
 
     def _on_chain_error(self, run: Run) -> None:
         self._record(run)
         super()._on_chain_error(run)
+        self._flush_at_root(run)
 
 
 class LangSmithSession:
@@ -211,16 +233,24 @@ class LangSmithSession:
         return {"ann_run_id": self.run_id, **{k: v for k, v in extra.items() if v is not None}}
 
     def tracer(
-        self, *, recorder: TraceRecorder | None = None, example_id: str | None = None
-    ) -> LangChainTracer:
+        self,
+        *,
+        recorder: TraceRecorder | None = None,
+        example_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        flush_on_end: bool = False,
+    ) -> _RecordingTracer:
         """A tracer to this session's project; ``recorder`` receives the same runs;
-        ``example_id`` links the root run to a LangSmith dataset example (experiments)."""
+        ``example_id`` links the root run to a LangSmith dataset example (experiments);
+        ``metadata`` is added to every run it uploads (not to the recorder's runs)."""
         self.project_id  # noqa: B018 - create the project (with its dataset link) first
         return _RecordingTracer(
             example_id=example_id,
             project_name=self.project,
             client=self.client,
             recorder=recorder,
+            metadata={k: str(v) for k, v in metadata.items()} if metadata else None,
+            flush_on_end=flush_on_end,
         )
 
     def feedback(

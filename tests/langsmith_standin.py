@@ -453,7 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
             if sid not in ls.sessions:
                 return 404, {"detail": "not found"}
             if method == "PATCH":
-                ls.sessions[sid].update(json.loads(body))
+                changes = {k: v for k, v in json.loads(body).items() if v is not None}
+                ls.sessions[sid].update(changes)
             return 200, ls.sessions[sid]
         if path == "/feedback" and method == "POST":
             return 200, ls._add_feedback(json.loads(body))
