@@ -672,6 +672,7 @@ def init(
     model: Annotated[
         str, typer.Option("--model", "-m", help="The model that designs the spec.")
     ] = "local",
+    base_url: BaseUrlOpt = None,
     name: Annotated[str | None, typer.Option(help="Spec name (default: from the task).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
@@ -683,7 +684,7 @@ def init(
         raise _fail(f"{out} exists (pass --force to overwrite)")
     rows = _dataset(examples, "examples") if examples else None
     try:
-        designer = init_model(model)
+        designer = init_model(model, base_url=base_url)
     except ModelError as exc:
         raise _fail(str(exc)) from None
     with console.status("designing a spec…"):

@@ -270,3 +270,24 @@ def test_cli_base_url_with_local_is_an_error(tmp_path):
     )
     assert result.exit_code == 2
     assert "apply to provider models" in result.output
+
+
+def test_cli_init_with_base_url(fake_openai, tmp_path):
+    out = tmp_path / "designed.yaml"
+    result = CliRunner().invoke(
+        app,
+        [
+            "init",
+            "--task",
+            "Sort tickets by urgency",
+            "--out",
+            str(out),
+            "--model",
+            "openai:designer",
+            "--base-url",
+            fake_openai.url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_openai.chat_requests()[0]["body"]["model"] == "designer"
+    assert ann.load_spec(out).layers  # a valid spec (the model's or the built-in template)
