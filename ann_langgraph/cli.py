@@ -723,6 +723,12 @@ def export_command(
             help="Requirement that installs ann-langgraph on the server (pin, path or VCS URL).",
         ),
     ] = "ann-langgraph",
+    messages: Annotated[
+        bool,
+        typer.Option(
+            "--messages", help="Serve a chat graph (messages in, one AI message out) for chat UIs."
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Write into a non-empty folder (keeps its .env).")
     ] = False,
@@ -731,7 +737,9 @@ def export_command(
     from .export import ExportError, export_spec
 
     try:
-        result = export_spec(spec_path, out, graph_id=graph_id, package=package, force=force)
+        result = export_spec(
+            spec_path, out, graph_id=graph_id, package=package, messages=messages, force=force
+        )
     except (SpecError, ExportError, OSError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"wrote {out}/: {', '.join(result.files)}", highlight=False)

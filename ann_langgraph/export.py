@@ -58,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_graph(config: RunnableConfig) -> StateGraph:
-    return build_graph_from_env(HERE / "{spec_file}")
+    return build_graph_from_env(HERE / "{spec_file}"{messages_arg})
 '''
 
 # Provider prefix of an init_chat_model string -> the package that implements it.
@@ -132,13 +132,16 @@ def export_spec(
     *,
     graph_id: str | None = None,
     package: str = "ann-langgraph",
+    messages: bool = False,
     force: bool = False,
 ) -> ExportResult:
     """Write a LangGraph Server folder for ``spec_path`` into ``out_dir``.
 
     The spec file is copied byte for byte (comments kept). ``package`` is the requirement that
-    installs this library on the server (a version pin, a path or a VCS URL). An existing
-    non-empty ``out_dir`` is refused unless ``force``.
+    installs this library on the server (a version pin, a path or a VCS URL). ``messages``
+    serves a chat graph (``MessagesState`` in and out, for chat UIs) instead of
+    ``{"input"}`` -> ``{"output", "layer_outputs"}``. An existing non-empty ``out_dir`` is
+    refused unless ``force``.
     """
     src = Path(spec_path)
     spec = load_spec(src)  # validates; raises SpecError with the path and reason
@@ -163,10 +166,12 @@ def export_spec(
     }
     files = {
         "langgraph.json": json.dumps(config, indent=2) + "\n",
-        "graph.py": GRAPH_PY.replace("{spec_file}", spec_file),
+        "graph.py": GRAPH_PY.replace("{spec_file}", spec_file).replace(
+            "{messages_arg}", ", messages=True" if messages else ""
+        ),
         "requirements.txt": "\n".join(reqs) + "\n",
         ".env": _ENV_TEXT,
-        "README.md": _readme(spec, gid, spec_file),
+        "README.md": _readme(spec, gid, spec_file, messages),
     }
     for name, text in files.items():
         if name == ".env" and (out / name).exists():
@@ -221,12 +226,15 @@ def _env_models(spec: GraphSpec) -> ModelsArg:
     return table or None
 
 
-def build_graph_from_env(default_spec: str | Path) -> StateGraph[Any, Any, Any, Any]:
+def build_graph_from_env(
+    default_spec: str | Path, *, messages: bool = False
+) -> StateGraph[Any, Any, Any, Any]:
     """The exported factory's body: read the spec now, resolve models from the table and env.
 
     ``$ANN_SPEC`` names another spec file (relative paths are relative to the folder of
     ``default_spec``). The file is read on every call; the uncompiled builder is reused while
-    its content and the env are unchanged, and rebuilt as soon as either changes.
+    its content and the env are unchanged, and rebuilt as soon as either changes. With
+    ``messages``, the graph is a chat graph: the spec as one ``as_node(messages=True)`` node.
     """
     from .compile import build_graph
 
@@ -246,15 +254,32 @@ def build_graph_from_env(default_spec: str | Path) -> StateGraph[Any, Any, Any, 
             hashlib.sha256(data).hexdigest(),
             os.environ.get(ENV_MODEL),
             os.environ.get(ENV_BASE_URL),
+            messages,
         )
         builder = _builders.get(key)
         if builder is None:
             fmt: Literal["yaml", "json"] = "json" if path.suffix.lower() == ".json" else "yaml"
             spec = parse_spec(text, format=fmt, source=str(path))
-            builder = build_graph(spec, models=_env_models(spec))
+            if messages:
+                builder = _chat_graph(spec, _env_models(spec))
+            else:
+                builder = build_graph(spec, models=_env_models(spec))
             _builders.clear()  # keep only the current version
             _builders[key] = builder
         return builder
+
+
+def _chat_graph(spec: GraphSpec, models: ModelsArg) -> StateGraph[Any, Any, Any, Any]:
+    from langgraph.graph import END, START, MessagesState
+
+    from .node import _node_name, as_node
+
+    name = _node_name(spec.name)
+    builder = StateGraph(MessagesState)
+    builder.add_node(name, as_node(spec, models=models, messages=True, name=name))
+    builder.add_edge(START, name)
+    builder.add_edge(name, END)
+    return builder
 
 
 _ENV_TEXT = """# Read by `langgraph dev` / LangGraph Server (langgraph.json: "env").
@@ -270,7 +295,16 @@ LANGSMITH_TRACING=false
 """
 
 
-def _readme(spec: GraphSpec, graph_id: str, spec_file: str) -> str:
+def _readme(spec: GraphSpec, graph_id: str, spec_file: str, messages: bool) -> str:
+    if messages:
+        io_text = "a chat graph: `messages` in, the spec's answer appended as one AI message"
+        call = f"""result = client.runs.wait(None, "{graph_id}",
+                          input={{"messages": [{{"role": "user", "content": "your task"}}]}})
+print(result["messages"][-1]["content"])"""
+    else:
+        io_text = 'input `{"input": ...}`, output `output` + `layer_outputs`'
+        call = f"""result = client.runs.wait(None, "{graph_id}", input={{"input": "your task"}})
+print(result["output"])"""
     models = "\n".join(f"- `{name}`: `{spec.model_entry(name).model}`" for name in spec.models)
     return f"""# {spec.name}: LangGraph Server deployment
 
@@ -293,18 +327,17 @@ export LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING=false   # no CLI analytics
 langgraph dev --host 127.0.0.1 --port 2024 --no-browser
 ```
 
-Call it from Python with the SDK (input `{{"input": ...}}`, output `output` + `layer_outputs`):
+Call it from Python with the SDK ({io_text}):
 
 ```python
 from langgraph_sdk import get_sync_client
 
 client = get_sync_client(url="http://127.0.0.1:2024")
-result = client.runs.wait(None, "{graph_id}", input={{"input": "your task"}})
-print(result["output"])
-for chunk in client.runs.stream(None, "{graph_id}", input={{"input": "your task"}},
-                                stream_mode="updates"):
-    print(chunk.event, chunk.data)  # one update per layer as it finishes
+{call}
 ```
+
+`client.runs.stream(..., stream_mode="updates", stream_subgraphs=True)` streams each layer's
+update as soon as the layer finishes.
 
 ## Models
 

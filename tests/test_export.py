@@ -331,3 +331,18 @@ def test_langgraph_dev_serves_the_export_and_picks_up_a_swapped_spec(exported, t
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
+
+
+def test_chat_export_serves_messages(tmp_path):
+    src = ann.save_spec(spec_with("Finisher"), tmp_path / "tiny.yaml")
+    out = tmp_path / "chat"
+    result = CliRunner().invoke(app, ["export", str(src), "--out", str(out), "--messages"])
+    assert result.exit_code == 0, result.output
+    assert "messages=True" in (out / "graph.py").read_text()
+    assert '"messages": [{"role": "user"' in (out / "README.md").read_text()
+    (out / "ann_models.py").write_text(ANN_MODELS_PY)
+    builder = load_graph_module(out).make_graph({})
+    state = builder.compile().invoke({"messages": [{"role": "user", "content": "What is 1+1?"}]})
+    assert [m.type for m in state["messages"]] == ["human", "ai"]
+    assert state["messages"][-1].content == "Finisher answers: Drafter answers: What is 1+1?"
+    assert state["messages"][-1].name == "tiny_solver"
