@@ -196,6 +196,14 @@ def test_bad_model_settings_are_clear(fake_openai):
     with pytest.raises(ann.SpecError, match="API keys do not belong in a spec") as info:
         ann.parse_spec(json.dumps(doc), format="json")
     assert info.value.errors[0][0] == "models.default"
+    doc["models"] = {"default": {"model": "openai:m", "structured_output": "xml"}}
+    with pytest.raises(ann.SpecError) as info:
+        ann.parse_spec(json.dumps(doc), format="json")
+    assert info.value.errors[0][0] == "models.default.structured_output"
+    assert "json_schema" in info.value.errors[0][1]
+    doc["models"] = {"default": {"model": "openai:m", "api_key_env": "not a name"}}
+    with pytest.raises(ann.SpecError, match=r"models\.default\.api_key_env"):
+        ann.parse_spec(json.dumps(doc), format="json")
 
 
 def test_spec_round_trips_with_a_models_table_entry(fake_openai, tmp_path):
@@ -291,3 +299,19 @@ def test_cli_init_with_base_url(fake_openai, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake_openai.chat_requests()[0]["body"]["model"] == "designer"
     assert ann.load_spec(out).layers  # a valid spec (the model's or the built-in template)
+
+
+def test_optimizer_defaults_to_the_models_entry(fake_openai, monkeypatch):
+    """create_optimizer(models=ModelConfig(...)) critiques with that server, not the local model."""
+    from ann_langgraph.optimize import graph as optimizer_graph
+
+    seen: list[Any] = []
+    real = optimizer_graph.init_model
+    monkeypatch.setattr(
+        optimizer_graph, "init_model", lambda m, **k: seen.append(m) or real(m, **k)
+    )
+    entry = ann.ModelConfig(
+        model="openai:critic", base_url=fake_openai.url, structured_output="json_mode"
+    )
+    ann.create_optimizer(metric="exact_match", models=entry)
+    assert seen == [entry]

@@ -29,7 +29,7 @@ from ..metrics import Metric, get_metric
 from ..models import ModelsArg, init_model, llm_retry_policy, model_label
 from ..patch import PatchError, apply_patch
 from ..pricing import cost_usd
-from ..spec import GraphSpec, SpecError
+from ..spec import GraphSpec, ModelConfig, SpecError
 from . import prompts
 from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import critic_schema, layer_patch_schema, to_patch
@@ -239,9 +239,10 @@ def create_optimizer(
     cap = budget or Budget()
     metric_fn = get_metric(metric) if isinstance(metric, str) else metric
     opt_model: Runnable[Any, Any]
-    if optimizer_model is None:
-        optimizer_model = models if isinstance(models, str | BaseChatModel) else "local"
-    opt_model = init_model(optimizer_model) if isinstance(optimizer_model, str) else optimizer_model
+    chosen: Runnable[Any, Any] | str | ModelConfig | None = optimizer_model
+    if chosen is None:
+        chosen = models if isinstance(models, str | BaseChatModel | ModelConfig) else "local"
+    opt_model = init_model(chosen) if isinstance(chosen, str | ModelConfig) else chosen
     if cache is not None and isinstance(opt_model, BaseChatModel):
         opt_model = opt_model.model_copy(update={"cache": cache})
     opt_label = model_label(opt_model)
