@@ -333,7 +333,11 @@ def show(
         )
     if spec.description:
         console.print(f"[bold]task:[/] {spec.description}")
-    console.print(f"[bold]answer format:[/] {spec.answer_format}   [bold]models:[/] {spec.models}")
+    models_view = {
+        name: entry if isinstance(entry, str) else entry.model_dump(exclude_defaults=True)
+        for name, entry in spec.models.items()
+    }
+    console.print(f"[bold]answer format:[/] {spec.answer_format}   [bold]models:[/] {models_view}")
     console.print(table)
     console.print("[bold]Mermaid[/] (paste into any Mermaid viewer):")
     typer.echo(mermaid)

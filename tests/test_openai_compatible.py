@@ -315,3 +315,11 @@ def test_optimizer_defaults_to_the_models_entry(fake_openai, monkeypatch):
     )
     ann.create_optimizer(metric="exact_match", models=entry)
     assert seen == [entry]
+
+
+def test_cli_show_prints_long_form_entries(tmp_path):
+    spec = routed_spec({"model": "openai:q", "base_url": "http://127.0.0.1:1/v1"})
+    path = ann.save_spec(spec, tmp_path / "s.yaml")
+    result = CliRunner().invoke(app, ["show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "'default': {'model': 'openai:q', 'base_url': 'http://127.0.0.1:1/v1'}" in result.output
