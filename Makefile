@@ -38,8 +38,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not local_model"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks
-	$(VENV)/bin/ruff format --check ann_langgraph evals
+	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples
+	$(VENV)/bin/ruff format --check ann_langgraph evals examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

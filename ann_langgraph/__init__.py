@@ -9,10 +9,20 @@ from .cache import SQLiteLLMCache
 from .compile import build_graph, compile_graph
 from .evaluate import EvalReport, aevaluate, evaluate, load_dataset
 from .metrics import Score, get_metric, metric_names, register_metric
-from .models import ModelError, register_model
+from .models import ModelError, init_model, register_model
+from .node import as_node
 from .optimize import Budget, OptimizerConfig, create_optimizer
 from .patch import Patch, PatchError, apply_patch
-from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError, load_spec, parse_spec, save_spec
+from .spec import (
+    AgentSpec,
+    GraphSpec,
+    LayerSpec,
+    ModelConfig,
+    SpecError,
+    load_spec,
+    parse_spec,
+    save_spec,
+)
 from .tools import register_tool, tool_names
 from .tracing import ExecutionRecord, LocalTraceSource, TraceRecorder, load_records, save_records
 from .train import TrainResult, train
@@ -25,6 +35,7 @@ __all__ = [
     "GraphSpec",
     "LayerSpec",
     "LocalTraceSource",
+    "ModelConfig",
     "ModelError",
     "OptimizerConfig",
     "Patch",
@@ -38,12 +49,14 @@ __all__ = [
     "aggregator_descriptions",
     "aggregator_names",
     "apply_patch",
+    "as_node",
     "build_graph",
     "compile_graph",
     "create_optimizer",
     "evaluate",
     "extract_answer",
     "get_metric",
+    "init_model",
     "load_dataset",
     "load_records",
     "load_spec",

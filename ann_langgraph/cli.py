@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,9 +18,9 @@ from .answers import extract_answer
 from .compile import compile_graph
 from .diff import diff_specs, format_diff
 from .local import LocalModelError
-from .models import ModelError, ModelResolver, ModelsArg
+from .models import ModelError, ModelResolver, ModelsArg, registered_models
 from .patch import PatchError, apply_patch
-from .spec import GraphSpec, SpecError, load_spec, save_spec
+from .spec import GraphSpec, ModelConfig, SpecError, load_spec, save_spec
 from .tracing import ExecutionRecord, TraceRecorder
 
 app = typer.Typer(
@@ -73,6 +74,87 @@ def _models_override(values: list[str] | None) -> ModelsArg:
     return single if single is not None else mapping
 
 
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. "
+        "http://127.0.0.1:8000/v1, for the --model models (else the spec's provider models). "
+        "OPENAI_BASE_URL does the same for openai: models.",
+    ),
+]
+
+
+def _with_base_url(spec: GraphSpec, models: ModelsArg, base_url: str | None) -> ModelsArg:
+    """Point the --model models (or the spec table's provider models) at ``base_url``."""
+    if not base_url:
+        return models
+    if isinstance(models, str):
+        return ModelConfig(model=models, base_url=base_url)
+    if isinstance(models, Mapping):
+        return {
+            name: ModelConfig(model=value, base_url=base_url) if isinstance(value, str) else value
+            for name, value in models.items()
+        }
+    if models is not None:
+        return models
+    table: dict[str, Any] = {}
+    for name in spec.models:
+        entry = spec.model_entry(name)
+        if entry.model == "local" or entry.model in registered_models():
+            continue
+        table[name] = entry.model_copy(update={"base_url": entry.base_url or base_url})
+    if not table:
+        raise _fail(
+            "--base-url: the spec's models table has no provider model to point at it "
+            "(base_url, api_key_env and params apply to provider models such as "
+            "'openai:NAME'); add --model openai:NAME"
+        )
+    return table
+
+
+def _stream_layers(
+    graph: Any, spec: GraphSpec, text: str, config: dict[str, Any], json_lines: bool
+) -> dict[str, Any]:
+    """Run with LangGraph ``updates`` streaming and print each layer as its subgraph finishes."""
+    index = {layer.name: i for i, layer in enumerate(spec.layers)}
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    for mode, chunk in graph.stream(
+        {"input": text}, config=config, stream_mode=["updates", "values"]
+    ):
+        if mode == "values":
+            result = chunk
+            continue
+        for node, update in chunk.items():
+            if node not in index or not isinstance(update, dict):
+                continue
+            layer = spec.layers[index[node]]
+            out = str((update.get("layer_outputs") or {}).get(node, ""))
+            route = (update.get("routes") or {}).get(node)
+            elapsed = time.perf_counter() - started
+            if json_lines:
+                event = {
+                    "event": "layer",
+                    "index": index[node],
+                    "layer": node,
+                    "aggregator": layer.aggregator,
+                    "route": route,
+                    "output": out,
+                    "elapsed_s": round(elapsed, 3),
+                }
+                typer.echo(json.dumps(event, ensure_ascii=False))
+                continue
+            how = layer.aggregator + (f" → {route['choice']}" if route else "")
+            console.print(
+                f"[bold cyan]layer {index[node] + 1}/{len(spec.layers)}[/] [bold]{node}[/] "
+                f"({how}) at {elapsed:.1f}s",
+                highlight=False,
+            )
+            console.print(out or "(empty)", highlight=False, markup=False)
+    return result
+
+
 def _check_models(spec: GraphSpec, models: ModelsArg) -> None:
     """Resolve every model the spec uses now, so a bad name or missing key fails fast."""
     resolver = ModelResolver(spec, models)
@@ -123,6 +205,14 @@ def run(
     trace: Annotated[
         Path | None, typer.Option("--trace", help="Also save the execution records as JSONL here.")
     ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print each layer's output as soon as it finishes (with --json: JSON lines).",
+        ),
+    ] = False,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Run a spec on one input and show what every layer and agent did."""
     spec = _load(spec_path)
@@ -131,13 +221,15 @@ def run(
     text = sys.stdin.read() if input == "-" else input
     if not text.strip():
         raise _fail("the input is empty")
-    models = _models_override(model)
+    models = _with_base_url(spec, _models_override(model), base_url)
     _check_models(spec, models)
     graph = compile_graph(spec, models=models)
-    recorder = TraceRecorder()
+    recorder = _command_recorder(spec)
     started = time.perf_counter()
     try:
-        if json_output or not console.is_terminal:
+        if stream:
+            result: Any = _stream_layers(graph, spec, text, {"callbacks": [recorder]}, json_output)
+        elif json_output or not console.is_terminal:
             result = graph.invoke({"input": text}, config={"callbacks": [recorder]})
         else:
             with console.status(f"Running '{spec.name}'…") as status:
@@ -176,6 +268,7 @@ def run(
     }
     if json_output:
         payload = {
+            **({"event": "final"} if stream else {}),
             "spec": spec.name,
             "fingerprint": spec.fingerprint,
             "output": output,
@@ -185,9 +278,10 @@ def run(
             "records": [r.model_dump(mode="json") for r in records],
             "totals": totals,
         }
-        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(payload, indent=None if stream else 2, ensure_ascii=False))
         return
-    console.print(_records_table(records, 0 if full else 90))
+    if not stream:  # streamed runs already showed every layer
+        console.print(_records_table(records, 0 if full else 90))
     for layer, route in (result.get("routes") or {}).items():
         note = " (fallback)" if route.get("fallback") else ""
         console.print(
@@ -239,7 +333,11 @@ def show(
         )
     if spec.description:
         console.print(f"[bold]task:[/] {spec.description}")
-    console.print(f"[bold]answer format:[/] {spec.answer_format}   [bold]models:[/] {spec.models}")
+    models_view = {
+        name: entry if isinstance(entry, str) else entry.model_dump(exclude_defaults=True)
+        for name, entry in spec.models.items()
+    }
+    console.print(f"[bold]answer format:[/] {spec.answer_format}   [bold]models:[/] {models_view}")
     console.print(table)
     console.print("[bold]Mermaid[/] (paste into any Mermaid viewer):")
     typer.echo(mermaid)
@@ -335,12 +433,33 @@ def _metric_for(name: str, spec: GraphSpec) -> Any:
         raise _fail(str(exc)) from None
 
 
+def _command_recorder(spec: GraphSpec) -> Any:
+    """The run's recorder; with LangSmith configured, one that also traces the run to a
+    project of its own (``ann-<run id>``, runs tagged ``ann_run_id``/``ann_spec``)."""
+    from .langsmith_io import LangSmithSession, new_run_id
+
+    session = LangSmithSession.from_env(run_id=new_run_id(spec.name))
+    if session is None:
+        return TraceRecorder()
+    try:
+        tracer = session.tracer(
+            recorder=TraceRecorder(),
+            metadata=session.metadata(ann_spec=spec.fingerprint),
+            flush_on_end=True,
+        )
+    except Exception as exc:  # unreachable or refusing LangSmith: say so before running
+        raise _fail(f"LangSmith: {exc}") from None
+    err_console.print(f"tracing to LangSmith project {session.project}", highlight=False)
+    return tracer
+
+
 def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
     from .evaluate import load_dataset
+    from .langsmith_io import LangSmithError
 
     try:
         rows = load_dataset(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, LangSmithError) as exc:
         raise _fail(f"--{what}: {exc}") from None
     if not rows:
         raise _fail(f"--{what}: {path} has no examples")
@@ -350,8 +469,14 @@ def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
 @app.command("train")
 def train_command(
     spec_path: SpecArg,
-    train_path: Annotated[Path, typer.Option("--train", help="Training examples (JSONL/JSON).")],
-    val_path: Annotated[Path, typer.Option("--val", help="Validation examples (JSONL/JSON).")],
+    train_path: Annotated[
+        Path,
+        typer.Option("--train", help="Training examples (JSONL/JSON, or langsmith:<dataset>)."),
+    ],
+    val_path: Annotated[
+        Path,
+        typer.Option("--val", help="Validation examples (JSONL/JSON, or langsmith:<dataset>)."),
+    ],
     metric: Annotated[str, typer.Option(help="Metric name (see `ann metrics`).")] = "exact_match",
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -394,12 +519,33 @@ def train_command(
         bool, typer.Option("--review", help="Ask before committing each patch (approve/reject).")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    trace_source: Annotated[
+        str,
+        typer.Option(
+            "--trace-source",
+            help="Where the backward phase reads execution records: local (in-process "
+            "recorder), langsmith (queried back from LangSmith), auto (langsmith when "
+            "LANGSMITH_API_KEY and LANGSMITH_TRACING=true are set).",
+        ),
+    ] = "auto",
+    langsmith_project: Annotated[
+        str | None,
+        typer.Option("--langsmith-project", help="LangSmith project (default: the run dir name)."),
+    ] = None,
 ) -> None:
     """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
+    from .langsmith_io import LangSmithError, langsmith_configured
     from .optimize.graph import Budget, OptimizerConfig
     from .projection import project_training
     from .train import RunDirError, train
 
+    if trace_source not in ("auto", "local", "langsmith"):
+        raise _fail(f"--trace-source must be auto, local or langsmith, not {trace_source!r}")
+    if trace_source == "langsmith" and not langsmith_configured():
+        raise _fail(
+            "--trace-source langsmith needs LangSmith: set LANGSMITH_API_KEY and "
+            "LANGSMITH_TRACING=true"
+        )
     spec = _load(spec_path)
     train_rows = _dataset(train_path, "train")
     val_rows = _dataset(val_path, "val")
@@ -479,8 +625,10 @@ def train_command(
             config=config,
             progress=not json_output and console.is_terminal,
             review=ask if review else None,
+            trace_source=trace_source,  # type: ignore[arg-type]  # checked above
+            langsmith_project=langsmith_project,
         )
-    except RunDirError as exc:
+    except (RunDirError, LangSmithError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail(
@@ -721,6 +869,7 @@ def init(
     model: Annotated[
         str, typer.Option("--model", "-m", help="The model that designs the spec.")
     ] = "local",
+    base_url: BaseUrlOpt = None,
     name: Annotated[str | None, typer.Option(help="Spec name (default: from the task).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
@@ -732,7 +881,7 @@ def init(
         raise _fail(f"{out} exists (pass --force to overwrite)")
     rows = _dataset(examples, "examples") if examples else None
     try:
-        designer = init_model(model)
+        designer = init_model(model, base_url=base_url)
     except ModelError as exc:
         raise _fail(str(exc)) from None
     with console.status("designing a spec…"):
@@ -754,6 +903,49 @@ def metrics() -> None:
 
     for name in metric_names():
         typer.echo(name)
+
+
+@app.command("export")
+def export_command(
+    spec_path: SpecArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")],
+    graph_id: Annotated[
+        str | None,
+        typer.Option("--graph-id", help="Graph name on the server (default: spec name)."),
+    ] = None,
+    package: Annotated[
+        str,
+        typer.Option(
+            "--package",
+            help="Requirement that installs ann-langgraph on the server (pin, path or VCS URL).",
+        ),
+    ] = "ann-langgraph",
+    messages: Annotated[
+        bool,
+        typer.Option(
+            "--messages", help="Serve a chat graph (messages in, one AI message out) for chat UIs."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into a non-empty folder (keeps its .env).")
+    ] = False,
+) -> None:
+    """Write a LangGraph Server folder: langgraph.json, graph factory, spec, README."""
+    from .export import ExportError, export_spec
+
+    try:
+        result = export_spec(
+            spec_path, out, graph_id=graph_id, package=package, messages=messages, force=force
+        )
+    except (SpecError, ExportError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"wrote {out}/: {', '.join(result.files)}", highlight=False)
+    console.print(
+        f"serve it: cd {out} && LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING=false "
+        f"langgraph dev --host 127.0.0.1 --no-browser   (graph '{result.graph_id}')",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -12,6 +12,13 @@ and carries the error text. Cached calls (served by an ``SQLiteLLMCache``) are c
 ``calls`` and tokens like any call (their records look like the original's), reported in
 ``cached_calls``/``cached_*_tokens``, and cost nothing.
 
+With LangSmith configured (``LANGSMITH_API_KEY`` and ``LANGSMITH_TRACING=true``) every example
+is also traced to a LangSmith project of its own run (``ann-<run id>``), its root run carrying
+``ann_run_id``/``ann_eval_id``/``ann_example_id``/``ann_spec`` metadata and the metric score as
+feedback; ``experiment=`` records the evaluation as a LangSmith experiment on the dataset it
+was loaded from (``"langsmith:<name>"``). Without LangSmith configured nothing leaves the
+process (see ``ann_langgraph.langsmith_io``).
+
 ``evaluate`` is for synchronous code; from async code (or Jupyter) ``await aevaluate(...)``.
 A timed-out example is abandoned, not interrupted: a model call already running in a worker
 thread finishes in the background (``evaluate`` does not wait for it; records it produces late
@@ -26,19 +33,28 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables.config import var_child_runnable_config
+from langsmith import tracing_context as ls_tracing_context
 from pydantic import BaseModel, Field
 
 from .cache import is_cache_hit
+from .langsmith_io import (
+    LangSmithSession,
+    experiment_dataset_id,
+    is_langsmith_dataset,
+    load_dataset_spec,
+    new_run_id,
+)
 from .metrics import Metric, Score, as_score, get_metric, metric_name
 from .models import ModelsArg
 from .pricing import Price, cost_usd
@@ -79,6 +95,7 @@ class ExampleResult(BaseModel):
     # extensions
     cached_calls: int = 0
     cost_usd: float = 0.0
+    run_id: str = Field(default="", description="The example's root run id (its trace id).")
 
 
 class EvalReport(BaseModel):
@@ -109,6 +126,8 @@ class EvalReport(BaseModel):
     cached_input_tokens: int = 0
     cached_output_tokens: int = 0
     metric: str = ""
+    run_id: str | None = Field(default=None, description="ann_run_id, when traced to LangSmith.")
+    langsmith_project: str | None = None
 
     @property
     def scores(self) -> list[float]:
@@ -188,13 +207,19 @@ def _check_files(row: dict[str, Any], where: str) -> None:
 
 def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     """Examples from a JSONL file (one object per line) or a JSON file (a list of objects, or
-    an object with an ``examples``/``data`` list).
+    an object with an ``examples``/``data`` list), or from a LangSmith dataset:
+    ``"langsmith:<name>[?input=KEY&target=KEY&split=NAME&limit=N]"`` (field mapping in
+    ``ann_langgraph.langsmith_io.load_langsmith_dataset``; needs ``LANGSMITH_API_KEY``).
 
     Each row needs ``input`` (alias ``question``); ``target`` (alias ``answer``) and ``id``
     are optional (the id defaults to the row's position, counting from 0); other keys are kept.
     ``files`` (``{name: path}``, for the python tool) paths are relative to the file's folder.
     Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
     """
+    if is_langsmith_dataset(str(path)) and not Path(path).exists():
+        remote = load_dataset_spec(str(path))
+        _check_unique(remote, str(path))
+        return remote
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".json"):
@@ -357,6 +382,8 @@ async def aevaluate(
     metadata: Mapping[str, Any] | None = None,
     recorder: TraceRecorder | None = None,
     prices: Mapping[str, Price] | None = None,
+    langsmith: LangSmithSession | Literal["auto"] | None = "auto",
+    experiment: str | bool | None = None,
 ) -> EvalReport:
     """Async :func:`evaluate` (same arguments and result), for code already in an event loop.
 
@@ -369,11 +396,20 @@ async def aevaluate(
         raise ValueError("timeout_s must be positive (or None for no timeout)")
     score_fn: Metric = get_metric(metric) if isinstance(metric, str) else metric
     examples = _prepare_dataset(dataset)
+    if isinstance(spec_or_graph, str | Path | dict):
+        from .compile import _coerce_spec
+
+        spec_or_graph = _coerce_spec(spec_or_graph)
     graph = _resolve_graph(spec_or_graph, models, cache)
     recorder = recorder if recorder is not None else TraceRecorder()
     before = {r.run_id for r in recorder.records}
     tracker = _CacheHitTracker()
     extra_md = dict(metadata or {})
+    fingerprint = spec_or_graph.fingerprint if isinstance(spec_or_graph, GraphSpec) else None
+    label = spec_or_graph.name if isinstance(spec_or_graph, GraphSpec) else "graph"
+    session = await asyncio.to_thread(_session_for, langsmith, experiment, examples, label)
+    eval_id = str(extra_md.get("ann_eval_id") or uuid.uuid4().hex)
+    mname = metric_name(metric if isinstance(metric, str) else score_fn)
     semaphore = asyncio.Semaphore(concurrency)
     results: list[ExampleResult | None] = [None] * len(examples)
     done_scores: list[float] = []
@@ -382,22 +418,37 @@ async def aevaluate(
 
     async def run_one(index: int, example: dict[str, Any]) -> ExampleResult:
         example_id = example["id"]
+        root_id = uuid.uuid4()
+        md: dict[str, Any] = {**extra_md, "ann_example_id": example_id}
+        callbacks: list[Any] = [recorder, tracker]
+        if session is not None:
+            md = {**md, **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint)}
+            link = example.get("langsmith_example_id") if experiment else None
+            callbacks = [session.tracer(recorder=recorder, example_id=link), tracker]
         config: dict[str, Any] = {
-            "callbacks": [recorder, tracker],
-            "metadata": {**extra_md, "ann_example_id": example_id},
+            "callbacks": callbacks,
+            "metadata": md,
             "max_concurrency": concurrency,
+            "run_id": root_id,
         }
         if example.get("files"):  # the example's own files, for the python tool's sandbox
             config["configurable"] = {FILES_CONFIG_KEY: dict(example["files"])}
-        result = ExampleResult(id=example_id, input=example["input"], target=example.get("target"))
+        result = ExampleResult(
+            id=example_id,
+            input=example["input"],
+            target=example.get("target"),
+            run_id=str(root_id),
+        )
         # Each example is a top-level run: never a child of whatever graph called evaluate()
         # (the optimizer), whose config (checkpointer, callbacks) would otherwise be inherited.
         var_child_runnable_config.set(None)
         async with semaphore:
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout_s) as scope:
-                    out = await graph.ainvoke({"input": example["input"]}, config=config)
+                # ... nor of a LangSmith run tree the caller's tracer left in the context.
+                with ls_tracing_context(parent=False):
+                    async with asyncio.timeout(timeout_s) as scope:
+                        out = await graph.ainvoke({"input": example["input"]}, config=config)
                 result.output = _output_text(out)
             except TimeoutError as exc:
                 if scope.expired():
@@ -418,6 +469,8 @@ async def aevaluate(
         if result.error is not None:
             result.score = 0.0
             result.feedback = result.feedback or f"error: {result.error}"
+        if session is not None:
+            await asyncio.to_thread(_send_feedback, session, result, mname)
         return result
 
     with _progress(progress) as bar:
@@ -438,17 +491,56 @@ async def aevaluate(
 
         await asyncio.gather(*(tracked(i, ex) for i, ex in enumerate(examples)))
 
+    if session is not None:
+        await asyncio.to_thread(session.finish if experiment else session.flush)
     wall = time.perf_counter() - started
     ids = {ex["id"] for ex in examples}
     records = [r for r in recorder.records if r.run_id not in before and r.example_id in ids]
-    return _report(
+    report = _report(
         [r for r in results if r is not None],
         records,
         tracker.hit_runs,
         prices,
         wall,
-        metric_name(metric if isinstance(metric, str) else score_fn),
+        mname,
     )
+    if session is not None:
+        report.run_id, report.langsmith_project = session.run_id, session.project
+    return report
+
+
+def _session_for(
+    langsmith: LangSmithSession | Literal["auto"] | None,
+    experiment: str | bool | None,
+    examples: list[dict[str, Any]],
+    label: str,
+) -> LangSmithSession | None:
+    """The LangSmith session of one evaluation (``None``: no LangSmith, no network)."""
+    if experiment:
+        dataset_id = experiment_dataset_id(examples)
+        run_id = new_run_id(label)
+        return LangSmithSession(
+            project=experiment if isinstance(experiment, str) else f"ann-{run_id}",
+            run_id=run_id,
+            client=langsmith.client if isinstance(langsmith, LangSmithSession) else None,
+            reference_dataset_id=dataset_id,
+            description=f"ann-langgraph evaluation of {label}",
+        )
+    if langsmith == "auto":
+        return LangSmithSession.from_env(run_id=new_run_id(label))
+    return langsmith
+
+
+def _send_feedback(session: LangSmithSession, result: ExampleResult, metric: str) -> None:
+    """The metric's score and feedback on the example's root run (never fails the run)."""
+    try:
+        session.feedback(
+            result.run_id, key=metric or "score", score=result.score, comment=result.feedback
+        )
+    except Exception as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("LangSmith feedback for %s failed: %s", result.id, exc)
 
 
 def _report(
@@ -533,6 +625,8 @@ def evaluate(
     metadata: Mapping[str, Any] | None = None,
     recorder: TraceRecorder | None = None,
     prices: Mapping[str, Price] | None = None,
+    langsmith: LangSmithSession | Literal["auto"] | None = "auto",
+    experiment: str | bool | None = None,
 ) -> EvalReport:
     """Run ``spec_or_graph`` on every example of ``dataset`` and score it with ``metric``.
 
@@ -546,7 +640,13 @@ def evaluate(
     seconds. Every invoke carries ``config={"callbacks": [recorder, ...], "metadata":
     {**metadata, "ann_example_id": id}}``, so the records name their example. ``prices``
     extends the price table (``ann_langgraph.pricing``). Shows a transient progress bar on a
-    terminal unless ``progress=False``.
+    terminal unless ``progress=False``. Each example's root run id is ``ExampleResult.run_id``.
+
+    ``langsmith``: ``"auto"`` traces to a new project ``ann-<run id>`` when LangSmith is
+    configured (else nothing is sent); a ``LangSmithSession`` traces to its project; ``None``
+    adds no LangSmith tracer. ``experiment``: a name (or ``True`` for ``ann-<run id>``) records
+    the run as a LangSmith experiment on the dataset the examples were loaded from
+    (``"langsmith:<name>"``; needs ``LANGSMITH_API_KEY``).
 
     Runs its own event loop: from a running loop, ``await aevaluate(...)`` instead.
     """
@@ -573,6 +673,8 @@ def evaluate(
             metadata=metadata,
             recorder=recorder,
             prices=prices,
+            langsmith=langsmith,
+            experiment=experiment,
         ),
         threads=min(256, max(16, concurrency * 8)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -9,11 +10,11 @@ from typing import Any
 
 from langchain_core.caches import BaseCache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from langgraph.types import RetryPolicy
 
-from .spec import AgentSpec, GraphSpec
+from .spec import AgentSpec, GraphSpec, ModelConfig
 
 __all__ = [
     "ModelError",
@@ -24,10 +25,12 @@ __all__ = [
     "llm_retry_policy",
     "model_label",
     "register_model",
+    "registered_models",
     "structured_output_method",
+    "with_structured_output_method",
 ]
 
-ModelLike = BaseChatModel | Runnable[Any, Any] | str
+ModelLike = BaseChatModel | Runnable[Any, Any] | str | ModelConfig
 ModelsArg = ModelLike | Mapping[str, ModelLike] | None
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -50,6 +53,8 @@ def model_label(model: Any) -> str:
     """A readable name for a model object (its ``model_name``/``model``, else its class)."""
     if isinstance(model, str):
         return model
+    if isinstance(model, ModelConfig):
+        return model.model
     return str(
         getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
     )
@@ -105,17 +110,97 @@ def register_model(
     _FACTORIES[name] = factory
 
 
-def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatModel:
-    """Turn a model string into a chat model: a registered name, ``"local"``, or any
-    ``init_chat_model`` string such as ``"openai:gpt-4o-mini"``."""
-    if name in _FACTORIES:
-        return _FACTORIES[name]()
-    if name == "local":
-        from .local import local_chat_model
+#: Metadata key on a chat model that carries its structured-output method (set by init_model).
+STRUCTURED_OUTPUT_KEY = "ann_structured_output"
+#: API key sent to a keyless OpenAI-compatible server (vLLM, Ollama and llama.cpp ignore it).
+PLACEHOLDER_API_KEY = "not-needed"
 
-        return local_chat_model()
+
+def registered_models() -> list[str]:
+    """Names registered with ``register_model`` (usable as model strings)."""
+    return sorted(_FACTORIES)
+
+
+def init_model(
+    name: str | ModelConfig,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    structured_output: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> BaseChatModel:
+    """Turn a model string (or a models-table entry) into a chat model.
+
+    ``name`` is a registered name, ``"local"``, or any ``init_chat_model`` string such as
+    ``"openai:gpt-4o-mini"``. ``base_url`` points an OpenAI-style client at an OpenAI-compatible
+    server (``OPENAI_BASE_URL`` does the same for ``openai:`` models); such a server gets a
+    placeholder key when no key is set. ``structured_output`` fixes the method the router and
+    the optimizer use with this model.
+    """
+    if isinstance(name, ModelConfig):
+        return init_model(
+            name.model,
+            timeout_s=timeout_s,
+            base_url=base_url or name.base_url,
+            api_key_env=api_key_env or name.api_key_env,
+            structured_output=structured_output or name.structured_output,
+            params={**name.params, **(params or {})},
+        )
+    if structured_output not in (None, "function_calling", "json_schema", "json_mode"):
+        raise ModelError(
+            f"model '{name}': unknown structured_output '{structured_output}' "
+            "(use function_calling, json_schema or json_mode)"
+        )
+    if name in _FACTORIES or name == "local":
+        if base_url or api_key_env or params:
+            raise ModelError(
+                f"model '{name}': base_url, api_key_env and params apply to provider models "
+                "(e.g. 'openai:NAME'), not to registered or embedded ones"
+            )
+        if name in _FACTORIES:
+            model = _FACTORIES[name]()
+        else:
+            from .local import local_chat_model
+
+            model = local_chat_model()
+        return with_structured_output_method(model, structured_output)
+    model = _init_provider_model(
+        name, timeout_s=timeout_s, base_url=base_url, api_key_env=api_key_env, params=params
+    )
+    if structured_output:
+        model.metadata = {**(model.metadata or {}), STRUCTURED_OUTPUT_KEY: structured_output}
+    return model
+
+
+def _init_provider_model(
+    name: str,
+    *,
+    timeout_s: float,
+    base_url: str | None,
+    api_key_env: str | None,
+    params: Mapping[str, Any] | None,
+) -> BaseChatModel:
     from langchain.chat_models import init_chat_model
 
+    common: dict[str, Any] = dict(params or {})
+    provider, sep, _ = name.partition(":")
+    if base_url and not sep:
+        common["model_provider"] = "openai"  # a bare name on an OpenAI-compatible server
+        provider = "openai"
+    if base_url:
+        common["base_url"] = base_url
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ModelError(f"model '{name}': environment variable {api_key_env} is not set")
+        common["api_key"] = key
+    elif (
+        provider == "openai"
+        and (base_url or os.environ.get("OPENAI_BASE_URL"))
+        and not os.environ.get("OPENAI_API_KEY")
+    ):
+        common["api_key"] = PLACEHOLDER_API_KEY
     last: Exception | None = None
     # Retries are done by the graph's RetryPolicy; turn the client's own off where supported.
     attempts: list[dict[str, Any]] = [
@@ -125,7 +210,7 @@ def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
     ]
     for extra in attempts:
         try:
-            return init_chat_model(name, **extra)
+            return init_chat_model(name, **{**extra, **common})
         except ImportError as exc:
             raise ModelError(f"model '{name}': provider package missing ({exc})") from None
         except TypeError as exc:
@@ -136,10 +221,28 @@ def init_model(name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> BaseChatMo
     raise ModelError(f"model '{name}': {last}")
 
 
+def with_structured_output_method(model: BaseChatModel, method: str | None) -> BaseChatModel:
+    """A copy of ``model`` whose structured output uses ``method`` (``None``: unchanged)."""
+    if not method:
+        return model
+    metadata = {**(model.metadata or {}), STRUCTURED_OUTPUT_KEY: method}
+    return model.model_copy(update={"metadata": metadata})
+
+
 def structured_output_method(model: Any) -> str | None:
-    """Function calling for the embedded server; the provider's default elsewhere."""
+    """The method set for this model (models table / ``init_model``), else function calling
+    for the embedded server and the provider's default elsewhere."""
     from .local import is_local_model
 
+    inner = model
+    for _ in range(64):
+        if not isinstance(inner, RunnableBinding):
+            break
+        inner = inner.bound
+    if isinstance(inner, BaseChatModel):
+        chosen = (inner.metadata or {}).get(STRUCTURED_OUTPUT_KEY)
+        if chosen:
+            return str(chosen)
     if is_local_model(model):
         return "function_calling"
     return None
@@ -169,9 +272,9 @@ class ModelResolver:
         self._cached_copies: dict[int, tuple[Runnable[Any, Any], Runnable[Any, Any]]] = {}
         if isinstance(models, Mapping):
             for key, value in models.items():
-                if not isinstance(value, str | Runnable):
+                if not isinstance(value, str | Runnable | ModelConfig):
                     raise TypeError(f"models['{key}'] must be a chat model or a model string")
-        elif models is not None and not isinstance(models, str | Runnable):
+        elif models is not None and not isinstance(models, str | Runnable | ModelConfig):
             raise TypeError("models must be a chat model, a model string, or a mapping of them")
 
     def names(self) -> set[str]:
@@ -197,7 +300,7 @@ class ModelResolver:
         with self._lock:
             if name not in self._cache:
                 chosen = self._choice(name)
-                model = init_model(chosen) if isinstance(chosen, str) else chosen
+                model = init_model(chosen) if isinstance(chosen, str | ModelConfig) else chosen
                 self._cache[name] = self._with_llm_cache(model)
             return self._cache[name]
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "AgentSpec",
     "GraphSpec",
     "LayerSpec",
+    "ModelConfig",
     "SpecError",
     "load_spec",
     "parse_spec",
@@ -61,7 +70,11 @@ class SpecError(ValueError):
                 for path, reason in ctx.get("errors", []):
                     errors.append((path, reason))
                 continue
-            errors.append((_format_loc(err["loc"]), err["msg"]))
+            loc = tuple(err["loc"])
+            # A models-table entry is a tagged union (string or mapping): hide the tag.
+            if len(loc) >= 3 and loc[0] == "models" and loc[2] in _MODEL_ENTRY_TAGS:
+                loc = loc[:2] + loc[3:]
+            errors.append((_format_loc(loc), err["msg"]))
         return cls(errors or [("", str(exc))], source=source)
 
 
@@ -92,6 +105,75 @@ class AgentSpec(_Base):
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
 
 
+StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+class ModelConfig(_Base):
+    """A models-table entry with connection settings (the plain string form is the short one).
+
+    Secrets never go in a spec: name the environment variable that holds the key.
+    """
+
+    model: str = Field(
+        min_length=1,
+        description="A model string: 'local', a registered name, or an init_chat_model string "
+        "such as 'openai:qwen2.5:7b'.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp), e.g. "
+        "'http://127.0.0.1:11434/v1'. Default: the provider's (or OPENAI_BASE_URL).",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the API key (default: the "
+        "provider's own, e.g. OPENAI_API_KEY; a keyless local server needs none).",
+    )
+    structured_output: StructuredOutputMethod | None = Field(
+        default=None,
+        description="How the router and the optimizer ask this model for structured output "
+        "(default: the provider's; function_calling for the embedded model).",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for init_chat_model (e.g. temperature, "
+        "max_tokens, extra_body).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        params = data.get("params") if isinstance(data, dict) else None
+        if isinstance(data, dict) and (
+            "api_key" in data or (isinstance(params, dict) and "api_key" in params)
+        ):
+            raise PydanticCustomError(
+                "inline_secret",
+                "API keys do not belong in a spec: put the key in an environment variable "
+                "and name it with api_key_env",
+            )
+        return data
+
+    def __str__(self) -> str:  # labels, pricing and logs use the model string
+        return self.model
+
+
+def _model_entry_tag(value: Any) -> str:
+    return "config" if isinstance(value, dict | ModelConfig) else "str"
+
+
+_MODEL_ENTRY_TAGS = ("str", "config")
+ModelEntry = Annotated[
+    Annotated[str, Tag("str")] | Annotated[ModelConfig, Tag("config")],
+    Discriminator(_model_entry_tag),
+]
+
+
+def _default_models() -> dict[str, str | ModelConfig]:
+    return {"default": "local"}
+
+
 class LayerSpec(_Base):
     """A team of agents working on one subtask, combined by an aggregator."""
 
@@ -117,7 +199,11 @@ class GraphSpec(_Base):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", description="The task, given to every agent.")
     answer_format: AnswerFormat = "raw"
-    models: dict[str, str] = Field(default_factory=lambda: {"default": "local"})
+    models: dict[str, ModelEntry] = Field(
+        default_factory=_default_models,
+        description="Names used by agents -> a model string, or a mapping with the model "
+        "string plus base_url, api_key_env, structured_output and params.",
+    )
     layers: list[LayerSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -148,6 +234,11 @@ class GraphSpec(_Base):
         return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
 
     # -- helpers ----------------------------------------------------------------
+    def model_entry(self, name: str) -> ModelConfig:
+        """The models-table entry ``name`` in its long form (a string becomes ``model=``)."""
+        entry = self.models[name]
+        return entry if isinstance(entry, ModelConfig) else ModelConfig(model=entry)
+
     def layer(self, name: str) -> LayerSpec:
         for layer in self.layers:
             if layer.name == name:
@@ -249,9 +340,11 @@ def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
                     )
                     errors.append((f"{base}.inputs[{j}]", reason))
         seen_layers.setdefault(layer.name, i)
-    for name in spec.models:
-        if not name or not isinstance(spec.models[name], str) or not spec.models[name].strip():
-            errors.append((f"models.{name}", "model string must be non-empty"))
+    for name, entry in spec.models.items():
+        model = entry.model if isinstance(entry, ModelConfig) else entry
+        path = f"models.{name}" + (".model" if isinstance(entry, ModelConfig) else "")
+        if not name or not isinstance(model, str) or not model.strip():
+            errors.append((path, "model string must be non-empty"))
     return errors
 
 

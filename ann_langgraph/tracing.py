@@ -277,6 +277,11 @@ class TraceRecorder(BaseTracer):
     def save(self, path: str | Path, *, append: bool = False) -> Path:
         return save_records(self.records, path, append=append)
 
+    def add_run(self, run: Run) -> None:
+        """Record one finished run. For tracers that share their runs (the LangSmith tracer
+        feeds the recorder the very runs it uploads, so both sides hold the same records)."""
+        self._add(run)
+
     def _add(self, run: Run) -> None:
         record = record_from_run(run)
         if record is not None:

@@ -11,6 +11,11 @@ Program + trainset + valset in, better program out (as DSPy optimizers do), save
       history.jsonl       one row per step (gradient, proposals, validation, decision)
       records/            execution records of each step's forward pass (JSONL)
       report.md           human-readable report; learning_curve.png
+
+With LangSmith configured (``LANGSMITH_API_KEY``, ``LANGSMITH_TRACING=true``) every forward
+run and the optimizer's own graph are traced to a LangSmith project named after the run
+directory, tagged with the run's ``ann_run_id`` (kept in ``run.json``); ``trace_source``
+chooses where the backward phase reads its execution records from.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
+from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
 from .metrics import Metric
 from .models import ModelsArg, model_label
 from .optimize.graph import Budget, OptimizerConfig, create_optimizer, paid_so_far
@@ -86,8 +92,8 @@ def _model_label(value: Any) -> Any:
 def train(
     spec: GraphSpec,
     *,
-    train: Iterable[dict[str, Any]],
-    val: Iterable[dict[str, Any]],
+    train: Iterable[dict[str, Any]] | str | Path,
+    val: Iterable[dict[str, Any]] | str | Path,
     metric: Metric | str,
     models: ModelsArg = None,
     optimizer_model: BaseChatModel | Runnable[Any, Any] | str | None = None,
@@ -102,8 +108,17 @@ def train(
     progress: bool = True,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     review: Callable[[dict[str, Any]], Any] | None = None,
+    trace_source: Literal["auto", "local", "langsmith"] = "auto",
+    langsmith_project: str | None = None,
 ) -> TrainResult:
-    """Optimize ``spec`` on ``train``, validating every patch on ``val``; see the module doc."""
+    """Optimize ``spec`` on ``train``, validating every patch on ``val``; see the module doc.
+
+    ``train``/``val`` may also be dataset names for ``load_dataset`` (``"langsmith:<name>"``).
+    ``trace_source``: where the backward phase reads execution records: ``"local"`` (the
+    in-process recorder), ``"langsmith"`` (queried back from LangSmith by the run's metadata;
+    needs LangSmith configured) or ``"auto"`` (LangSmith when configured).
+    ``langsmith_project`` overrides the project name (default: the run directory's name).
+    """
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
 
@@ -111,6 +126,13 @@ def train(
 
     started = time.perf_counter()
     run_path = Path(run_dir)
+    if trace_source not in ("auto", "local", "langsmith"):
+        raise ValueError(f"trace_source must be auto, local or langsmith, not {trace_source!r}")
+    if isinstance(train, str | Path) or isinstance(val, str | Path):
+        from .evaluate import load_dataset
+
+        train = load_dataset(train) if isinstance(train, str | Path) else train
+        val = load_dataset(val) if isinstance(val, str | Path) else val
     train_rows = _with_ids(train, "train-")
     val_rows = _with_ids(val, "val-")
     cfg = (config or OptimizerConfig()).model_copy(
@@ -129,6 +151,7 @@ def train(
         "created": time.time(),
     }
     run_file = run_path / "run.json"
+    old: dict[str, Any] = {}
     if run_file.exists():
         if not resume:
             raise RunDirError(
@@ -144,9 +167,25 @@ def train(
             raise RunDirError(
                 f"cannot resume {run_path}: {', '.join(changed)} differ from the saved run"
             )
+    meta["run_id"] = str(old.get("run_id") or new_run_id(run_path.resolve().name))
+    session = LangSmithSession.from_env(
+        run_id=meta["run_id"], project=langsmith_project or run_path.resolve().name
+    )
+    if trace_source == "langsmith" and session is None:
+        raise LangSmithError(
+            "trace_source='langsmith' needs LangSmith configured: set LANGSMITH_API_KEY and "
+            "LANGSMITH_TRACING=true"
+        )
+    source: Literal["local", "langsmith"] = (
+        "langsmith" if session is not None and trace_source != "local" else "local"
+    )
+    meta["trace_source"] = source
+    if session is not None:
+        meta["langsmith_project"] = session.project
     run_path.mkdir(parents=True, exist_ok=True)
-    if not run_file.exists():
-        run_file.write_text(json.dumps(meta, indent=2) + "\n")
+    if not run_file.exists() or old.get("run_id") != meta["run_id"]:
+        run_file.write_text(json.dumps({**meta, **old}, indent=2) + "\n")
+    if not (run_path / "spec.v0.yaml").exists():
         save_spec(spec, run_path / "spec.v0.yaml")
 
     response_cache = SQLiteCache(run_path / "cache.sqlite") if cache else None
@@ -159,6 +198,8 @@ def train(
         cache=response_cache,
         prices=prices,
         on_event=on_event,
+        langsmith=session,
+        trace_source=source,
     )
     with SqliteSaver.from_conn_string(str(run_path / "checkpoints.sqlite")) as saver:
         graph = builder.compile(checkpointer=saver)
@@ -166,6 +207,9 @@ def train(
             "configurable": {"thread_id": THREAD_ID},
             "recursion_limit": 1_000_000,
         }
+        if session is not None:  # the optimizer's own graph (critic, repairers) is traced too
+            thread["callbacks"] = [session.tracer()]
+            thread["metadata"] = session.metadata(ann_phase="optimizer")
         snapshot = graph.get_state(thread)
         if snapshot.values and resume:
             payload: Any = None
@@ -235,6 +279,8 @@ def train(
     )
     if response_cache is not None:
         response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
+    if session is not None:
+        session.flush()
     return TrainResult(
         best_spec=best,
         best_score=final["best_score"],

@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "ANN_DATA_DIR"
 
 Example = dict[str, Any]
-Loader = Callable[[str, Path | None], list[Example]]
+# (split, data dir) -> rows; the data dir is ``None`` only for ``needs_data_dir=False``
+Loader = Callable[[str, Any], list[Example]]
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -7,11 +7,13 @@ budget end. State is JSON-friendly so a SQLite checkpointer can resume a killed 
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import random
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, TypedDict, cast
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -22,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..compile import compile_graph
 from ..evaluate import evaluate
+from ..langsmith_io import LangSmithError, LangSmithSession
 from ..metrics import Metric, get_metric
 from ..models import ModelsArg, init_model, llm_retry_policy, model_label
 from ..patch import PatchError, apply_patch
 from ..pricing import cost_usd, price_for
-from ..spec import GraphSpec, SpecError
+from ..spec import GraphSpec, ModelConfig, SpecError
 from . import prompts
 from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import critic_schema, layer_patch_schema, to_patch
@@ -34,6 +37,8 @@ from .structured import invoke_structured
 from .validate import placeholder_reason
 
 __all__ = ["Budget", "OptimizerConfig", "OptimizerState", "create_optimizer"]
+
+logger = logging.getLogger(__name__)
 
 
 class Budget(BaseModel):
@@ -241,20 +246,30 @@ def create_optimizer(
     cache: Any = None,
     prices: dict[str, tuple[float, float]] | None = None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    langsmith: LangSmithSession | None = None,
+    trace_source: Literal["local", "langsmith"] = "local",
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the backward phase as an uncompiled ``StateGraph``.
 
     Invoke the compiled graph with ``{"spec": spec.model_dump(mode="json"), "train": [...],
     "val": [...]}``; the final state holds the best spec, its validation score, every committed
     version and one history row per step. Compile with a checkpointer to make it resumable.
+
+    ``langsmith``: trace every forward run to this session's project (metadata: run id, phase,
+    epoch, step, candidate, example, spec). ``trace_source="langsmith"`` makes the critic read
+    each minibatch's execution records back from LangSmith instead of the local recorder
+    (falling back to the local ones, noted in the step's ``batch``, if LangSmith fails).
     """
+    if trace_source == "langsmith" and langsmith is None:
+        raise LangSmithError("trace_source='langsmith' needs a LangSmith session (langsmith=)")
     cfg = config or OptimizerConfig()
     cap = budget or Budget()
     metric_fn = get_metric(metric) if isinstance(metric, str) else metric
     opt_model: Runnable[Any, Any]
-    if optimizer_model is None:
-        optimizer_model = models if isinstance(models, str | BaseChatModel) else "local"
-    opt_model = init_model(optimizer_model) if isinstance(optimizer_model, str) else optimizer_model
+    chosen: Runnable[Any, Any] | str | ModelConfig | None = optimizer_model
+    if chosen is None:
+        chosen = models if isinstance(models, str | BaseChatModel | ModelConfig) else "local"
+    opt_model = init_model(chosen) if isinstance(chosen, str | ModelConfig) else chosen
     if cache is not None and isinstance(opt_model, BaseChatModel):
         opt_model = opt_model.model_copy(update={"cache": cache})
     opt_label = model_label(opt_model)
@@ -275,6 +290,7 @@ def create_optimizer(
             progress=False,
             metadata=metadata,
             prices=prices,
+            langsmith=langsmith,
         )
 
     def llm_usage(raw_usage: dict[str, int]) -> dict[str, Any]:
@@ -349,13 +365,30 @@ def create_optimizer(
         wanted = state["batches"][state["step"]]
         by_id = {str(ex.get("id", i)): ex for i, ex in enumerate(state["train"])}
         examples = [by_id[i] for i in wanted]
+        eval_id = uuid.uuid4().hex
         report = run_eval(
-            spec, examples, ann_phase="forward", ann_epoch=state["epoch"], ann_step=state["step"]
+            spec,
+            examples,
+            ann_phase="forward",
+            ann_epoch=state["epoch"],
+            ann_step=state["step"],
+            ann_eval_id=eval_id,
         )
+        records, source = list(report.records), "local"
+        if trace_source == "langsmith" and langsmith is not None:
+            try:
+                records = langsmith.trace_source(
+                    ann_eval_id=eval_id, expected_roots=len(examples)
+                ).records(example_ids=[r.id for r in report.results])
+                source = "langsmith"
+            except LangSmithError as exc:
+                source = f"local (LangSmith failed: {exc})"
+                logger.warning("reading the forward pass from LangSmith failed: %s", exc)
         batch = {
             "mean": report.mean,
             "results": [r.model_dump(mode="json") for r in report.results],
-            "records": _compact_records(report.records),
+            "records": _compact_records(records),
+            "trace_source": source,
         }
         emit("forward", epoch=state["epoch"], step=state["step"], mean=report.mean)
         return {"batch": batch, "usage": _usage_of(report)}
@@ -480,7 +513,7 @@ def create_optimizer(
         probe = probe or state["train"][0]
         candidates = []
         usage: dict[str, Any] = {}
-        for prop in state.get("proposals") or []:
+        for index, prop in enumerate(state.get("proposals") or []):
             cand: dict[str, Any] = {
                 "layer": prop["layer"],
                 "patch": prop.get("patch"),
@@ -507,7 +540,14 @@ def create_optimizer(
                 cand["reason"] = "the patch changes nothing"
                 candidates.append(cand)
                 continue
-            dry = run_eval(new_spec, [probe], ann_phase="dry_run")
+            dry = run_eval(
+                new_spec,
+                [probe],
+                ann_phase="dry_run",
+                ann_epoch=state["epoch"],
+                ann_step=state["step"],
+                ann_candidate=f"{state['global_step']}.{index}",
+            )
             usage = _add_usage(usage, _usage_of(dry))
             if dry.results[0].error:
                 cand["reason"] = f"dry run failed: {dry.results[0].error}"
@@ -523,13 +563,15 @@ def create_optimizer(
     def evaluate_candidate(state: OptimizerState) -> dict[str, Any]:
         out = []
         usage: dict[str, Any] = {}
-        for cand in state["candidates"]:
+        for index, cand in enumerate(state["candidates"]):
             if cand["valid"]:
                 report = run_eval(
                     GraphSpec.model_validate(cand["spec"]),
                     state["val"],
                     ann_phase="validate",
-                    ann_step=state["global_step"],
+                    ann_epoch=state["epoch"],
+                    ann_step=state["step"],
+                    ann_candidate=f"{state['global_step']}.{index}",
                 )
                 usage = _add_usage(usage, _usage_of(report))
                 cand = {
@@ -625,6 +667,7 @@ def create_optimizer(
             "global_step": state["global_step"],
             "skipped": skipped,
             "minibatch": batch.get("mean"),
+            "trace_source": batch.get("trace_source"),
             "examples": [r["id"] for r in batch.get("results", [])],
             "gradient": state.get("gradient") or {},
             "candidates": [
