@@ -64,6 +64,18 @@ class TrainResult(BaseModel):
     wall_time_s: float
 
 
+def _config_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a resumed run's options differ from the saved ones.
+
+    An option added in a later version, absent from the saved run, counts as unchanged while it
+    keeps its default (so upgrading the package does not strand older run directories).
+    """
+    defaults = OptimizerConfig().model_dump(mode="json")
+    return any((old[k] if k in old else defaults.get(k)) != v for k, v in new.items()) or any(
+        k not in new for k in old
+    )
+
+
 def _dataset_hash(rows: list[dict[str, Any]]) -> str:
     text = json.dumps(rows, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -159,9 +171,9 @@ def train(
                 "or choose another run directory"
             )
         old = json.loads(run_file.read_text())
-        changed = [
-            k for k in ("spec_fingerprint", "train", "val", "config") if old.get(k) != meta[k]
-        ]
+        changed = [k for k in ("spec_fingerprint", "train", "val") if old.get(k) != meta[k]]
+        if _config_changed(old.get("config") or {}, meta["config"]):
+            changed.append("config")
         meta["created"] = old.get("created")
         if changed:
             raise RunDirError(

@@ -277,3 +277,43 @@ def test_schema_placeholder_text_is_rejected_by_format_validation(tmp_path, op, 
     assert cands and all(not c["valid"] and fragment in c["reason"] for c in cands)
     assert result.best_spec.fingerprint == solver_spec().fingerprint
     assert all("val_score" not in c for c in cands)
+
+
+def test_a_critic_that_blames_nothing_falls_back_to_the_output_layer(tmp_path):
+    """Failing examples and an empty blame list: the last layer is repaired, with the feedback."""
+    patch = {
+        "rationale": "be explicit",
+        "ops": [
+            {"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "Add one. MAGIC."}
+        ],
+    }
+    silent = {"summary": "hard to say", "blame": []}
+    opt = ScriptedChatModel(rules=[(r"global critic", silent), (r"repair one layer", patch)])
+    result = run(tmp_path, opt)
+    first = result.history[0]
+    assert first["gradient"]["fallback"] is True
+    assert [b["layer"] for b in first["gradient"]["blame"]] == ["solve"]
+    assert "expected" in first["gradient"]["blame"][0]["reason"]  # the metric's feedback
+    assert result.best_score == 1.0
+    repair = [c["text"] for c in opt.calls if "repair one layer" in c["text"]]
+    assert repair and "critic named no layer" in repair[0]
+    # the fallback can be turned off: then nothing is repaired
+    off = run(
+        tmp_path / "off",
+        ScriptedChatModel(rules=[(r"global critic", silent)]),
+        config=OptimizerConfig(fallback_blame=False),
+    )
+    assert all(r["gradient"]["error"] == "the critic blamed no layer" for r in off.history)
+    assert all(r["candidates"] == [] for r in off.history)
+
+
+def test_resume_accepts_a_run_saved_before_an_option_existed_but_not_a_changed_option(tmp_path):
+    run(tmp_path, optimizer("Add one. MAGIC."))
+    run_file = tmp_path / "run" / "run.json"
+    saved = json.loads(run_file.read_text())
+    del saved["config"]["fallback_blame"]  # as written by a version without that option
+    run_file.write_text(json.dumps(saved))
+    again = run(tmp_path, optimizer("Add one. MAGIC."), resume=True)
+    assert again.best_score == 1.0
+    with pytest.raises(RunDirError, match="config"):
+        run(tmp_path, optimizer("x"), resume=True, config=OptimizerConfig(min_delta=0.5))

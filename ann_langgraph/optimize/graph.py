@@ -83,6 +83,9 @@ class OptimizerConfig(BaseModel):
         description="Stop after this many epochs without a committed improvement.",
     )
     max_blamed_layers: int = Field(default=3, ge=1)
+    # a critic that answers but blames no layer while examples fail (small models do this
+    # often) wastes the step; blame the output layer with the metric's feedback instead
+    fallback_blame: bool = True
     local_weight: float = Field(
         default=0.5,
         ge=0,
@@ -442,6 +445,16 @@ def create_optimizer(
                     seen.add(blame["layer"])
                     gradient["blame"].append(blame)
             gradient["summary"] = value.get("summary", "")
+            if not gradient["blame"] and failing and cfg.fallback_blame:
+                feedback = next((r.get("feedback") for r in failing if r.get("feedback")), "")
+                gradient["blame"] = [
+                    {
+                        "layer": spec.layers[-1].name,
+                        "reason": "the critic named no layer; this layer writes the final "
+                        f"answer, which the metric rejects: {feedback}".strip(),
+                    }
+                ]
+                gradient["fallback"] = True
             if not gradient["blame"]:
                 gradient["error"] = "the critic blamed no layer"
         emit("critic", blame=[b["layer"] for b in gradient["blame"]], error=gradient["error"])
