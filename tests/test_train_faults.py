@@ -211,6 +211,26 @@ def _without_usage(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "usage"} for row in history]
 
 
+@pytest.fixture
+def builtin_aggregators_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faults are seeded by prompt content, and prompts list the registered aggregators: keep
+    aggregators other tests register on import (``evals.baselines``' ``tool_vote``) out."""
+    from ann_langgraph.aggregators import registry
+
+    registry.aggregator_names()  # loads the built-ins
+    builtins = {
+        "sequential_cot",
+        "parallel_vote",
+        "tool_pipeline",
+        "debate",
+        "self_refine",
+        "dynamic",
+    }
+    kept = {k: v for k, v in registry._REGISTRY.items() if k in builtins}
+    monkeypatch.setattr(registry, "_REGISTRY", kept)
+
+
+@pytest.mark.usefixtures("builtin_aggregators_only")
 def test_training_survives_faulty_models_retrying_or_recording_every_fault(tmp_path, fast_retries):
     executor, optimizer, ex_faults, op_faults = models()
     result = run(tmp_path / "run", executor, optimizer)
