@@ -732,11 +732,20 @@ def eval_command(
             "--out", "-o", help="Results folder (default: runs/eval-<spec>-<data>-<time>)."
         ),
     ] = None,
+    langsmith_experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--langsmith-experiment",
+            help="Record the run as a LangSmith experiment with this name (needs --dataset "
+            "langsmith:<name> and LANGSMITH_API_KEY).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
     from .cache import SQLiteLLMCache
     from .evaluate import evaluate
+    from .langsmith_io import LangSmithError
     from .tracing import save_records
 
     evals = _evals_module()
@@ -796,8 +805,9 @@ def eval_command(
             cache=cache,
             progress=not json_output,
             metadata={"ann_eval": data_label},
+            experiment=langsmith_experiment,
         )
-    except (ModelError, SpecError, LocalModelError) as exc:
+    except (ModelError, SpecError, LocalModelError, LangSmithError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted (nothing written)", 130) from None

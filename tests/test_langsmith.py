@@ -396,3 +396,33 @@ def test_ann_run_traces_to_its_own_project(standin):
     assert len(llm) == len(model.calls) > 0
     assert all(_meta(r)["ann_spec"] == spec.fingerprint for r in runs)
     assert len({_meta(r)["ann_run_id"] for r in runs}) == 1
+
+
+def test_cli_eval_records_a_langsmith_experiment(standin, tmp_path):
+    ds_id = standin.add_dataset("qa", QA)
+    ann.register_model("test-langsmith-eval", lambda: ScriptedChatModel(default="3"), replace=True)
+    result = CliRunner().invoke(
+        app,
+        [
+            *["eval", "graphs/cities.yaml", "--dataset", "langsmith:qa", "--metric", "exact_match"],
+            *["-m", "test-langsmith-eval", "--langsmith-experiment", "cli-exp", "--json"],
+            *["--out", str(tmp_path / "out")],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    session = standin.session_named("cli-exp")
+    assert session and session["reference_dataset_id"] == ds_id
+    roots = [r for r in standin.runs_in("cli-exp") if r.get("parent_run_id") is None]
+    assert {r["reference_example_id"] for r in roots} == set(standin.examples)
+    assert sorted(f["score"] for f in standin.feedback) == [0.0, 0.0, 1.0]
+    # an experiment needs a LangSmith dataset: a local file is a one-line error, exit 2
+    local = tmp_path / "rows.jsonl"
+    local.write_text('{"input": "What is 1+2?", "target": "3"}\n')
+    bad = CliRunner().invoke(
+        app,
+        [
+            *["eval", "graphs/cities.yaml", "--dataset", str(local), "-m", "test-langsmith-eval"],
+            *["--langsmith-experiment", "x", "--out", str(tmp_path / "bad")],
+        ],
+    )
+    assert bad.exit_code == 2 and "langsmith:<name>" in bad.output
