@@ -8,10 +8,12 @@ checkout; it is never copied into the repository.
 
 from __future__ import annotations
 
+import gzip
 import importlib
+import json
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,27 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
         "no benchmark data found: pass --data-dir, set ANN_DATA_DIR, or place the datasets "
         f"at ../shared/datasets (looked in {', '.join(tried)})"
     )
+
+
+def iter_jsonl(path: Path, *, what: str = "benchmark") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL (or ``.jsonl.gz``) file.
+
+    A missing file is a ``DataNotFoundError`` naming ``what``; a bad line a ``ValueError``
+    naming ``file:line``.
+    """
+    if not path.is_file():
+        raise DataNotFoundError(f"{what} file {str(path)!r} does not exist")
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, row
 
 
 def seeded_split(

@@ -17,7 +17,6 @@ with a fixed rubric; the score is their mean mapped to 0-1 ((mean - 1) / 9).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import unicodedata
@@ -31,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from ann_langgraph.metrics import Metric, Score
 
-from .base import Benchmark, DataNotFoundError, Example, seeded_split
+from .base import Benchmark, Example, iter_jsonl, seeded_split
 
 __all__ = [
     "BENCHMARK",
@@ -61,16 +60,8 @@ def _task_text(topic: str, questions: list[str]) -> str:
 def load_all(data_dir: Path) -> list[Example]:
     """All 100 rows in file order, ids ``trivia-000`` ... ``trivia-099``."""
     path = data_dir / FOLDER / FILE
-    if not path.is_file():
-        raise DataNotFoundError(f"Trivia Creative Writing file {str(path)!r} does not exist")
     examples: list[Example] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    for lineno, row in iter_jsonl(path, what="Trivia Creative Writing"):
         questions, answers = row.get("questions"), row.get("answers")
         if not isinstance(questions, list) or not isinstance(answers, list):
             raise ValueError(f"{path}:{lineno}: 'questions' and 'answers' must be lists")

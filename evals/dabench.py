@@ -14,7 +14,6 @@ fraction right.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from ann_langgraph.metrics import Metric, Score
 
-from .base import Benchmark, DataNotFoundError, Example, seeded_split
+from .base import Benchmark, DataNotFoundError, Example, iter_jsonl, seeded_split
 
 __all__ = [
     "BENCHMARK",
@@ -54,16 +53,7 @@ INSTRUCTION = (
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataNotFoundError(f"DABench file {str(path)!r} does not exist")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-    return rows
+    return [row for _, row in iter_jsonl(path, what="DABench")]
 
 
 def _task_text(q: dict[str, Any]) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from ann_langgraph.metrics import Metric, numeric_match
 
-from .base import Benchmark, DataNotFoundError, Example, seeded_split
+from .base import Benchmark, Example, iter_jsonl, seeded_split
 
 VAL_SIZE = 200
 SEED = 0
@@ -18,21 +17,7 @@ _FINAL = re.compile(r"####\s*(.+?)\s*$")
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file; a missing file or a bad line is a clear error."""
-    if not path.is_file():
-        raise DataNotFoundError(f"benchmark file {str(path)!r} is missing")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object")
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def final_number(solution: str) -> str:

@@ -9,8 +9,6 @@ model's function, the problem's ``test`` and ``check(entry_point)`` as one progr
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import re
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 from ann_langgraph.answers import extract_answer
 from ann_langgraph.metrics import Metric, Score, as_score, code_passes_tests
 
-from .base import Benchmark, DataNotFoundError, Example, seeded_split
+from .base import Benchmark, DataNotFoundError, Example, iter_jsonl, seeded_split
 
 __all__ = ["BENCHMARK", "HUMANEVAL_FILE_ENV", "humaneval_metric", "load_problems"]
 
@@ -36,20 +34,12 @@ _FIELDS = ("task_id", "prompt", "entry_point", "test")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            missing = [f for f in _FIELDS if not isinstance(row.get(f), str)]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing HumanEval field(s) {missing}")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, what="HumanEval"):
+        missing = [f for f in _FIELDS if not isinstance(row.get(f), str)]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing HumanEval field(s) {missing}")
+        rows.append(row)
     return rows
 
 

@@ -30,7 +30,7 @@ def format_question(question: str, options: list[str]) -> str:
 def read_csv(path: Path) -> list[Example]:
     """One example per row of a header-less 6-column MMLU csv."""
     if not path.is_file():
-        raise DataNotFoundError(f"benchmark file {str(path)!r} is missing")
+        raise DataNotFoundError(f"benchmark file {str(path)!r} does not exist")
     out = []
     with path.open(encoding="utf-8", newline="") as fh:
         for i, row in enumerate(csv.reader(fh)):

@@ -156,7 +156,7 @@ def test_written_down_splits_alias_and_spec(name):
 
 @pytest.mark.parametrize("name", OURS)
 def test_missing_files_are_clear_errors(name, tmp_path):
-    with pytest.raises(DataNotFoundError, match="is missing"):
+    with pytest.raises(DataNotFoundError, match="does not exist"):
         get_benchmark(name).load("dev", data_dir=tmp_path)
 
 

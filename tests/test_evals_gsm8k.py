@@ -80,10 +80,10 @@ def test_loader_on_a_small_folder_and_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"test-dev.jsonl: row 0: .*####"):
         BENCH.load("dev", data_dir=tmp_path)
     (tmp_path / "gsm8k" / "test-dev.jsonl").write_text('{"question": "q"\n')
-    with pytest.raises(ValueError, match=r"test-dev.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match=r"test-dev.jsonl:1: invalid JSON"):
         BENCH.load("dev", data_dir=tmp_path)
     (tmp_path / "gsm8k" / "test-dev.jsonl").unlink()
-    with pytest.raises(DataNotFoundError, match=r"test-dev.jsonl.* is missing"):
+    with pytest.raises(DataNotFoundError, match=r"test-dev.jsonl.* does not exist"):
         BENCH.load("dev", data_dir=tmp_path)
 
 
