@@ -55,7 +55,8 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     tried = []
     for base in (Path.cwd(), REPO_ROOT):
         path = (base / ".." / "shared" / "datasets").resolve()
-        tried.append(str(path))
+        if str(path) not in tried:
+            tried.append(str(path))
         if path.is_dir():
             return path
     raise DataNotFoundError(
