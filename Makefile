@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not local_model"
+	$(PY) -m pytest -m "not local_model and not langgraph_dev"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples
