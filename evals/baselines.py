@@ -16,14 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.graph import StateGraph
 
 from ann_langgraph.aggregators import LayerContext, register_aggregator
-from ann_langgraph.aggregators.base import LayerInput, LayerOutput, LayerState
 from ann_langgraph.aggregators.registry import aggregator_names
 from ann_langgraph.aggregators.tool_pipeline import tool_loop
-from ann_langgraph.aggregators.vote import VOTE_NODE, tally
+from ann_langgraph.aggregators.vote import build_vote
 from ann_langgraph.cache import sample_scope
 from ann_langgraph.spec import AgentSpec, GraphSpec
 from ann_langgraph.tools import get_tool
@@ -52,42 +50,20 @@ COT_PROMPT = "Think step by step: reason through the task carefully, then give t
 TOOLS_HINT = "You may call the tools available to you ({tools}) to compute or check things."
 
 
-def _build_tool_vote(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
-    """``parallel_vote`` whose voters each run a tool loop (sample index = voter index)."""
-    builder = StateGraph(LayerState, input_schema=LayerInput, output_schema=LayerOutput)
-    agents = ctx.layer.agents
+def _tool_voter(ctx: LayerContext, agent: AgentSpec, index: int) -> Callable[..., dict[str, Any]]:
     tools = [get_tool(name) for name in ctx.layer.tools]
 
-    def voter(agent: AgentSpec, index: int) -> Callable[..., dict[str, Any]]:
-        def run_voter(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-            with sample_scope(index):
-                reply = tool_loop(
-                    ctx, agent, ctx.messages(agent, payload["layer_text"]), tools, config
-                )
-            return {"steps": [{"agent": agent.id, "index": index, "text": reply}]}
+    def run_voter(payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        with sample_scope(index):
+            reply = tool_loop(ctx, agent, ctx.messages(agent, payload["layer_text"]), tools, config)
+        return {"steps": [{"agent": agent.id, "index": index, "text": reply}]}
 
-        return run_voter
+    return run_voter
 
-    def fan_out(state: LayerState) -> list[Send]:
-        text = ctx.layer_input(state)
-        return [Send(agent.id, {"layer_text": text}) for agent in agents]
 
-    def vote(state: LayerState, config: RunnableConfig) -> dict[str, Any]:
-        winner, decision = tally(ctx, state.get("steps") or [], config, ctx.layer_input(state))
-        return {**ctx.finish(winner["text"]), "decision": decision}
-
-    for i, agent in enumerate(agents):
-        builder.add_node(
-            agent.id,
-            voter(agent, i),
-            metadata=ctx.metadata(agent.id),
-            retry_policy=ctx.retry_policy(),
-        )
-        builder.add_edge(agent.id, VOTE_NODE)
-    builder.add_conditional_edges(START, fan_out, [a.id for a in agents])
-    builder.add_node(VOTE_NODE, vote, defer=True, metadata=ctx.metadata(VOTE_NODE, record=True))
-    builder.add_edge(VOTE_NODE, END)
-    return builder
+def _build_tool_vote(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
+    """``parallel_vote`` whose voters each run a tool loop (sample index = voter index)."""
+    return build_vote(ctx, make_voter=_tool_voter)
 
 
 if TOOL_VOTE not in aggregator_names():

@@ -89,7 +89,14 @@ def voter(ctx: LayerContext, agent: AgentSpec, index: int) -> Callable[..., dict
     return run_voter
 
 
-def build_vote(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
+VoterFactory = Callable[[LayerContext, AgentSpec, int], Callable[..., dict[str, Any]]]
+
+
+def build_vote(
+    ctx: LayerContext, *, make_voter: VoterFactory = voter
+) -> StateGraph[Any, Any, Any, Any]:
+    """Send fan-out to every agent, then a deferred tally. ``make_voter(ctx, agent, index)``
+    builds each voter node (variants, e.g. voters with their own tool loop, swap it)."""
     builder = StateGraph(LayerState, input_schema=LayerInput, output_schema=LayerOutput)
     agents = ctx.layer.agents
 
@@ -105,7 +112,7 @@ def build_vote(ctx: LayerContext) -> StateGraph[Any, Any, Any, Any]:
     for i, agent in enumerate(agents):
         builder.add_node(
             agent.id,
-            voter(ctx, agent, i),
+            make_voter(ctx, agent, i),
             metadata=ctx.metadata(agent.id),
             retry_policy=ctx.retry_policy(),
         )
