@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,3 +35,16 @@ def three_layer_spec() -> GraphSpec:
         ],
         answer_format="last_number",
     )
+
+
+def benchmark_folder(name: str) -> Path:
+    """The shared datasets folder holding ``name``; skips the test, saying why, when absent."""
+    from evals.base import DataNotFoundError, resolve_data_dir
+
+    try:
+        path = resolve_data_dir()
+    except DataNotFoundError as exc:
+        pytest.skip(f"benchmark datasets not available: {exc}")
+    if not (path / name).is_dir():
+        pytest.skip(f"no {name} folder in {path}")
+    return path

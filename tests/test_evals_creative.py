@@ -12,7 +12,7 @@ from langchain_core.messages import BaseMessage
 import ann_langgraph as ann
 from ann_langgraph.evaluate import evaluate
 from ann_langgraph.testing import ScriptedChatModel
-from evals import DataNotFoundError, get_benchmark, resolve_data_dir
+from evals import get_benchmark
 from evals.creative_writing import (
     JUDGE_ENV,
     answers_metric,
@@ -20,6 +20,8 @@ from evals.creative_writing import (
     load_all,
     normalize_text,
 )
+
+from .conftest import benchmark_folder
 
 BENCH = get_benchmark("creative-writing")
 EXAMPLE = {
@@ -33,13 +35,7 @@ EXAMPLE = {
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    try:
-        path = resolve_data_dir()
-    except DataNotFoundError as exc:
-        pytest.skip(f"benchmark datasets not available: {exc}")
-    if not (path / "creative-writing").is_dir():
-        pytest.skip(f"no creative-writing folder in {path}")
-    return path
+    return benchmark_folder("creative-writing")
 
 
 def test_loader_and_splits(data_dir: Path) -> None:

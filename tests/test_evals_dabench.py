@@ -18,8 +18,10 @@ from ann_langgraph.sandbox import (
     python_tool,
 )
 from ann_langgraph.testing import ScriptedChatModel, tool_call_message
-from evals import DataNotFoundError, get_benchmark, resolve_data_dir
+from evals import DataNotFoundError, get_benchmark
 from evals.dabench import dabench_metric, load_all, parse_answers, sub_question_accuracy
+
+from .conftest import benchmark_folder
 
 BENCH = get_benchmark("dabench")
 MEAN_FARE_CODE = (
@@ -31,13 +33,7 @@ MEAN_FARE_CODE = (
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    try:
-        path = resolve_data_dir()
-    except DataNotFoundError as exc:
-        pytest.skip(f"benchmark datasets not available: {exc}")
-    if not (path / "dabench").is_dir():
-        pytest.skip(f"no dabench folder in {path}")
-    return path
+    return benchmark_folder("dabench")
 
 
 def ex(*pairs: tuple[str, str], **extra: Any) -> dict[str, Any]:
