@@ -511,7 +511,10 @@ def train_command(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Token budget.")] = None,
     max_calls: Annotated[int | None, typer.Option("--max-calls", help="Paid-call budget.")] = None,
     max_usd: Annotated[float | None, typer.Option("--max-usd", help="Cost budget (USD).")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Examples evaluated at once.")] = 4,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Examples evaluated at once [default: 1 on local, else 4]."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the projected calls/tokens/cost and exit.")
     ] = False,
@@ -719,7 +722,10 @@ def eval_command(
         typer.Option("--data-dir", help="Benchmark data folder (default: $ANN_DATA_DIR, ...)."),
     ] = None,
     model: ModelOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Examples run at once.")] = 4,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Examples run at once [default: 1 on local, else 4]."),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds per example before it counts as failed.")
     ] = 300.0,
@@ -744,7 +750,7 @@ def eval_command(
 ) -> None:
     """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
     from .cache import SQLiteLLMCache
-    from .evaluate import evaluate
+    from .evaluate import default_concurrency, evaluate
     from .langsmith_io import LangSmithError
     from .tracing import save_records
 
@@ -800,7 +806,7 @@ def eval_command(
             rows,
             score,
             models=models,
-            concurrency=concurrency,
+            concurrency=concurrency or default_concurrency(spec, models, otherwise=4),
             timeout_s=timeout,
             cache=cache,
             progress=not json_output,

@@ -31,6 +31,7 @@ import asyncio
 import json
 import math
 import random
+import sys
 import threading
 import time
 import uuid
@@ -56,7 +57,7 @@ from .langsmith_io import (
     new_run_id,
 )
 from .metrics import Metric, Score, as_score, get_metric, metric_name
-from .models import ModelsArg
+from .models import ModelResolver, ModelsArg
 from .pricing import Price, cost_usd
 from .sandbox import FILES_CONFIG_KEY
 from .spec import GraphSpec
@@ -67,10 +68,12 @@ __all__ = [
     "ExampleResult",
     "aevaluate",
     "confidence_interval",
+    "default_concurrency",
     "evaluate",
     "load_dataset",
 ]
 
+DEFAULT_CONCURRENCY = 8  # examples at once on provider models (the embedded one gets 1)
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -309,6 +312,21 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= _ERROR_LIMIT else text[:_ERROR_LIMIT] + "...[truncated]"
 
 
+def default_concurrency(
+    spec_or_graph: Any, models: ModelsArg = None, *, otherwise: int = DEFAULT_CONCURRENCY
+) -> int:
+    """Examples to run at once when the caller does not say: 1 on the embedded model only.
+
+    The embedded server answers one request at a time, so examples run side by side only wait
+    for each other, and that wait counts against each example's timeout: a many-call spec times
+    out at 4 at once where it finishes at 1, for the same total time. Compiled graphs, whose
+    models cannot be inspected, get ``otherwise``.
+    """
+    if not isinstance(spec_or_graph, GraphSpec):
+        return otherwise
+    return 1 if ModelResolver(spec_or_graph, models).only_embedded() else otherwise
+
+
 def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | None) -> Any:
     if isinstance(spec_or_graph, GraphSpec | str | Path | dict):
         from .compile import compile_graph
@@ -346,6 +364,46 @@ def _output_text(out: Any) -> str:
     raise ValueError(f"the graph returned no 'output' (got: {got})")
 
 
+class _PlainProgress:
+    """Progress for logs: a line on stderr at most every ``every_s`` seconds, and at the end.
+
+    A rich bar is invisible when stderr is not a terminal (nohup, CI), and an hour-long
+    evaluation that prints nothing looks hung.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.started = self.last = time.monotonic()
+        self.done = self.total = 0
+
+    def __enter__(self) -> _PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, _name: str, *, total: int, **_fields: Any) -> int:
+        self.total = total
+        return 0
+
+    def update(self, _task: int, *, advance: int, mean: float, errors: int) -> None:
+        self.done += advance
+        now = time.monotonic()
+        if now - self.last < self.every_s and self.done < self.total:
+            return
+        self.last = now
+        elapsed = int(now - self.started)
+        print(
+            f"eval {self.done}/{self.total}  mean {mean:.3f}  errors {errors}  "
+            f"elapsed {elapsed // 60}m{elapsed % 60:02d}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+PLAIN_PROGRESS_EVERY_S = 60.0
+
+
 def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import (
@@ -357,6 +415,8 @@ def _progress(enabled: bool) -> Any:
     )
 
     console = Console(stderr=True)
+    if enabled and not console.is_terminal:
+        return _PlainProgress(PLAIN_PROGRESS_EVERY_S)
     return Progress(
         TextColumn("eval"),
         BarColumn(),
@@ -365,7 +425,7 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not (enabled and console.is_terminal),
+        disable=not enabled,
     )
 
 
@@ -375,7 +435,7 @@ async def aevaluate(
     metric: Metric | str,
     *,
     models: ModelsArg = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     timeout_s: float | None = 300.0,
     cache: BaseCache | None = None,
     progress: bool = True,
@@ -390,7 +450,7 @@ async def aevaluate(
     Sync graph nodes run in the loop's default executor: give your loop one with enough
     threads for ``concurrency`` examples times their parallel agents (``evaluate`` does).
     """
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if timeout_s is not None and timeout_s <= 0:
         raise ValueError("timeout_s must be positive (or None for no timeout)")
@@ -400,6 +460,8 @@ async def aevaluate(
         from .compile import _coerce_spec
 
         spec_or_graph = _coerce_spec(spec_or_graph)
+    if concurrency is None:
+        concurrency = default_concurrency(spec_or_graph, models)
     graph = _resolve_graph(spec_or_graph, models, cache)
     recorder = recorder if recorder is not None else TraceRecorder()
     before = {r.run_id for r in recorder.records}
@@ -618,7 +680,7 @@ def evaluate(
     metric: Metric | str,
     *,
     models: ModelsArg = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     timeout_s: float | None = 300.0,
     cache: BaseCache | None = None,
     progress: bool = True,
@@ -636,11 +698,13 @@ def evaluate(
     example's optional ``files`` (``{name: host path}``) go into the invoke's
     ``configurable`` so the ``python`` tool finds them in its sandbox's working directory.
     ``metric``: a metric function or a registered metric name. At most ``concurrency``
-    examples run at once (also each invoke's ``max_concurrency``); each gets ``timeout_s``
-    seconds. Every invoke carries ``config={"callbacks": [recorder, ...], "metadata":
-    {**metadata, "ann_example_id": id}}``, so the records name their example. ``prices``
-    extends the price table (``ann_langgraph.pricing``). Shows a transient progress bar on a
-    terminal unless ``progress=False``. Each example's root run id is ``ExampleResult.run_id``.
+    examples run at once (also each invoke's ``max_concurrency``; default
+    :func:`default_concurrency`); each gets ``timeout_s`` seconds. Every invoke carries
+    ``config={"callbacks": [recorder, ...], "metadata": {**metadata, "ann_example_id": id}}``,
+    so the records name their example. ``prices`` extends the price table
+    (``ann_langgraph.pricing``). Shows a transient progress bar on a terminal, or a plain line
+    every minute when stderr is not one, unless ``progress=False``. Each example's root run id
+    is ``ExampleResult.run_id``.
 
     ``langsmith``: ``"auto"`` traces to a new project ``ann-<run id>`` when LangSmith is
     configured (else nothing is sent); a ``LangSmithSession`` traces to its project; ``None``
@@ -676,5 +740,5 @@ def evaluate(
             langsmith=langsmith,
             experiment=experiment,
         ),
-        threads=min(256, max(16, concurrency * 8)),
+        threads=min(256, max(16, (concurrency or DEFAULT_CONCURRENCY) * 8)),
     )

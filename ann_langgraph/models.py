@@ -280,6 +280,26 @@ class ModelResolver:
     def names(self) -> set[str]:
         return set(self._spec.models)
 
+    def only_embedded(self) -> bool:
+        """Whether every model name resolves to the embedded ``"local"`` server.
+
+        That server answers one request at a time, so callers run examples one by one
+        (see ``evaluate.default_concurrency``). Decided without creating any model.
+        """
+        from .local import LocalChatModel
+
+        def embedded(choice: ModelLike) -> bool:
+            if isinstance(choice, ModelConfig):
+                return choice.model == "local"
+            if isinstance(choice, str):
+                return choice == "local"
+            return isinstance(choice, LocalChatModel)
+
+        try:
+            return all(embedded(self._choice(name)) for name in self.names())
+        except ModelError:
+            return False
+
     def model_string(self, name: str) -> str:
         """A readable label for the model behind ``name`` (for traces and the CLI)."""
         return model_label(self._choice(name))

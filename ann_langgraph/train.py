@@ -64,16 +64,23 @@ class TrainResult(BaseModel):
     wall_time_s: float
 
 
+# Options that change how fast a run goes, never what it computes: free to differ on resume.
+_OPERATIONAL = frozenset({"concurrency"})
+
+
 def _config_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether a resumed run's options differ from the saved ones.
 
     An option added in a later version, absent from the saved run, counts as unchanged while it
-    keeps its default (so upgrading the package does not strand older run directories).
+    keeps its default (so upgrading the package does not strand older run directories);
+    ``concurrency`` may change freely (responses are cached and seeded per example).
     """
     defaults = OptimizerConfig().model_dump(mode="json")
-    return any((old[k] if k in old else defaults.get(k)) != v for k, v in new.items()) or any(
-        k not in new for k in old
-    )
+    return any(
+        (old[k] if k in old else defaults.get(k)) != v
+        for k, v in new.items()
+        if k not in _OPERATIONAL
+    ) or any(k not in new for k in old)
 
 
 def _dataset_hash(rows: list[dict[str, Any]]) -> str:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
-from ann_langgraph.evaluate import EvalReport, evaluate
+from ann_langgraph.evaluate import EvalReport, default_concurrency, evaluate
 from ann_langgraph.metrics import Metric
 from ann_langgraph.models import ModelsArg, model_label
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
@@ -69,7 +69,9 @@ class CompareConfig(BaseModel):
     data_dir: str | None = None
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     seed: int = 0
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Examples at once (default: 1 on local, else 4)."
+    )
     timeout_s: float = Field(default=300.0, gt=0)
     cache: bool = True
     samples: int = Field(default=DEFAULT_SAMPLES, ge=1)
@@ -167,12 +169,13 @@ class _Runner:
         return old
 
     def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
+        models = self.models if self.models is not None else self.config.model
         return evaluate(
             spec,
             self.examples,
             self.metric,
-            models=self.models if self.models is not None else self.config.model,
-            concurrency=self.config.concurrency,
+            models=models,
+            concurrency=self.config.concurrency or default_concurrency(spec, models, otherwise=4),
             timeout_s=self.config.timeout_s,
             cache=self.cache,
             progress=self.progress,
@@ -331,7 +334,7 @@ class _Runner:
             metric=self.metric,
             optimizer=cfg.dspy_optimizer,
             seed=cfg.seed,
-            concurrency=cfg.concurrency,
+            concurrency=cfg.concurrency or (1 if cfg.model == "local" else 4),
             out_dir=self.method_dir("dspy"),
             progress=self.progress,
         )
@@ -525,7 +528,10 @@ def main(
         Path | None, typer.Option("--out", "-o", help="Default: runs/compare-<bench>-<time>.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for training and DSPy.")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Examples run at once.")] = 4,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Examples run at once [default: 1 on local, else 4]."),
+    ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per example.")] = 300.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No response cache.")] = False,
     samples: Annotated[int, typer.Option(min=1, help="Self-consistency samples.")] = 5,

@@ -76,9 +76,7 @@ def main(
     try:
         for label, candidate in (("before", spec), ("after", result.best_spec)):
             for split in ("val", "test"):
-                report = ann.evaluate(
-                    candidate, splits[split], score, models=model, cache=cache, concurrency=4
-                )
+                report = ann.evaluate(candidate, splits[split], score, models=model, cache=cache)
                 scores[f"{label}/{split}"] = _row(report)
     finally:
         cache.close()

@@ -17,6 +17,7 @@ from ann_langgraph.evaluate import (
     EvalReport,
     aevaluate,
     confidence_interval,
+    default_concurrency,
     evaluate,
     load_dataset,
 )
@@ -125,6 +126,44 @@ def test_concurrency_bounds_the_overlap(concurrency):
     )
     assert report.mean == 0.75 and len(model.calls) == 4
     assert max_overlap(model, 0.25) == concurrency
+
+
+def test_default_concurrency_is_one_only_when_every_model_is_the_embedded_one():
+    from ann_langgraph.local import LocalChatModel
+    from ann_langgraph.spec import ModelConfig
+
+    spec = one_layer_spec()  # its models table says default: local
+    assert spec.models["default"] == "local"
+    assert default_concurrency(spec) == 1  # decided without starting the server
+    assert default_concurrency(spec, "local") == 1
+    assert default_concurrency(spec, ModelConfig(model="local")) == 1
+    assert default_concurrency(spec, LocalChatModel()) == 1
+    assert default_concurrency(spec, scripted()) == 8
+    assert default_concurrency(spec, "openai:gpt-4o-mini", otherwise=4) == 4
+    two = make_spec(
+        [{"name": "solve", "agents": [agent("s", "Solver"), {**agent("t", "T"), "model": "big"}]}],
+        models={"default": "local", "big": "openai:gpt-4o-mini"},
+    )
+    assert default_concurrency(two) == 8  # one provider model: examples may overlap
+    assert default_concurrency(two, {"big": "local"}) == 1
+    assert default_concurrency(scripted()) == 8  # a compiled graph / non-spec: cannot tell
+
+
+def test_evaluate_without_concurrency_uses_the_default(monkeypatch):
+    import sys
+
+    evaluate_module = sys.modules["ann_langgraph.evaluate"]  # the package exports a function
+    seen = []
+
+    def fake_default(spec, models=None, *, otherwise=8):
+        seen.append(models)
+        return 2
+
+    monkeypatch.setattr(evaluate_module, "default_concurrency", fake_default)
+    model = scripted(sleep_s=0.25)
+    report = evaluate(one_layer_spec(), DATA, "numeric_match", models=model, progress=False)
+    assert report.mean == 0.75 and seen == [model]
+    assert max_overlap(model, 0.25) == 2
 
 
 def test_a_timed_out_example_is_a_failure_and_the_run_completes_without_waiting_for_it():
@@ -346,11 +385,28 @@ def test_evaluate_refuses_a_running_loop_and_aevaluate_works():
     assert report.mean == 0.75 and report.calls == 4
 
 
-def test_progress_bar_on_a_non_terminal_does_not_interfere(capsys):
+def test_progress_on_a_non_terminal_is_plain_lines_on_stderr(capsys, monkeypatch):
+    import sys
+
+    evaluate_module = sys.modules["ann_langgraph.evaluate"]
     report = evaluate(one_layer_spec(), DATA, "numeric_match", models=scripted(), progress=True)
     assert report.mean == 0.75
     captured = capsys.readouterr()
-    assert captured.out == ""
+    assert captured.out == ""  # stdout stays clean for the caller's output
+    # a log gets a line at the end (and at most one a minute before it), never a redrawn bar
+    assert re.fullmatch(r"eval 4/4  mean 0\.750  errors 0  elapsed 0m\d\ds\n", captured.err)
+    monkeypatch.setattr(evaluate_module, "PLAIN_PROGRESS_EVERY_S", 0.0)
+    evaluate(one_layer_spec(), DATA, "numeric_match", models=scripted(), concurrency=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [
+        "eval 1/4",
+        "eval 2/4",
+        "eval 3/4",
+        "eval 4/4",
+    ]
+    assert lines[-1].startswith("eval 4/4  mean 0.750  errors 0")
+    evaluate(one_layer_spec(), DATA, "numeric_match", models=scripted(), progress=False)
+    assert capsys.readouterr().err == ""
 
 
 # -- datasets --------------------------------------------------------------------------------

@@ -317,3 +317,16 @@ def test_resume_accepts_a_run_saved_before_an_option_existed_but_not_a_changed_o
     assert again.best_score == 1.0
     with pytest.raises(RunDirError, match="config"):
         run(tmp_path, optimizer("x"), resume=True, config=OptimizerConfig(min_delta=0.5))
+    # concurrency only changes speed (responses are cached and seeded): free to differ
+    saved["config"]["concurrency"] = 4  # as saved when the default was 4
+    run_file.write_text(json.dumps(saved))
+    assert run(tmp_path, optimizer("Add one. MAGIC."), resume=True).best_score == 1.0
+    assert (
+        run(
+            tmp_path,
+            optimizer("Add one. MAGIC."),
+            resume=True,
+            config=OptimizerConfig(concurrency=2),
+        ).best_score
+        == 1.0
+    )

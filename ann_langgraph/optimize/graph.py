@@ -23,7 +23,7 @@ from langgraph.types import Send, interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..compile import compile_graph
-from ..evaluate import evaluate
+from ..evaluate import default_concurrency, evaluate
 from ..langsmith_io import LangSmithError, LangSmithSession
 from ..metrics import Metric, get_metric
 from ..models import ModelsArg, init_model, llm_retry_policy, model_label
@@ -101,7 +101,11 @@ class OptimizerConfig(BaseModel):
         description="Decay of a layer's earlier critiques when smoothing its gradient.",
     )
     evidence_chars: int = Field(default=6000, ge=500, description="Trace budget per prompt.")
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Examples evaluated at once (default: 1 on the embedded model, else 4).",
+    )
     timeout_s: float = Field(default=300.0, gt=0)
     structured_retries: int = Field(default=1, ge=0)
     review: bool = False
@@ -287,7 +291,7 @@ def create_optimizer(
             examples,
             metric_fn,
             models=models,
-            concurrency=cfg.concurrency,
+            concurrency=cfg.concurrency or default_concurrency(spec, models, otherwise=4),
             timeout_s=cfg.timeout_s,
             cache=cache,
             progress=False,
