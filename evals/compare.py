@@ -198,15 +198,44 @@ class _Runner:
 
     # -- methods -----------------------------------------------------------------------
 
-    def baseline(self, method: str) -> RunSummary:
+    def baseline_spec(self, method: str) -> GraphSpec:
         options: dict[str, Any] = {}
         if method == "cot-sc":
             options = {"samples": self.config.samples, "temperature": self.config.temperature}
-        spec = baseline_spec(method, self.bench, model=self.config.model, **options)
-        return self.spec_method(method, spec, {})
+        return baseline_spec(method, self.bench, model=self.config.model, **options)
+
+    def key_for(self, method: str) -> str:
+        """The key a finished run of ``method`` must carry to be reused for this config."""
+        if method in BASELINES:
+            return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
+        start = load_spec(self.bench.spec_path).fingerprint
+        if method == "ann":
+            return self.key(method, {"spec": start})
+        options = self.train_options()
+        if method == "ann-trained":
+            return self.key(method, {"spec": start, "train": options})
+        options = {**options, "optimizer": self.config.dspy_optimizer}
+        options.pop("optimizer_model")
+        return self.key(method, options)
+
+    def earlier(self, method: str) -> RunSummary | None:
+        """A finished run of ``method`` in this folder that this config would reuse."""
+        found = self.reusable(method, self.key_for(method))
+        self.reused.discard(method)
+        return found
+
+    def table(self, summaries: list[RunSummary]) -> list[RunSummary]:
+        """The methods earlier commands finished in this folder for the same examples, model
+        and options (canonical order), then this command's rows (in the order asked)."""
+        asked = set(self.config.methods)
+        earlier = [self.earlier(m) for m in METHODS if m not in asked]
+        return [row for row in earlier if row is not None] + list(summaries)
+
+    def baseline(self, method: str) -> RunSummary:
+        return self.spec_method(method, self.baseline_spec(method), {})
 
     def spec_method(self, method: str, spec: GraphSpec, details: dict[str, Any]) -> RunSummary:
-        key = self.key(method, {"spec": spec.fingerprint})
+        key = self.key_for(method)
         old = self.reusable(method, key)
         if old is not None:
             return old
@@ -255,8 +284,7 @@ class _Runner:
 
         cfg = self.config
         start = load_spec(self.bench.spec_path)
-        options = self.train_options()
-        key = self.key("ann-trained", {"spec": start.fingerprint, "train": options})
+        key = self.key_for("ann-trained")
         old = self.reusable("ann-trained", key)
         if old is not None:
             return old
@@ -317,9 +345,7 @@ class _Runner:
         from . import dspy_baseline
 
         cfg = self.config
-        options = {**self.train_options(), "optimizer": cfg.dspy_optimizer}
-        options.pop("optimizer_model")
-        key = self.key("dspy", options)
+        key = self.key_for("dspy")
         old = self.reusable("dspy", key)
         if old is not None:
             return old
@@ -417,6 +443,9 @@ def run_compare(
 ) -> CompareResult:
     """Run ``config.methods`` on the same examples and write the table to ``out_dir``.
 
+    The table also holds the methods that earlier commands finished in ``out_dir`` for the
+    same examples, model and options, so adding a method to a comparison keeps the others.
+
     ``models`` (optional) replaces ``config.model`` for the ANN-based methods with a chat model
     object or mapping (tests pass a scripted model); ``config.model`` stays the label.
     Raises for problems with the inputs (unknown benchmark/method/split, missing data); a
@@ -465,15 +494,16 @@ def run_compare(
                 )
                 console.print(f"    [red]{method} failed:[/] {summary.error}", highlight=False)
             summaries.append(summary)
-            _write_outputs(out, config, split, len(examples), facts, summaries)
+            _write_outputs(out, config, split, len(examples), facts, runner.table(summaries))
+        table = runner.table(summaries)
     finally:
         runner.close()
-    md_path, json_path = _write_outputs(out, config, split, len(examples), facts, summaries)
+    md_path, json_path = _write_outputs(out, config, split, len(examples), facts, table)
     return CompareResult(
         config=config,
         split=split,
         n=len(examples),
-        summaries=summaries,
+        summaries=table,
         out_dir=out,
         markdown_path=md_path,
         json_path=json_path,
@@ -489,6 +519,13 @@ def _write_outputs(
     summaries: list[RunSummary],
 ) -> tuple[Path, Path]:
     """Rewrite compare.md/compare.json after every method, so an interrupted run keeps rows."""
+    earlier = [s.method for s in summaries if s.method not in config.methods]
+    if earlier:
+        facts = {
+            **facts,
+            "earlier rows": f"{', '.join(earlier)}: finished by earlier commands into this "
+            "folder with the same examples, model and options",
+        }
     title = f"{config.benchmark}: methods compared on the same {n} examples"
     md = write_text(out / "compare.md", compare_markdown(summaries, title=title, facts=facts))
     payload = {

@@ -273,7 +273,26 @@ def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted
         out_dir=out,
         progress=False,
     )
-    assert more.summaries[0].calls == 12 and len(scripted.calls) == calls + 12
+    assert more.summaries[-1].calls == 12 and len(scripted.calls) == calls + 12
+    # The table keeps what earlier commands finished here (io, cot; not the failed
+    # ann-trained), ahead of this command's row, and says where those rows came from.
+    assert [(s.method, s.status) for s in more.summaries] == [
+        ("io", "ok"),
+        ("cot", "ok"),
+        ("cot-sc", "ok"),
+    ]
+    assert more.summaries[0].model_dump() == by["io"].model_dump()
+    md = (out / "compare.md").read_text()
+    assert "| io | 0.0% |" in md and "| cot-sc |" in md and "| ann-trained |" not in md
+    assert "**earlier rows**: io, cot: finished by earlier commands" in md
+    facts = json.loads((out / "compare.json").read_text())["facts"]
+    assert facts["earlier rows"].startswith("io, cot:")
+    # ... but only for the same options: with 5 samples the 3-sample cot-sc row is not shown.
+    io_only = run_compare(
+        config.model_copy(update={"methods": ["io"]}), out_dir=out, progress=False
+    )
+    assert [s.method for s in io_only.summaries] == ["cot", "io"]
+    assert len(scripted.calls) == calls + 12  # nothing ran again
 
 
 def test_compare_records_a_missing_dspy_extra_as_an_error_row(tmp_path, scripted, monkeypatch):
