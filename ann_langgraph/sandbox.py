@@ -77,6 +77,8 @@ __all__ = [
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
 MAIN_FILE = "main.py"
+#: The working directory's path inside the sandbox's mount namespace (a fresh tmpfs each run).
+SANDBOX_WORKDIR = "/tmp/sandbox"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 #: Everything a fully isolated run applies; anything missing from a run is warned about.
 FULL_ISOLATION = ("netns", "pidns", "mountns", "tmpfs", "readonly-root", "uid", "rlimits")
@@ -480,7 +482,10 @@ def _execute(
     host_dir = tempfile.mkdtemp(prefix="ann-sandbox-")
     try:
         files_bytes = _write_files(host_dir, code, files or {})
-        workdir = f"/tmp/{os.path.basename(host_dir)}" if plan.ns else host_dir
+        # Inside its own namespace /tmp is a fresh tmpfs, so the directory can have a fixed
+        # name: tracebacks and os.getcwd() then read the same on every run (reproducible tool
+        # output, and so prompts that the response cache recognises on a re-run).
+        workdir = SANDBOX_WORKDIR if plan.ns else host_dir
         uid = SANDBOX_UID if plan.drop_uid else None
         cpu = cpu_s if cpu_s is not None else math.ceil(timeout_s) + 1
         nproc = max_processes + _tasks_of_uid(SANDBOX_UID if plan.drop_uid else os.getuid())
@@ -527,7 +532,11 @@ def _execute(
         io = _pump(proc, status_r, stdin, deadline, output_limit)
     finally:
         _remove_tree(host_dir)
-    return _result(plan, io, output_limit, timeout_s, time.monotonic() - start)
+    result = _result(plan, io, output_limit, timeout_s, time.monotonic() - start)
+    if workdir != SANDBOX_WORKDIR:  # no namespace: hide the directory's random name
+        result.stdout = result.stdout.replace(host_dir, ".")
+        result.stderr = result.stderr.replace(host_dir, ".")
+    return result
 
 
 def _write_files(host_dir: str, code: str, files: dict[str, str | bytes]) -> int:

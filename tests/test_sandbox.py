@@ -108,8 +108,26 @@ def test_files_are_provided_and_workdir_removed() -> None:
     assert first == "5 abc 00ff"
     same, workdir = second.split()
     assert same == "True"
-    assert not Path(workdir).exists()
-    assert not Path(tempfile.gettempdir(), Path(workdir).name).exists()
+    if "mountns" in result.isolation:
+        assert workdir == sandbox.SANDBOX_WORKDIR  # inside its own fresh /tmp
+    else:
+        assert workdir == "."  # the host directory's random name is not shown
+    host_dirs = list(Path(tempfile.gettempdir()).glob("ann-sandbox-*"))
+    assert not any((d / "out.txt").exists() for d in host_dirs)  # removed after the run
+
+
+@pytest.mark.parametrize("mode", ["default", "degraded"])
+def test_reports_read_the_same_on_every_run(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tool output goes into prompts: a random path in it would make every re-run a cache miss.
+    if mode == "degraded":
+        weak = sandbox._Plan(None, False, sys.executable, ("rlimits", "clean-env", "tmpdir"))
+        monkeypatch.setattr(sandbox, "_PLAN", weak)
+        monkeypatch.setattr(sandbox, "_WARNED", True)
+    code = "import os\nprint(os.getcwd())\nopen('x.txt', 'w').write('1')\n1/0"
+    first, second = _run(code), _run(code)
+    assert (first.stdout, first.stderr) == (second.stdout, second.stderr)
+    assert "ann-sandbox-" not in first.stdout + first.stderr
+    assert "main.py" in first.stderr and "ZeroDivisionError" in first.stderr
 
 
 def test_bad_file_names_are_rejected() -> None:
