@@ -533,7 +533,7 @@ def _execute(
     finally:
         _remove_tree(host_dir)
     result = _result(plan, io, output_limit, timeout_s, time.monotonic() - start)
-    if workdir != SANDBOX_WORKDIR:  # no namespace: hide the directory's random name
+    if not plan.ns:  # no namespace: hide the host directory's random name
         result.stdout = result.stdout.replace(host_dir, ".")
         result.stderr = result.stderr.replace(host_dir, ".")
     return result
