@@ -156,7 +156,18 @@ class _Runner:
         )
 
     def reusable(self, method: str, key: str) -> RunSummary | None:
-        path = self.method_dir(method) / "summary.json"
+        """The finished run to reuse instead of running ``method`` (noted as reused)."""
+        old = self.finished(method, key)
+        if old is not None:
+            self.reused.add(method)
+        return old
+
+    def summary_path(self, method: str) -> Path:
+        return self.method_dir(method) / "summary.json"
+
+    def finished(self, method: str, key: str) -> RunSummary | None:
+        """The run of ``method`` saved in this folder, if it succeeded under ``key``."""
+        path = self.summary_path(method)
         if not path.exists() or not (self.method_dir(method) / "results.jsonl").exists():
             return None
         try:
@@ -165,7 +176,6 @@ class _Runner:
             return None
         if old.status != "ok" or old.details.get("key") != key:
             return None
-        self.reused.add(method)
         return old
 
     def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
@@ -208,27 +218,24 @@ class _Runner:
         """The key a finished run of ``method`` must carry to be reused for this config."""
         if method in BASELINES:
             return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
+        options = self.train_options()
+        if method == "dspy":  # no starter spec involved
+            options = {**options, "optimizer": self.config.dspy_optimizer}
+            options.pop("optimizer_model")
+            return self.key(method, options)
         start = load_spec(self.bench.spec_path).fingerprint
         if method == "ann":
             return self.key(method, {"spec": start})
-        options = self.train_options()
-        if method == "ann-trained":
-            return self.key(method, {"spec": start, "train": options})
-        options = {**options, "optimizer": self.config.dspy_optimizer}
-        options.pop("optimizer_model")
-        return self.key(method, options)
-
-    def earlier(self, method: str) -> RunSummary | None:
-        """A finished run of ``method`` in this folder that this config would reuse."""
-        found = self.reusable(method, self.key_for(method))
-        self.reused.discard(method)
-        return found
+        return self.key(method, {"spec": start, "train": options})
 
     def table(self, summaries: list[RunSummary]) -> list[RunSummary]:
         """The methods earlier commands finished in this folder for the same examples, model
         and options (canonical order), then this command's rows (in the order asked)."""
         asked = set(self.config.methods)
-        earlier = [self.earlier(m) for m in METHODS if m not in asked]
+        # Only methods with a saved run: their keys may need files (the starter spec) that a
+        # comparison of other methods does not.
+        saved = [m for m in METHODS if m not in asked and self.summary_path(m).exists()]
+        earlier = [self.finished(m, self.key_for(m)) for m in saved]
         return [row for row in earlier if row is not None] + list(summaries)
 
     def baseline(self, method: str) -> RunSummary:
@@ -494,8 +501,8 @@ def run_compare(
                 )
                 console.print(f"    [red]{method} failed:[/] {summary.error}", highlight=False)
             summaries.append(summary)
-            _write_outputs(out, config, split, len(examples), facts, runner.table(summaries))
-        table = runner.table(summaries)
+            table = runner.table(summaries)
+            _write_outputs(out, config, split, len(examples), facts, table)
     finally:
         runner.close()
     md_path, json_path = _write_outputs(out, config, split, len(examples), facts, table)
