@@ -16,6 +16,7 @@ DSPy kept for them (none for entries it stored without usage).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,10 @@ __all__ = ["DSPY_OPTIMIZERS", "DSPyOutcome", "DSPyUnavailable", "dspy_model", "r
 
 DSPY_OPTIMIZERS = ("miprov2", "copro")
 DEFAULT_MAX_TOKENS = 512
+# DSPy aborts an optimizer or evaluation after ``settings.max_errors`` (10) failed examples. A
+# small model fails to write DSPy's output fields on most examples, which would end the run
+# with no row; an unparseable answer should score 0, as it does for the ANN methods.
+UNLIMITED_ERRORS = sys.maxsize
 
 
 class DSPyUnavailable(ImportError):
@@ -177,7 +182,7 @@ def run_dspy(
 
     program = dspy.ChainOfThought(_signature(dspy, bench))
     started = time.perf_counter()
-    with dspy.context(lm=lm):
+    with dspy.context(lm=lm, max_errors=UNLIMITED_ERRORS):
         before = len(lm.history)
         opt = _optimizer(dspy, optimizer, dspy_metric, seed=seed, threads=concurrency)
         trainset, valset = _examples(dspy, train), _examples(dspy, val)

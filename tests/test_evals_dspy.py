@@ -140,3 +140,54 @@ def test_compare_runs_dspy_as_a_method(tmp_path, monkeypatch):
     assert len(read_jsonl(tmp_path / "out" / "methods" / "dspy" / "results.jsonl")) == 3
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "- dspy: dspy copro compiled" in md
+
+
+class OddFailsLM(AdderLM):
+    """Like AdderLM, but answers questions whose first operand is odd with text no DSPy adapter
+    can parse (what the embedded 135M model often writes)."""
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        messages = messages or [{"role": "user", "content": prompt}]
+        sums = re.findall(r"What is (\d+)\+(\d+)\?", messages[-1]["content"])
+        if sums and int(sums[-1][0]) % 2 == 1:
+            message = SimpleNamespace(
+                content="Sure! ```python\nprint(42)\n```", reasoning_content=None, tool_calls=None
+            )
+            return SimpleNamespace(
+                choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
+                usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                model="scripted-dspy",
+            )
+        return super().forward(prompt=prompt, messages=messages, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["copro", "miprov2"])
+def test_unparseable_answers_score_zero_instead_of_aborting_the_run(tmp_path, optimizer):
+    """DSPy stops an optimizer or evaluation after ``max_errors`` (10) failed examples; a small
+    model fails to write DSPy's fields on most, so run_dspy lifts that limit: a failed example
+    scores 0, as in the ANN methods."""
+    bench = _bench(tmp_path)
+    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
+    many = {
+        "train": [
+            {"id": f"train-{i}", "input": f"What is {51 + 2 * i}+{i}?", "target": 51 + 3 * i}
+            for i in range(12)
+        ],
+        "val": rows["val"],
+    }
+    outcome = run_dspy(
+        bench,
+        model="scripted",
+        train=many["train"],
+        val=many["val"],
+        examples=rows["dev"],
+        metric=bench.metric(),
+        optimizer=optimizer,
+        concurrency=1,
+        out_dir=tmp_path / "dspy",
+        lm=OddFailsLM(),
+    )
+    report = outcome.report
+    assert [r.score for r in report.results] == [1.0, 0.0, 1.0]
+    assert report.errors == 1 and "AdapterParseError" in (report.results[1].error or "")
+    assert outcome.details["training"]["calls"] > 12
