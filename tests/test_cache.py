@@ -378,8 +378,10 @@ def test_ledger_counts_paid_calls_outside_any_checkpoint_and_raises_budget_usage
     reopened = SQLiteLLMCache(tmp_path / "c.sqlite")
     assert reopened.spent(since=before)["calls"] == 2
     # a checkpoint that lost a step's usage: the ledger's count and its priced cost win
-    state = {"usage": {"calls": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0},
-             "ledger_since": before}
+    state = {
+        "usage": {"calls": 1, "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0},
+        "ledger_since": before,
+    }
     paid = paid_so_far(reopened, state)
     assert paid["calls"] == 2
     assert paid["cost_usd"] > 0

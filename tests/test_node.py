@@ -107,9 +107,7 @@ def test_messages_adapter_appends_one_ai_message(two_layer_spec):
     # The conversation continues on the same thread: the node reads the *last* human message.
     second = graph.invoke({"messages": [HumanMessage("second question")]}, cfg)
     assert [m.type for m in second["messages"]] == ["human", "ai", "human", "ai"]
-    assert second["messages"][-1].content == (
-        "Finisher says: Drafter says: second question"
-    )
+    assert second["messages"][-1].content == ("Finisher says: Drafter says: second question")
 
 
 def test_messages_adapter_reads_last_human_and_history():
