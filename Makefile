@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples
-	$(VENV)/bin/ruff format --check ann_langgraph evals examples
+	$(VENV)/bin/ruff format --check ann_langgraph evals examples tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

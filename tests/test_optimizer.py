@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -62,7 +63,7 @@ def optimizer(prompt: str) -> ScriptedChatModel:
     )
 
 
-def run(tmp_path, opt, *, epochs=1, **kw):
+def run(tmp_path, opt, *, epochs=1, progress=False, **kw):
     return train(
         solver_spec(),
         train=data(8, "t"),
@@ -73,7 +74,7 @@ def run(tmp_path, opt, *, epochs=1, **kw):
         epochs=epochs,
         batch_size=4,
         run_dir=tmp_path / "run",
-        progress=False,
+        progress=progress,
         **kw,
     )
 
@@ -117,6 +118,21 @@ def test_good_patch_is_committed_with_lineage_and_score_rises(tmp_path):
     assert list((run_dir / "records").glob("step-*.jsonl"))
     report = (run_dir / "report.md").read_text()
     assert "0.500 (v0) -> 1.000 (v1)" in report and "MAGIC" in report
+
+
+def test_progress_in_a_log_is_a_plain_line_per_step(tmp_path, capsys, monkeypatch):
+    """Under nohup or CI (stderr not a terminal) a rich bar prints nothing until the end; an
+    hour of training must show its steps as they finish."""
+    train_module = sys.modules["ann_langgraph.train"]  # the package exports train() as .train
+    monkeypatch.setattr(train_module, "PLAIN_PROGRESS_EVERY_S", 3600.0)  # only step lines
+    result = run(tmp_path, optimizer("Add one. MAGIC."), progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["train 1/2 steps", "train 2/2 steps"]
+    assert "best val 1.000 (v1) | 1 accepted, 0 rejected" in lines[0]
+    assert re.search(r"elapsed 0m\d\ds$", lines[-1])
+    assert len(result.history) == 2
 
 
 def test_harmful_patch_is_rolled_back_and_spec_unchanged(tmp_path):
