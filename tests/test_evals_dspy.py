@@ -90,22 +90,27 @@ def test_usage_counts_tokens_and_treats_replays_as_free():
     assert out["cost_usd"] == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)
 
 
-@pytest.mark.parametrize("optimizer", ["copro"])
-def test_run_dspy_compiles_and_scores_the_same_examples(tmp_path, optimizer):
+def _run(tmp_path: Path, optimizer: str, lm: Any, train: list[dict[str, Any]] | None = None):
+    """run_dspy on the toy benchmark's splits (``train`` replaces its training rows)."""
     bench = _bench(tmp_path)
     rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
-    outcome = run_dspy(
+    return run_dspy(
         bench,
         model="scripted",
-        train=rows["train"],
+        train=rows["train"] if train is None else train,
         val=rows["val"],
         examples=rows["dev"],
         metric=bench.metric(),
         optimizer=optimizer,
         concurrency=1,
         out_dir=tmp_path / "dspy",
-        lm=AdderLM(),
+        lm=lm,
     )
+
+
+@pytest.mark.parametrize("optimizer", ["copro"])
+def test_run_dspy_compiles_and_scores_the_same_examples(tmp_path, optimizer):
+    outcome = _run(tmp_path, optimizer, AdderLM())
     report = outcome.report
     assert [r.id for r in report.results] == ["dev-0", "dev-1", "dev-2"]
     assert report.mean == 1.0 and report.errors == 0, [r.error for r in report.results]
@@ -166,27 +171,11 @@ def test_unparseable_answers_score_zero_instead_of_aborting_the_run(tmp_path, op
     """DSPy stops an optimizer or evaluation after ``max_errors`` (10) failed examples; a small
     model fails to write DSPy's fields on most, so run_dspy lifts that limit: a failed example
     scores 0, as in the ANN methods."""
-    bench = _bench(tmp_path)
-    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
-    many = {
-        "train": [
-            {"id": f"train-{i}", "input": f"What is {51 + 2 * i}+{i}?", "target": 51 + 3 * i}
-            for i in range(12)
-        ],
-        "val": rows["val"],
-    }
-    outcome = run_dspy(
-        bench,
-        model="scripted",
-        train=many["train"],
-        val=many["val"],
-        examples=rows["dev"],
-        metric=bench.metric(),
-        optimizer=optimizer,
-        concurrency=1,
-        out_dir=tmp_path / "dspy",
-        lm=OddFailsLM(),
-    )
+    train = [  # every one fails: more than DSPy's 10 errors in any optimizer phase
+        {"id": f"train-{i}", "input": f"What is {51 + 2 * i}+{i}?", "target": 51 + 3 * i}
+        for i in range(12)
+    ]
+    outcome = _run(tmp_path, optimizer, OddFailsLM(), train)
     report = outcome.report
     assert [r.score for r in report.results] == [1.0, 0.0, 1.0]
     assert report.errors == 1 and "AdapterParseError" in (report.results[1].error or "")
