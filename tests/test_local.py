@@ -216,6 +216,17 @@ def test_invoke_returns_text_usage_and_respects_max_tokens(
     print(f"8-token answer in {elapsed:.2f} s")
 
 
+@local_model
+def test_a_prompt_over_4096_tokens_is_accepted(server: LocalServer, model: LocalChatModel) -> None:
+    """The optimizer's critic prompt on the GSM8K starter is ~4,400 tokens; the server used to
+    refuse it (n_ctx 4096), so training on the embedded model could never propose a patch."""
+    assert server.n_ctx >= 8192
+    evidence = " ".join(f"step {i}: the solver added {i} and {i + 1}." for i in range(235))
+    out = model.invoke(f"{evidence}\nSummarise the steps in one word.", max_tokens=4)
+    usage = out.usage_metadata
+    assert usage is not None and 4096 < usage["input_tokens"] < 8192
+
+
 def test_seed_follows_the_sample_index() -> None:
     """Sample i is drawn with seed + i: repeatable without the cache, distinct per voter."""
     from ann_langgraph.cache import sample_scope
