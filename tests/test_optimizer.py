@@ -323,6 +323,33 @@ def test_a_critic_that_blames_nothing_falls_back_to_the_output_layer(tmp_path):
     assert all(r["candidates"] == [] for r in off.history)
 
 
+def test_a_critic_with_no_usable_answer_falls_back_to_the_output_layer(tmp_path):
+    """A critic whose answer cannot be parsed (twice) still leads to a repair of the last layer;
+    its error stays in the history. Small local critics often fail this way."""
+    patch = {
+        "rationale": "be explicit",
+        "ops": [
+            {"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "Add one. MAGIC."}
+        ],
+    }
+    opt = ScriptedChatModel(
+        rules=[(r"global critic", "no tool call"), (r"repair one layer", patch)]
+    )
+    result = run(tmp_path, opt)
+    first = result.history[0]["gradient"]
+    assert first["error"] and first["attempts"] == 2 and first["fallback"] is True
+    assert [b["layer"] for b in first["blame"]] == ["solve"]
+    assert first["blame"][0]["reason"].startswith("the critic gave no usable answer")
+    assert result.best_score == 1.0
+    off = run(
+        tmp_path / "off",
+        ScriptedChatModel(rules=[(r"global critic", "no tool call")]),
+        config=OptimizerConfig(fallback_blame=False),
+    )
+    assert all(r["gradient"]["error"] and r["candidates"] == [] for r in off.history)
+    assert all(not r["gradient"]["blame"] for r in off.history)
+
+
 def test_resume_accepts_a_run_saved_before_an_option_existed_but_not_a_changed_option(tmp_path):
     run(tmp_path, optimizer("Add one. MAGIC."))
     run_file = tmp_path / "run" / "run.json"

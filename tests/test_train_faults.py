@@ -272,8 +272,9 @@ def test_training_survives_faulty_models_retrying_or_recording_every_fault(tmp_p
     for reason in [*critic_errors, *invalid]:
         assert "no structured answer" in reason or "validation error" in reason, reason
     for row in result.history:
-        if row["gradient"].get("error"):
-            assert row["gradient"]["attempts"] == 2 and row["candidates"] == []
+        if row["gradient"].get("error"):  # a failed critic falls back to the output layer
+            assert row["gradient"]["attempts"] == 2 and row["gradient"]["fallback"] is True
+            assert [b["layer"] for b in row["gradient"]["blame"]] == ["solve"]
     # executor faults that are answers (empty content) are scored, not retried
     empty = [full for kind, _, full in ex_faults.injected if kind == "empty"]
     assert empty and all(ex_faults.requests[full] == 1 for full in empty)

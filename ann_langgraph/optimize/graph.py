@@ -83,8 +83,8 @@ class OptimizerConfig(BaseModel):
         description="Stop after this many epochs without a committed improvement.",
     )
     max_blamed_layers: int = Field(default=3, ge=1)
-    # a critic that answers but blames no layer while examples fail (small models do this
-    # often) wastes the step; blame the output layer with the metric's feedback instead
+    # a critic that blames no layer, or gives no parseable answer, while examples fail (small
+    # models do both often) wastes the step; blame the output layer with the metric's feedback
     fallback_blame: bool = True
     local_weight: float = Field(
         default=0.5,
@@ -449,18 +449,21 @@ def create_optimizer(
                     seen.add(blame["layer"])
                     gradient["blame"].append(blame)
             gradient["summary"] = value.get("summary", "")
-            if not gradient["blame"] and failing and cfg.fallback_blame:
-                feedback = next((r.get("feedback") for r in failing if r.get("feedback")), "")
-                gradient["blame"] = [
-                    {
-                        "layer": spec.layers[-1].name,
-                        "reason": "the critic named no layer; this layer writes the final "
-                        f"answer, which the metric rejects: {feedback}".strip(),
-                    }
-                ]
-                gradient["fallback"] = True
-            if not gradient["blame"]:
-                gradient["error"] = "the critic blamed no layer"
+        if not gradient["blame"] and failing and cfg.fallback_blame:
+            # A small critic often names no layer, or answers with no parseable tool call; the
+            # metric's feedback still says what is wrong with the final answer.
+            feedback = next((r.get("feedback") for r in failing if r.get("feedback")), "")
+            why = "named no layer" if result.value is not None else "gave no usable answer"
+            gradient["blame"] = [
+                {
+                    "layer": spec.layers[-1].name,
+                    "reason": f"the critic {why}; this layer writes the final answer, which "
+                    f"the metric rejects: {feedback}".strip(),
+                }
+            ]
+            gradient["fallback"] = True
+        if result.value is not None and not gradient["blame"]:
+            gradient["error"] = "the critic blamed no layer"
         emit("critic", blame=[b["layer"] for b in gradient["blame"]], error=gradient["error"])
         return {"gradient": gradient, "usage": llm_usage(result.usage)}
 
