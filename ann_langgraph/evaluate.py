@@ -31,7 +31,6 @@ import asyncio
 import json
 import math
 import random
-import sys
 import threading
 import time
 import uuid
@@ -59,6 +58,7 @@ from .langsmith_io import (
 from .metrics import Metric, Score, as_score, get_metric, metric_name
 from .models import ModelResolver, ModelsArg
 from .pricing import Price, cost_usd
+from .progress import PlainLines, rich_bar, stderr_is_terminal
 from .sandbox import FILES_CONFIG_KEY
 from .spec import GraphSpec
 from .tracing import ExecutionRecord, TraceRecorder
@@ -365,15 +365,10 @@ def _output_text(out: Any) -> str:
 
 
 class _PlainProgress:
-    """Progress for logs: a line on stderr at most every ``every_s`` seconds, and at the end.
+    """The evaluation's progress for logs (``progress.PlainLines``), with a bar's interface."""
 
-    A rich bar is invisible when stderr is not a terminal (nohup, CI), and an hour-long
-    evaluation that prints nothing looks hung.
-    """
-
-    def __init__(self, every_s: float) -> None:
-        self.every_s = every_s
-        self.started = self.last = time.monotonic()
+    def __init__(self) -> None:
+        self.lines = PlainLines()
         self.done = self.total = 0
 
     def __enter__(self) -> _PlainProgress:
@@ -388,42 +383,18 @@ class _PlainProgress:
 
     def update(self, _task: int, *, advance: int, mean: float, errors: int) -> None:
         self.done += advance
-        now = time.monotonic()
-        if now - self.last < self.every_s and self.done < self.total:
-            return
-        self.last = now
-        elapsed = int(now - self.started)
-        print(
-            f"eval {self.done}/{self.total}  mean {mean:.3f}  errors {errors}  "
-            f"elapsed {elapsed // 60}m{elapsed % 60:02d}s",
-            file=sys.stderr,
-            flush=True,
+        self.lines.print(
+            f"eval {self.done}/{self.total}  mean {mean:.3f}  errors {errors}  ",
+            milestone=self.done >= self.total,
         )
 
 
-PLAIN_PROGRESS_EVERY_S = 60.0
-
-
 def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    console = Console(stderr=True)
-    if enabled and not console.is_terminal:
-        return _PlainProgress(PLAIN_PROGRESS_EVERY_S)
-    return Progress(
-        TextColumn("eval"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("mean {task.fields[mean]:.3f}  errors {task.fields[errors]}"),
-        TimeElapsedColumn(),
-        console=console,
+    if enabled and not stderr_is_terminal():
+        return _PlainProgress()
+    return rich_bar(
+        "eval",
+        "mean {task.fields[mean]:.3f}  errors {task.fields[errors]}",
         transient=True,
         disable=not enabled,
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,11 +31,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
-from .evaluate import PLAIN_PROGRESS_EVERY_S
 from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
 from .metrics import Metric
 from .models import ModelsArg, model_label
 from .optimize.graph import Budget, OptimizerConfig, create_optimizer, paid_so_far
+from .progress import PlainLines, rich_bar, stderr_is_terminal
 from .spec import GraphSpec, save_spec
 
 __all__ = ["RunDirError", "TrainResult", "train"]
@@ -350,42 +349,23 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 class _Progress:
     """The numbers a person watches during training: a rich bar over steps on a terminal; in a
-    log (nohup, CI) a plain stderr line per finished step and at most one a minute between
-    (a bar is invisible there, and an hour of silence looks hung)."""
+    log a plain line per finished step and at most one a minute between (``progress``)."""
 
     def __init__(self, *, enabled: bool, epochs: int, steps: int) -> None:
         self.enabled = enabled
         self.total = epochs * steps
         self._progress: Any = None
         self._task: Any = None
-        self._plain = False
-        self._started = self._last = time.monotonic()
+        self._plain: PlainLines | None = None
         self._steps_seen = 0
 
     def __enter__(self) -> _Progress:
         if not self.enabled:
             return self
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            self._plain = True
+        if not stderr_is_terminal():
+            self._plain = PlainLines()
             return self
-        self._progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        self._progress = rich_bar("[bold]train[/]", "{task.description}")
         self._progress.__enter__()
         self._task = self._progress.add_task(
             "starting: scoring the starting spec", total=self.total
@@ -397,7 +377,7 @@ class _Progress:
             self._progress.__exit__(*exc)
 
     def update(self, node: str, state: dict[str, Any]) -> None:
-        if self._progress is None and not self._plain:
+        if self._progress is None and self._plain is None:
             return
         history = state.get("history") or []
         accepted = sum(1 for h in history if (h.get("decision") or {}).get("accepted"))
@@ -414,15 +394,9 @@ class _Progress:
         )
         if self._progress is not None:
             self._progress.update(self._task, completed=len(history), description=text)
-            return
-        now = time.monotonic()
-        if len(history) == self._steps_seen and now - self._last < PLAIN_PROGRESS_EVERY_S:
-            return
-        self._steps_seen, self._last = len(history), now
-        elapsed = int(now - self._started)
-        print(
-            f"train {len(history)}/{self.total} steps | {text} | "
-            f"elapsed {elapsed // 60}m{elapsed % 60:02d}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        elif self._plain is not None:
+            finished_a_step = len(history) > self._steps_seen
+            self._steps_seen = len(history)
+            self._plain.print(
+                f"train {len(history)}/{self.total} steps | {text} | ", milestone=finished_a_step
+            )

@@ -386,16 +386,15 @@ def test_evaluate_refuses_a_running_loop_and_aevaluate_works():
 
 
 def test_progress_on_a_non_terminal_is_plain_lines_on_stderr(capsys, monkeypatch):
-    import sys
+    from ann_langgraph import progress as progress_module
 
-    evaluate_module = sys.modules["ann_langgraph.evaluate"]
     report = evaluate(one_layer_spec(), DATA, "numeric_match", models=scripted(), progress=True)
     assert report.mean == 0.75
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout stays clean for the caller's output
     # a log gets a line at the end (and at most one a minute before it), never a redrawn bar
     assert re.fullmatch(r"eval 4/4  mean 0\.750  errors 0  elapsed 0m\d\ds\n", captured.err)
-    monkeypatch.setattr(evaluate_module, "PLAIN_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
     evaluate(one_layer_spec(), DATA, "numeric_match", models=scripted(), concurrency=1)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("  ")[0] for line in lines] == [

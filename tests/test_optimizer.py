@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -123,8 +122,9 @@ def test_good_patch_is_committed_with_lineage_and_score_rises(tmp_path):
 def test_progress_in_a_log_is_a_plain_line_per_step(tmp_path, capsys, monkeypatch):
     """Under nohup or CI (stderr not a terminal) a rich bar prints nothing until the end; an
     hour of training must show its steps as they finish."""
-    train_module = sys.modules["ann_langgraph.train"]  # the package exports train() as .train
-    monkeypatch.setattr(train_module, "PLAIN_PROGRESS_EVERY_S", 3600.0)  # only step lines
+    from ann_langgraph import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 3600.0)  # only step lines
     result = run(tmp_path, optimizer("Add one. MAGIC."), progress=True)
     captured = capsys.readouterr()
     assert captured.out == ""
