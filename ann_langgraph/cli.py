@@ -626,7 +626,7 @@ def train_command(
             resume=resume,
             cache=not no_cache,
             config=config,
-            progress=not json_output and console.is_terminal,
+            progress=not json_output,
             review=ask if review else None,
             trace_source=trace_source,  # type: ignore[arg-type]  # checked above
             langsmith_project=langsmith_project,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -135,6 +136,10 @@ def test_train_command_improves_the_demo_spec_and_writes_the_run_dir(tmp_path):
     assert len(model.calls) > 0
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--resume" in again.output
+    # without --json, in a log (not a terminal), each finished step prints a line on stderr
+    plain = runner.invoke(app, [*args[:-3], "--run-dir", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert re.findall(r"^train (\d)/2 steps \| ", plain.stderr, re.M) == ["1", "2"]
 
 
 def test_train_rejects_bad_inputs_cleanly(tmp_path):
