@@ -593,7 +593,10 @@ def main(
     max_train_calls: Annotated[int | None, typer.Option("--max-train-calls")] = None,
     max_train_usd: Annotated[float | None, typer.Option("--max-train-usd")] = None,
     dspy_optimizer: Annotated[
-        str, typer.Option("--dspy-optimizer", help="miprov2 (light) or copro.")
+        str,
+        typer.Option(
+            "--dspy-optimizer", help="miprov2 (light), copro or bootstrap-rs (demos only)."
+        ),
     ] = "miprov2",
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:

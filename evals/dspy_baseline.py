@@ -32,7 +32,10 @@ from .base import Benchmark
 
 __all__ = ["DSPY_OPTIMIZERS", "DSPyOutcome", "DSPyUnavailable", "dspy_model", "run_dspy"]
 
-DSPY_OPTIMIZERS = ("miprov2", "copro")
+DSPY_OPTIMIZERS = ("miprov2", "copro", "bootstrap-rs")
+# Random-search candidates for bootstrap-rs, beside the zero-shot, labels-only and unshuffled
+# programs it always tries: each costs a bootstrap pass over train and a pass over val.
+BOOTSTRAP_RS_CANDIDATES = 2
 DEFAULT_MAX_TOKENS = 512
 # DSPy aborts an optimizer or evaluation after ``settings.max_errors`` (10) failed examples. A
 # small model fails to write DSPy's output fields on most examples, which would end the run
@@ -131,6 +134,16 @@ def _optimizer(dspy: Any, name: str, metric: Any, *, seed: int, threads: int) ->
         )
     if name == "copro":
         return dspy.COPRO(metric=metric, breadth=3, depth=2)
+    if name == "bootstrap-rs":
+        # Few-shot demos only: no model-written instructions, so it also runs where the model
+        # cannot write the structured answers MIPROv2's and COPRO's proposers parse.
+        return dspy.BootstrapFewShotWithRandomSearch(
+            metric=metric,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=2,
+            num_candidate_programs=BOOTSTRAP_RS_CANDIDATES,
+            num_threads=threads,
+        )
     raise ValueError(f"unknown DSPy optimizer {name!r} (known: {', '.join(DSPY_OPTIMIZERS)})")
 
 
@@ -188,6 +201,8 @@ def run_dspy(
         trainset, valset = _examples(dspy, train), _examples(dspy, val)
         if optimizer == "miprov2":
             compiled = opt.compile(program, trainset=trainset, valset=valset, seed=seed)
+        elif optimizer == "bootstrap-rs":
+            compiled = opt.compile(program, trainset=trainset, valset=valset)
         else:
             compiled = opt.compile(
                 program,

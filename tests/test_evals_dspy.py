@@ -108,7 +108,7 @@ def _run(tmp_path: Path, optimizer: str, lm: Any, train: list[dict[str, Any]] | 
     )
 
 
-@pytest.mark.parametrize("optimizer", ["copro"])
+@pytest.mark.parametrize("optimizer", ["copro", "bootstrap-rs"])
 def test_run_dspy_compiles_and_scores_the_same_examples(tmp_path, optimizer):
     outcome = _run(tmp_path, optimizer, AdderLM())
     report = outcome.report
@@ -166,7 +166,7 @@ class OddFailsLM(AdderLM):
         return super().forward(prompt=prompt, messages=messages, **kwargs)
 
 
-@pytest.mark.parametrize("optimizer", ["copro", "miprov2"])
+@pytest.mark.parametrize("optimizer", ["copro", "miprov2", "bootstrap-rs"])
 def test_unparseable_answers_score_zero_instead_of_aborting_the_run(tmp_path, optimizer):
     """DSPy stops an optimizer or evaluation after ``max_errors`` (10) failed examples; a small
     model fails to write DSPy's fields on most, so run_dspy lifts that limit: a failed example
