@@ -36,6 +36,8 @@ DSPY_OPTIMIZERS = ("miprov2", "copro", "bootstrap-rs")
 # Random-search candidates for bootstrap-rs, beside the zero-shot, labels-only and unshuffled
 # programs it always tries: each costs a bootstrap pass over train and a pass over val.
 BOOTSTRAP_RS_CANDIDATES = 2
+# A provider model's answer cap; on ``local`` the embedded model's own default (256) applies, as
+# for every other method, so all rows are capped alike.
 DEFAULT_MAX_TOKENS = 512
 # DSPy aborts an optimizer or evaluation after ``settings.max_errors`` (10) failed examples. A
 # small model fails to write DSPy's output fields on most examples, which would end the run
@@ -67,10 +69,11 @@ def import_dspy() -> Any:
     return dspy
 
 
-def dspy_model(model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **kwargs: Any) -> Any:
+def dspy_model(model: str, *, max_tokens: int | None = None, **kwargs: Any) -> Any:
     """A ``dspy.LM`` for an ann model string (``local`` starts the embedded server)."""
     dspy = import_dspy()
     if model == "local":
+        from ann_langgraph.local import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS
         from ann_langgraph.local import get_local_server
 
         server = get_local_server()
@@ -78,7 +81,7 @@ def dspy_model(model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **kwargs: An
             f"openai/{server.model_alias}",
             api_base=server.url + "/v1",
             api_key="not-needed",
-            max_tokens=max_tokens,
+            max_tokens=max_tokens or LOCAL_MAX_TOKENS,
             **kwargs,
         )
     provider, sep, name = model.partition(":")
@@ -86,7 +89,7 @@ def dspy_model(model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **kwargs: An
         raise ValueError(
             f"the DSPy baseline needs 'local' or a provider:model string, got {model!r}"
         )
-    return dspy.LM(f"{provider}/{name}", max_tokens=max_tokens, **kwargs)
+    return dspy.LM(f"{provider}/{name}", max_tokens=max_tokens or DEFAULT_MAX_TOKENS, **kwargs)
 
 
 def _signature(dspy: Any, bench: Benchmark) -> Any:

@@ -180,3 +180,22 @@ def test_unparseable_answers_score_zero_instead_of_aborting_the_run(tmp_path, op
     assert [r.score for r in report.results] == [1.0, 0.0, 1.0]
     assert report.errors == 1 and "AdapterParseError" in (report.results[1].error or "")
     assert outcome.details["training"]["calls"] > 12
+
+
+def test_dspy_model_caps_answers_like_the_other_methods(monkeypatch):
+    """On the embedded model DSPy gets the same answer cap as every other method (256), so its
+    row is not paid for with longer answers; provider models get 512."""
+    from ann_langgraph import local
+    from evals.dspy_baseline import DEFAULT_MAX_TOKENS, dspy_model
+
+    fake = SimpleNamespace(model_alias="local", url="http://127.0.0.1:9")
+    monkeypatch.setattr(local, "get_local_server", lambda: fake)
+    embedded = dspy_model("local")
+    assert embedded.model == "openai/local" and embedded.kwargs["api_base"] == fake.url + "/v1"
+    assert embedded.kwargs["max_tokens"] == local.DEFAULT_MAX_TOKENS == 256
+    provider = dspy_model("openai:gpt-4o-mini")
+    assert provider.model == "openai/gpt-4o-mini"
+    assert provider.kwargs["max_tokens"] == DEFAULT_MAX_TOKENS == 512
+    assert dspy_model("local", max_tokens=64).kwargs["max_tokens"] == 64
+    with pytest.raises(ValueError, match="provider:model"):
+        dspy_model("gpt-4o-mini")
