@@ -86,7 +86,14 @@ class CompareConfig(BaseModel):
     max_train_tokens: int | None = Field(default=None, ge=0)
     max_train_calls: int | None = Field(default=None, ge=0)
     max_train_usd: float | None = Field(default=None, ge=0)
-    dspy_optimizer: str = "miprov2"
+    # None: bootstrap-rs on the embedded model (MIPROv2's and COPRO's instruction proposers
+    # crash on its unparseable answers), MIPROv2 light elsewhere
+    dspy_optimizer: str | None = None
+
+    def dspy_optimizer_for_model(self) -> str:
+        if self.dspy_optimizer:
+            return self.dspy_optimizer
+        return "bootstrap-rs" if self.model == "local" else "miprov2"
 
 
 class CompareResult(BaseModel):
@@ -220,7 +227,7 @@ class _Runner:
             return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
         options = self.train_options()
         if method == "dspy":  # no starter spec involved
-            options = {**options, "optimizer": self.config.dspy_optimizer}
+            options = {**options, "optimizer": self.config.dspy_optimizer_for_model()}
             options.pop("optimizer_model")
             return self.key(method, options)
         start = load_spec(self.bench.spec_path).fingerprint
@@ -365,7 +372,7 @@ class _Runner:
             val=self.split_rows("val"),
             examples=self.examples,
             metric=self.metric,
-            optimizer=cfg.dspy_optimizer,
+            optimizer=cfg.dspy_optimizer_for_model(),
             seed=cfg.seed,
             concurrency=cfg.concurrency or (1 if cfg.model == "local" else 4),
             out_dir=self.method_dir("dspy"),
@@ -593,11 +600,13 @@ def main(
     max_train_calls: Annotated[int | None, typer.Option("--max-train-calls")] = None,
     max_train_usd: Annotated[float | None, typer.Option("--max-train-usd")] = None,
     dspy_optimizer: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--dspy-optimizer", help="miprov2 (light), copro or bootstrap-rs (demos only)."
+            "--dspy-optimizer",
+            help="miprov2 (light), copro or bootstrap-rs (demos only); default: bootstrap-rs "
+            "on local, miprov2 otherwise.",
         ),
-    ] = "miprov2",
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Compare IO, CoT, CoT-SC, the starter ANN and the trained ANN on one benchmark."""

@@ -20,7 +20,7 @@ from ann_langgraph.cache import SQLiteLLMCache, current_sample
 from ann_langgraph.testing import ScriptedChatModel, tool_call_message
 from evals import Benchmark, register_benchmark
 from evals.baselines import TOOL_VOTE, baseline_spec, cot_sc_spec, cot_spec, io_spec
-from evals.compare import CompareConfig, app, run_compare
+from evals.compare import CompareConfig, app, config_command, run_compare
 from evals.report import read_jsonl
 
 TOY_SPEC = """\
@@ -388,3 +388,16 @@ def test_compare_on_the_embedded_model_three_examples(tmp_path):
     run_dir = out / "methods" / "ann-trained" / "run"
     history = read_jsonl(run_dir / "history.jsonl")
     assert len(history) == 1 and (run_dir / "best.yaml").exists()  # 2 train examples / batch 2
+
+
+def test_the_dspy_optimizer_defaults_to_one_the_model_can_run():
+    """MIPROv2's instruction proposer crashes on the embedded model's unparseable answers, so
+    ``local`` defaults to bootstrap-rs; an explicit choice always wins."""
+    local = CompareConfig(benchmark="gsm8k", model="local")
+    hosted = CompareConfig(benchmark="gsm8k", model="openai:gpt-4o-mini")
+    assert local.dspy_optimizer_for_model() == "bootstrap-rs"
+    assert hosted.dspy_optimizer_for_model() == "miprov2"
+    chosen = CompareConfig(benchmark="gsm8k", model="local", dspy_optimizer="copro")
+    assert chosen.dspy_optimizer_for_model() == "copro"
+    assert "--dspy-optimizer copro" in config_command(chosen, Path("out"))
+    assert "--dspy-optimizer" not in config_command(local, Path("out"))
