@@ -77,11 +77,15 @@ def dspy_model(model: str, *, max_tokens: int | None = None, **kwargs: Any) -> A
         from ann_langgraph.local import get_local_server
 
         server = get_local_server()
+        cap = max_tokens or LOCAL_MAX_TOKENS
+        # LiteLLM sends the cap as `max_completion_tokens`, which llama.cpp's server ignores:
+        # answers then ran to the end of the context (minutes each). `max_tokens` in the body.
         return dspy.LM(
             f"openai/{server.model_alias}",
             api_base=server.url + "/v1",
             api_key="not-needed",
-            max_tokens=max_tokens or LOCAL_MAX_TOKENS,
+            max_tokens=cap,
+            extra_body={"max_tokens": cap},
             **kwargs,
         )
     provider, sep, name = model.partition(":")

@@ -199,3 +199,56 @@ def test_dspy_model_caps_answers_like_the_other_methods(monkeypatch):
     assert dspy_model("local", max_tokens=64).kwargs["max_tokens"] == 64
     with pytest.raises(ValueError, match="provider:model"):
         dspy_model("gpt-4o-mini")
+
+
+def test_the_embedded_server_receives_the_answer_cap(monkeypatch):
+    """LiteLLM names the cap `max_completion_tokens`, which llama.cpp's server ignores; the
+    request a loopback server receives must carry `max_tokens`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from ann_langgraph import local
+    from evals.dspy_baseline import dspy_model
+
+    bodies: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            answer = "[[ ## answer ## ]]\n1\n\n[[ ## completed ## ]]"
+            out = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "local",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": answer},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fake = SimpleNamespace(model_alias="local", url=f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setattr(local, "get_local_server", lambda: fake)
+        lm = dspy_model("local", cache=False)
+        assert lm("hi")
+    finally:
+        server.shutdown()
+    (body,) = bodies
+    assert body["max_tokens"] == 256 and "max_completion_tokens" not in body
