@@ -103,10 +103,24 @@ def _choice_letter(text: str) -> str | None:
     return None
 
 
+_OPEN_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[ \t]*\n", re.DOTALL)
+
+
+def unclosed_code_block(text: str) -> str | None:
+    """The code after a last opening fence that never closes (an answer cut off mid-code)."""
+    if text.count("```") % 2 == 0:
+        return None
+    openings = list(_OPEN_FENCE.finditer(text))
+    if not openings:
+        return None
+    return text[openings[-1].end() :].strip("\n") or None
+
+
 def _code_block(text: str) -> str | None:
     blocks = _CODE_BLOCK.findall(text)
     if not blocks:
-        return None
+        # A model cut off at its token cap opens a fence it never closes: its code still counts.
+        return unclosed_code_block(text)
     # Prefer the last python block, else the last block of any language.
     for lang, body in reversed(blocks):
         if lang.lower() in ("python", "py", "python3"):

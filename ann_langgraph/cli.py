@@ -17,7 +17,7 @@ from rich.table import Table
 from .answers import extract_answer
 from .compile import compile_graph
 from .diff import diff_specs, format_diff
-from .local import LocalModelError
+from .local import LocalModelError, is_local_string
 from .models import ModelError, ModelResolver, ModelsArg, registered_models
 from .patch import PatchError, apply_patch
 from .spec import GraphSpec, ModelConfig, SpecError, load_spec, save_spec
@@ -101,7 +101,7 @@ def _with_base_url(spec: GraphSpec, models: ModelsArg, base_url: str | None) -> 
     table: dict[str, Any] = {}
     for name in spec.models:
         entry = spec.model_entry(name)
-        if entry.model == "local" or entry.model in registered_models():
+        if is_local_string(entry.model) or entry.model in registered_models():
             continue
         table[name] = entry.model_copy(update={"base_url": entry.base_url or base_url})
     if not table:
@@ -919,6 +919,53 @@ def metrics() -> None:
 
     for name in metric_names():
         typer.echo(name)
+
+
+@app.command("models")
+def models_command(
+    prepare: Annotated[
+        str | None,
+        typer.Option(
+            "--prepare",
+            help="Assemble and verify this embedded model now (e.g. local), not on first use.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model.")] = False,
+) -> None:
+    """List the embedded models: size, licence, where the file is, whether it is installed."""
+    import json as _json
+
+    from .local import LocalModelError, UnknownEmbeddedModel, find_gguf, parse_local_string
+    from .local.listing import model_rows
+
+    if prepare is not None:
+        try:
+            name = parse_local_string(
+                prepare if prepare.startswith("local") else f"local:{prepare}"
+            )
+            path = find_gguf(name)
+        except (LocalModelError, UnknownEmbeddedModel) as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(f"ready: {path}", err=True)
+    rows = model_rows()
+    if as_json:
+        for row in rows:
+            typer.echo(_json.dumps(row))
+        return
+    table = Table(title="Embedded models (model strings for --model and specs)")
+    for col in ("model", "default", "title", "size", "licence", "status", "where"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            "yes" if row["default"] else "",
+            row["title"],
+            f"{row['size_gb']} GB" if row["size_gb"] else "",
+            row["licence"],
+            row["status"],
+            row["where"],
+        )
+    console.print(table)
 
 
 @app.command("export")

@@ -34,7 +34,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -443,6 +443,7 @@ async def aevaluate(
     session = await asyncio.to_thread(_session_for, langsmith, experiment, examples, label)
     eval_id = str(extra_md.get("ann_eval_id") or uuid.uuid4().hex)
     mname = metric_name(metric if isinstance(metric, str) else score_fn)
+    output_layer = spec_or_graph.layers[-1].name if isinstance(spec_or_graph, GraphSpec) else None
     semaphore = asyncio.Semaphore(concurrency)
     results: list[ExampleResult | None] = [None] * len(examples)
     done_scores: list[float] = []
@@ -502,6 +503,10 @@ async def aevaluate(
         if result.error is not None:
             result.score = 0.0
             result.feedback = result.feedback or f"error: {result.error}"
+        if result.score < 1.0:
+            cut = _truncation(recorder.records, example_id, output_layer)
+            if cut:
+                result.feedback = f"{result.feedback} [{cut}]".strip()
         if session is not None:
             await asyncio.to_thread(_send_feedback, session, result, mname)
         return result
@@ -562,6 +567,20 @@ def _session_for(
     if langsmith == "auto":
         return LangSmithSession.from_env(run_id=new_run_id(label))
     return langsmith
+
+
+def _truncation(records: Sequence[ExecutionRecord], example_id: str, layer: str | None) -> str:
+    """Why a failing answer may be incomplete: the output layer's model hit its token cap."""
+    for record in reversed(records):
+        if (
+            record.example_id == example_id
+            and record.kind == "llm"
+            and (layer is None or record.layer == layer)
+            and record.truncated
+        ):
+            who = f"{record.layer}/{record.agent_id}"
+            return f"the final answer ({who}) was {record.truncation_note()}"
+    return ""
 
 
 def _send_feedback(session: LangSmithSession, result: ExampleResult, metric: str) -> None:

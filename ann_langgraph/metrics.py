@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .answers import extract_answer, normalize_answer
+from .answers import extract_answer, normalize_answer, unclosed_code_block
 
 __all__ = [
     "Metric",
@@ -297,6 +297,8 @@ def code_passes_tests(timeout_s: float = 10) -> Metric:
             raise ValueError(f"test code must be a string, got {type(tests).__name__}")
         code = extract_answer(output, "code_block")
         note = ""
+        if code is not None and unclosed_code_block(output) is not None:
+            note = " (the code block is never closed: the answer was probably cut off)"
         if code is None:
             code = output.strip("\n")  # keep indentation: it may be a function body
             note = " (no code block found; ran the raw output)"

@@ -152,7 +152,9 @@ def init_model(
             f"model '{name}': unknown structured_output '{structured_output}' "
             "(use function_calling, json_schema or json_mode)"
         )
-    if name in _FACTORIES or name == "local":
+    from .local.catalogue import is_local_string
+
+    if name in _FACTORIES or is_local_string(name):
         if base_url or api_key_env or params:
             raise ModelError(
                 f"model '{name}': base_url, api_key_env and params apply to provider models "
@@ -161,9 +163,12 @@ def init_model(
         if name in _FACTORIES:
             model = _FACTORIES[name]()
         else:
-            from .local import local_chat_model
+            from .local import UnknownEmbeddedModel, local_chat_model, parse_local_string
 
-            model = local_chat_model()
+            try:
+                model = local_chat_model(embedded=parse_local_string(name))
+            except UnknownEmbeddedModel as exc:
+                raise ModelError(str(exc)) from None
         return with_structured_output_method(model, structured_output)
     model = _init_provider_model(
         name, timeout_s=timeout_s, base_url=base_url, api_key_env=api_key_env, params=params
@@ -244,7 +249,8 @@ def structured_output_method(model: Any) -> str | None:
         if chosen:
             return str(chosen)
     if is_local_model(model):
-        return "function_calling"
+        entry = getattr(inner, "entry", None)
+        return entry.structured_output if entry is not None else "function_calling"
     return None
 
 
@@ -286,13 +292,13 @@ class ModelResolver:
         That server answers one request at a time, so callers run examples one by one
         (see ``evaluate.default_concurrency``). Decided without creating any model.
         """
-        from .local import LocalChatModel
+        from .local import LocalChatModel, is_local_string
 
         def embedded(choice: ModelLike) -> bool:
             if isinstance(choice, ModelConfig):
-                return choice.model == "local"
+                return is_local_string(choice.model)
             if isinstance(choice, str):
-                return choice == "local"
+                return is_local_string(choice)
             return isinstance(choice, LocalChatModel)
 
         try:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .spec import AgentSpec, GraphSpec, LayerSpec, SpecError
+from .spec import MAX_DEMOS, AgentSpec, Demo, GraphSpec, LayerSpec, SpecError
 
 __all__ = [
     "AddAgent",
@@ -23,6 +23,7 @@ __all__ = [
     "RemoveLayer",
     "SetAgentParam",
     "SetAggregator",
+    "SetDemos",
     "SetPrompt",
     "SetRole",
     "SetTools",
@@ -125,6 +126,19 @@ class SetAgentParam(_Op):
     value: float | int | str | None
 
 
+class SetDemos(_Op):
+    """Replace an agent's few-shot demonstrations (an empty list removes them).
+
+    The optimizer fills them from the layer's own successful training traces (each demo's
+    ``source`` names the training example); a person may write them by hand.
+    """
+
+    op: Literal["set_demos"] = "set_demos"
+    layer: str
+    agent: str
+    demos: list[Demo] = Field(max_length=MAX_DEMOS)
+
+
 PatchOp = Annotated[
     SetPrompt
     | SetRole
@@ -134,7 +148,8 @@ PatchOp = Annotated[
     | AddLayer
     | RemoveLayer
     | SetTools
-    | SetAgentParam,
+    | SetAgentParam
+    | SetDemos,
     Field(discriminator="op"),
 ]
 
@@ -217,6 +232,10 @@ def _apply_op(data: dict[str, Any], op: Any) -> None:
         layer = _layer(data, op.layer)
         agent = layer["agents"][_agent_index(layer, op.agent)]
         agent[op.param] = op.value
+    elif isinstance(op, SetDemos):
+        layer = _layer(data, op.layer)
+        agent = layer["agents"][_agent_index(layer, op.agent)]
+        agent["demos"] = [demo.model_dump(mode="json") for demo in op.demos]
     else:  # pragma: no cover - the union is closed
         raise TypeError(f"unknown op {op!r}")
 

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "ANSWER_FORMATS",
     "AgentSpec",
+    "Demo",
     "GraphSpec",
     "LayerSpec",
     "ModelConfig",
@@ -92,6 +93,24 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+class Demo(_Base):
+    """A few-shot demonstration: an input the agent saw and the output it should give.
+
+    Demonstrations are weights too: the optimizer can set them from the layer's own successful
+    training traces (``set_demos``), to teach format and brevity by example.
+    """
+
+    input: str = Field(min_length=1, description="What the agent was given (its user message).")
+    output: str = Field(min_length=1, description="The answer to imitate.")
+    source: str | None = Field(
+        default=None,
+        description="Where it came from, e.g. 'train:train-3' (a training example's id).",
+    )
+
+
+MAX_DEMOS = 8
+
+
 class AgentSpec(_Base):
     """One LLM agent: a role, a prompt and optional model settings."""
 
@@ -103,6 +122,11 @@ class AgentSpec(_Base):
     )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    demos: list[Demo] = Field(
+        default_factory=list,
+        max_length=MAX_DEMOS,
+        description="Few-shot demonstrations shown before the input, in order.",
+    )
 
 
 StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
@@ -221,7 +245,12 @@ class GraphSpec(_Base):
     @property
     def fingerprint(self) -> str:
         """Stable content hash: equal for equal content, whatever the key order."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        for layer in data.get("layers", []):
+            for agent in [*layer.get("agents", []), layer.get("judge") or {}]:
+                if not agent.get("demos"):  # added later: specs without demos keep their hash
+                    agent.pop("demos", None)
+        canon = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
 
     # -- io ---------------------------------------------------------------------

@@ -49,6 +49,25 @@ class ExecutionRecord(BaseModel):
     spec: str = Field(default="", description="Fingerprint of the spec that produced this step.")
     sample: int = 0
     start_time: str | None = None
+    finish_reason: str | None = Field(
+        default=None, description="Why generation stopped: 'stop', 'length' (hit the cap), ..."
+    )
+    max_tokens: int | None = Field(default=None, description="The output cap the call had.")
+    user_message: str = Field(
+        default="", description="The call's last user message (what a demonstration shows)."
+    )
+
+    @property
+    def truncated(self) -> bool:
+        """The model was cut off at its output cap before it finished."""
+        return self.finish_reason == "length"
+
+    def truncation_note(self) -> str:
+        """A sentence for the optimizer's evidence, or "" when the output was complete."""
+        if not self.truncated:
+            return ""
+        cap = f"max_tokens={self.max_tokens}" if self.max_tokens else "its max_tokens cap"
+        return f"output cut off at {cap} after {self.output_tokens} tokens (unfinished)"
 
 
 # -- reading runs in LangSmith's schema --------------------------------------------------
@@ -103,6 +122,16 @@ def _render_calls(calls: list[Any]) -> str:
     return "; ".join(out)
 
 
+def _last_user_text(messages: Any) -> str:
+    if isinstance(messages, list) and messages and isinstance(messages[0], list):
+        messages = messages[0]
+    for msg in reversed(messages or []):
+        kind, content, _ = _msg_fields(msg)
+        if kind == "human":
+            return _content_text(content)
+    return ""
+
+
 def _render_messages(messages: Any) -> str:
     if isinstance(messages, list) and messages and isinstance(messages[0], list):
         messages = messages[0]  # one batch per chat-model run
@@ -116,16 +145,30 @@ def _render_messages(messages: Any) -> str:
     return "\n".join(lines)
 
 
-def _llm_output(outputs: Mapping[str, Any] | None) -> tuple[str, int, int]:
-    """(text, input_tokens, output_tokens) from an LLM run's outputs."""
+def _finish_reason(first: Mapping[str, Any], data: Any) -> str | None:
+    info = first.get("generation_info") or {}
+    meta = (
+        data.get("response_metadata")
+        if isinstance(data, Mapping)
+        else getattr(data, "response_metadata", None)
+    ) or {}
+    reason = info.get("finish_reason") or meta.get("finish_reason") or meta.get("stop_reason")
+    if reason in ("max_tokens", "MAX_TOKENS"):  # Anthropic / Google spellings
+        reason = "length"
+    return str(reason) if reason else None
+
+
+def _llm_output(outputs: Mapping[str, Any] | None) -> tuple[str, int, int, str | None]:
+    """(text, input_tokens, output_tokens, finish_reason) from an LLM run's outputs."""
     if not outputs:
-        return "", 0, 0
-    text, tin, tout = "", 0, 0
+        return "", 0, 0, None
+    text, tin, tout, finish = "", 0, 0, None
     generations = outputs.get("generations") or []
     first = generations[0][0] if generations and generations[0] else None
     if isinstance(first, Mapping):
         message = first.get("message")
         calls: list[Any] = []
+        data: Any = None
         if message is not None:
             _, content, calls = _msg_fields(message)
             text = _content_text(content)
@@ -136,6 +179,7 @@ def _llm_output(outputs: Mapping[str, Any] | None) -> tuple[str, int, int]:
                 else getattr(data, "usage_metadata", None)
             ) or {}
             tin, tout = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+        finish = _finish_reason(first, data)
         if not text:
             text = str(first.get("text") or "")
         if calls:
@@ -143,7 +187,20 @@ def _llm_output(outputs: Mapping[str, Any] | None) -> tuple[str, int, int]:
     if not (tin or tout):
         usage = (outputs.get("llm_output") or {}).get("token_usage") or {}
         tin, tout = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    return text, tin, tout
+    return text, tin, tout, finish
+
+
+def _max_tokens(extra: Mapping[str, Any], metadata: Mapping[str, Any]) -> int | None:
+    params = extra.get("invocation_params") or {}
+    for value in (
+        params.get("max_tokens"),
+        (params.get("extra_body") or {}).get("max_tokens"),
+        params.get("max_completion_tokens"),
+        metadata.get("ls_max_tokens"),
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _iso(value: Any) -> str | None:
@@ -193,7 +250,7 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
         "start_time": _iso(get("start_time")),
     }
     if run_type in ("llm", "chat_model"):
-        text, tin, tout = _llm_output(outputs)
+        text, tin, tout, finish = _llm_output(outputs)
         model = (
             metadata.get("ls_model_name")
             or (extra.get("invocation_params") or {}).get("model")
@@ -215,6 +272,9 @@ def record_from_run(run: Any) -> ExecutionRecord | None:
             model=str(model),
             input_tokens=tin,
             output_tokens=tout,
+            finish_reason=finish,
+            max_tokens=_max_tokens(extra, metadata),
+            user_message=_last_user_text(messages) if messages is not None else prompt,
         )
     if run_type == "tool":
         raw_in = inputs.get("input", inputs)

@@ -39,6 +39,7 @@ from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
 from ann_langgraph.evaluate import EvalReport, default_concurrency, evaluate
+from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric
 from ann_langgraph.models import ModelsArg, model_label
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
@@ -93,7 +94,7 @@ class CompareConfig(BaseModel):
     def dspy_optimizer_for_model(self) -> str:
         if self.dspy_optimizer:
             return self.dspy_optimizer
-        return "bootstrap-rs" if self.model == "local" else "miprov2"
+        return "bootstrap-rs" if is_local_string(self.model) else "miprov2"
 
 
 class CompareResult(BaseModel):
@@ -374,7 +375,7 @@ class _Runner:
             metric=self.metric,
             optimizer=cfg.dspy_optimizer_for_model(),
             seed=cfg.seed,
-            concurrency=cfg.concurrency or (1 if cfg.model == "local" else 4),
+            concurrency=cfg.concurrency or (1 if is_local_string(cfg.model) else 4),
             out_dir=self.method_dir("dspy"),
             progress=self.progress,
         )
@@ -643,7 +644,7 @@ def main(
             dspy_optimizer=dspy_optimizer,
         )
         _check_methods(config.methods)
-        if model != "local":
+        if not is_local_string(model):
             from ann_langgraph.models import ModelError, init_model
 
             try:

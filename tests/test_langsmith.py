@@ -204,6 +204,7 @@ def test_train_reads_its_backward_records_back_from_langsmith(standin, tmp_path)
             run_dir=tmp_path / name,
             progress=False,
             trace_source=trace_source,  # type: ignore[arg-type]
+            config=ann.OptimizerConfig(bootstrap_demos=False, early_rejection=False),
         )
 
     local = run("local", "run-local")

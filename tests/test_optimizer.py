@@ -62,7 +62,13 @@ def optimizer(prompt: str) -> ScriptedChatModel:
     )
 
 
+# The scenarios below pin the repairer's own path: no bootstrapped demo candidate, whole
+# validation runs (tests of those two defaults are further down).
+LEGACY = {"bootstrap_demos": False, "early_rejection": False}
+
+
 def run(tmp_path, opt, *, epochs=1, progress=False, **kw):
+    kw["config"] = (kw.get("config") or OptimizerConfig()).model_copy(update=LEGACY)
     return train(
         solver_spec(),
         train=data(8, "t"),
@@ -233,7 +239,7 @@ def test_compiled_optimizer_streams_with_a_user_checkpointer():
         metric="numeric_match",
         models=executor(),
         optimizer_model=optimizer("MAGIC"),
-        config=OptimizerConfig(epochs=1, batch_size=4),
+        config=OptimizerConfig(epochs=1, batch_size=4, **LEGACY),
     ).compile(checkpointer=InMemorySaver())
     nodes = []
     cfg = {"configurable": {"thread_id": "t"}}

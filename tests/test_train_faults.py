@@ -37,7 +37,7 @@ from ann_langgraph.train import TrainResult
 
 from .conftest import agent, make_spec
 
-SALT = "faults-1"
+SALT = "faults-3"
 TRANSPORT = ("timeout", "rate_limit", "server_error")
 EXECUTOR_KINDS = (*TRANSPORT, "empty")
 OPTIMIZER_KINDS = (*TRANSPORT, "empty", "text", "truncated_json", "wrong_shape")
@@ -198,7 +198,9 @@ def run(run_dir: Path, executor: ScriptedChatModel, optimizer: ScriptedChatModel
         epochs=2,
         batch_size=4,
         run_dir=run_dir,
-        config=ann.OptimizerConfig(seed=3, concurrency=4),
+        config=ann.OptimizerConfig(
+            seed=3, concurrency=4, bootstrap_demos=False, early_rejection=False
+        ),
         progress=False,
     )
 

@@ -136,7 +136,9 @@ DRIVER = textwrap.dedent(
         batch_size=4,
         run_dir=run_dir,
         resume=resume == "1",
-        config=ann.OptimizerConfig(seed=7, concurrency=4),
+        config=ann.OptimizerConfig(
+            seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False
+        ),
         progress=False,
     )
     Path(out_path).write_text(

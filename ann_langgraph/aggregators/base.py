@@ -85,7 +85,11 @@ class LayerContext:
         return f"{head}\n\n{agent.prompt}"
 
     def messages(self, agent: AgentSpec, user_text: str) -> list[BaseMessage]:
-        return [SystemMessage(self.system_prompt(agent)), HumanMessage(user_text)]
+        """System prompt, the agent's demonstrations as earlier turns, then the input."""
+        shots: list[BaseMessage] = []
+        for demo in agent.demos:
+            shots += [HumanMessage(demo.input), AIMessage(demo.output)]
+        return [SystemMessage(self.system_prompt(agent)), *shots, HumanMessage(user_text)]
 
     # -- calls ------------------------------------------------------------------------
     def metadata(self, agent_id: str, *, record: bool = False) -> dict[str, Any]:

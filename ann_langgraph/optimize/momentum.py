@@ -3,9 +3,13 @@ worked and never retry what was rejected."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["describe_ops", "momentum_summary", "smoothed_layer_gradient"]
+if TYPE_CHECKING:
+    from .context import OptimizerContext
+    from .state import OptimizerState
+
+__all__ = ["Momentum", "describe_ops", "momentum_summary", "smoothed_layer_gradient"]
 
 
 def describe_ops(patch: dict[str, Any] | None, *, limit: int = 160) -> str:
@@ -72,3 +76,58 @@ def smoothed_layer_gradient(
                 return "\n".join(parts)
             parts.append(f"(weight {weight:.2f}, earlier) {blame.get('reason', '')}")
     return "\n".join(parts)
+
+
+class Momentum:
+    """Append the step to the history (gradient, ops, delta, accepted, usage, knobs)."""
+
+    def __init__(self, ctx: OptimizerContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, state: OptimizerState) -> dict[str, Any]:
+        from .decide import paired_active
+
+        cfg = self.ctx.cfg
+        usage = state.get("usage") or {}
+        start = state.get("step_usage_start") or {}
+        spent = {k: usage.get(k, 0) - start.get(k, 0) for k in usage}
+        batch = state.get("batch") or {}
+        skipped = batch.get("mean", 0.0) >= cfg.threshold
+        candidates = state.get("candidates") or []
+        if not candidates and state.get("proposals"):
+            candidates = [
+                {
+                    "layer": p["layer"],
+                    "patch": p.get("patch"),
+                    "valid": False,
+                    "reason": p.get("error"),
+                    "source": p.get("source", "repairer"),
+                }
+                for p in state["proposals"]
+            ]
+        row = {
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "global_step": state["global_step"],
+            "skipped": skipped,
+            "minibatch": batch.get("mean"),
+            "trace_source": batch.get("trace_source"),
+            "examples": [r["id"] for r in batch.get("results", [])],
+            "gradient": state.get("gradient") or {},
+            "candidates": [
+                {k: v for k, v in c.items() if k not in ("spec", "val")} for c in candidates
+            ],
+            "decision": state.get("decision") or {},
+            "best_score": state["best_score"],
+            "version": state["version"],
+            "usage": spent,
+            "knobs": {
+                "local_weight": cfg.local_weight,
+                "momentum_beta": cfg.momentum_beta,
+                "threshold": cfg.threshold,
+                "min_delta": cfg.min_delta,
+                "paired_test": paired_active(cfg, len(state.get("best_val") or {})),
+                "early_rejection": cfg.early_rejection,
+            },
+        }
+        return {"history": [row]}

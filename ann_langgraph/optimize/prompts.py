@@ -77,6 +77,13 @@ def example_evidence(
         head.append(f"Metric feedback: {clip(str(result['feedback']), chars // 6)}")
     if result.get("error"):
         head.append(f"Error: {clip(str(result['error']), 200)}")
+    cut = [r for r in records if r.get("truncated")]
+    if cut:
+        # The most common silent failure of a capped model: say it plainly, before the steps.
+        head.append(
+            "Truncation: "
+            + "; ".join(f"{r['layer']}/{r['agent_id']} {r['truncated']}" for r in cut[:3])
+        )
     steps = [r for r in records if layer is None or r["layer"] == layer]
     if steps:
         per_step = max(80, (chars // 2) // max(1, len(steps)))
@@ -84,7 +91,8 @@ def example_evidence(
         for r in steps:
             out = r.get("error") or r.get("output") or ""
             who = f"{r['layer']}/{r['agent_id']}"
-            head.append(f"  [{who}, {r.get('kind', 'llm')}] {clip(str(out), per_step)}")
+            note = f" ({r['truncated']})" if r.get("truncated") else ""
+            head.append(f"  [{who}, {r.get('kind', 'llm')}{note}] {clip(str(out), per_step)}")
     return "\n".join(head)
 
 
@@ -106,7 +114,7 @@ def critic_prompt(
         parts.append("PASSING EXAMPLES (keep what makes these work):\n" + "\n\n".join(passing))
     if momentum:
         parts.append("HISTORY OF EARLIER EDITS:\n" + momentum)
-    parts.append("Which layers are to blame, and why? Call the function.")
+    parts.append("Which layers are to blame, and why? Answer in the structured form requested.")
     return "\n\n".join(parts)
 
 
@@ -116,6 +124,8 @@ def repair_prompt(
     gradient: str,
     evidence: list[str],
     momentum: str,
+    *,
+    demos_available: dict[str, int] | None = None,
 ) -> str:
     descriptions = "\n".join(
         f"- {name}: {desc}" for name, desc in aggregator_descriptions().items() if name != "dynamic"
@@ -130,5 +140,10 @@ def repair_prompt(
     if momentum:
         parts.append("HISTORY OF EARLIER EDITS:\n" + momentum)
     parts.append("AGGREGATORS YOU MAY USE:\n" + descriptions)
-    parts.append(f"Propose edits to layer '{layer}' only. Call the function.")
+    if demos_available:
+        shown = ", ".join(f"{agent} ({n})" for agent, n in demos_available.items())
+        parts.append(
+            "CORRECT ANSWERS FROM TRAINING, usable as worked examples (use_demos): " + shown
+        )
+    parts.append(f"Propose edits to layer '{layer}' only, in the structured form requested.")
     return "\n\n".join(parts)

@@ -6,6 +6,7 @@ existing name 0/10 times with free strings and 4/10 times with enums (DESIGN.md 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -42,8 +43,14 @@ def critic_schema(spec: GraphSpec) -> type[BaseModel]:
     )
 
 
-def layer_patch_schema(spec: GraphSpec, layer_name: str) -> type[BaseModel]:
-    """A patch schema that can only name ``layer_name``, its agents and registered names."""
+def layer_patch_schema(
+    spec: GraphSpec, layer_name: str, *, demo_agents: Sequence[str] = (), max_demos: int = 3
+) -> type[BaseModel]:
+    """A patch schema that can only name ``layer_name``, its agents and registered names.
+
+    ``demo_agents``: agents with successful training traces; for them the schema offers
+    ``use_demos`` (the optimizer fills the demonstrations in, see ``to_patch``).
+    """
     layer = spec.layer(layer_name)
     layer_t = _enum([layer_name])
     agent_t = _enum([a.id for a in layer.agents])
@@ -100,6 +107,17 @@ def layer_patch_schema(spec: GraphSpec, layer_name: str) -> type[BaseModel]:
             value=(float, ...),
         ),
     ]
+    if demo_agents:
+        ops.append(
+            op(
+                "UseDemos",
+                "Show an agent some of its own correct answers from training as worked "
+                "examples before each input (teaches the answer's format and length).",
+                layer=(layer_t, ...),
+                agent=(_enum(list(demo_agents)), ...),
+                count=(int, Field(ge=1, le=max_demos, description="How many examples.")),
+            )
+        )
     union: Any = ops[0]
     for extra in ops[1:]:
         union = union | extra
@@ -118,10 +136,22 @@ def _snake(name: str) -> str:
     return out
 
 
-def to_patch(value: BaseModel) -> Patch:
-    """Convert a per-layer schema instance into the contract ``Patch``."""
+def to_patch(
+    value: BaseModel, *, demos: Callable[[str, int], list[dict[str, Any]]] | None = None
+) -> Patch:
+    """Convert a per-layer schema instance into the contract ``Patch``.
+
+    ``use_demos`` becomes ``set_demos`` with ``demos(agent, count)``'s demonstrations.
+    """
     data = value.model_dump(mode="json")
     for op in data.get("ops", []):
         if op.get("op") == "set_agent_param" and op.get("param") == "max_tokens":
             op["value"] = int(op["value"])
+        if op.get("op") == "use_demos":
+            chosen = demos(op["agent"], int(op["count"])) if demos is not None else []
+            if not chosen:
+                raise ValueError(f"no successful training traces for agent '{op['agent']}'")
+            layer, agent = op["layer"], op["agent"]
+            op.clear()
+            op.update(op="set_demos", layer=layer, agent=agent, demos=chosen)
     return Patch.model_validate(data)

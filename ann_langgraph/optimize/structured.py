@@ -82,7 +82,7 @@ def invoke_structured(
             *messages,
             HumanMessage(
                 f"Your previous answer was not valid: {error}\n"
-                "Answer again, calling the function with arguments that match its schema exactly."
+                "Answer again, with an answer that matches the schema exactly."
             ),
         ]
     return StructuredResult(error=error, attempts=attempt, usage=usage)

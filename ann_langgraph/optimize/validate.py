@@ -1,4 +1,5 @@
-"""Content checks on a proposed patch, beyond its schema: is there real text in it?
+"""Format validation: a proposed patch must have real text, make sense for its layer, apply,
+compile and survive one dry run before it costs a validation evaluation.
 
 Small models filling a JSON schema often echo its placeholders (``"role": "string"``,
 ``"prompt": "Value2"``). Such a patch compiles and can even score higher on a small validation
@@ -10,6 +11,15 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from ..aggregators.registry import get_aggregator
+from ..compile import compile_graph
+from ..patch import PatchError, apply_patch
+from ..spec import GraphSpec, SpecError
+from .context import OptimizerContext
+from .state import OptimizerState, add_usage, usage_of
+
+__all__ = ["ValidateFormat", "placeholder_reason", "sense_reason"]
 
 _PLACEHOLDER_WORDS = {
     "string", "str", "text", "value", "prompt", "role", "name", "id", "agent", "layer",
@@ -55,3 +65,151 @@ def placeholder_reason(patch: dict[str, Any]) -> str | None:
         if not clean or clean.lower() in _PLACEHOLDER_WORDS or _PLACEHOLDER.match(clean):
             return f"{where}: the {field} {text!r} is a placeholder, not an instruction"
     return None
+
+
+# Aggregators whose answer is a vote among agents: over one agent they are that agent.
+_NEEDS_SEVERAL = {"parallel_vote": "a vote", "debate": "a debate", "tool_vote": "a vote"}
+# The smallest output cap an answer in each format can fit in (the final layer's agents).
+MIN_ANSWER_TOKENS = {
+    "raw": 8,
+    "last_line": 8,
+    "choice_letter": 8,
+    "last_number": 16,
+    "boxed": 32,
+    "code_block": 128,
+}
+
+
+def _touched(patch: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for op in patch.get("ops") or []:
+        if isinstance(op, dict):
+            layer = op.get("layer")
+            if isinstance(layer, dict):  # add_layer
+                layer = layer.get("name")
+            if isinstance(layer, str):
+                names.add(layer)
+    return names
+
+
+def sense_reason(
+    before: GraphSpec,
+    after: GraphSpec,
+    patch: dict[str, Any],
+    records: list[dict[str, Any]] | None = None,
+) -> str | None:
+    """Why the patched spec cannot work as written in a layer the patch touches, or None.
+
+    Rejected: a vote or debate over a single agent (it is that agent's answer, at the price
+    of the machinery), a tool-using aggregator with no tools, a final-layer output cap too small
+    for the answer format, and a cap lowered on an agent whose answers were already cut off.
+    """
+    touched = _touched(patch)
+    last = after.layers[-1].name
+    cut = {(r["layer"], r["agent_id"]) for r in records or [] if r.get("truncated")}
+    old_caps = {
+        (layer.name, agent.id): agent.max_tokens
+        for layer in before.layers
+        for agent in layer.agents
+    }
+    for layer in after.layers:
+        if layer.name not in touched:
+            continue
+        kind = _NEEDS_SEVERAL.get(layer.aggregator)
+        if kind and len(layer.agents) < 2:
+            return (
+                f"layer '{layer.name}': {kind} over one agent is just that agent's answer; "
+                "add agents in the same patch or keep the aggregator"
+            )
+        try:
+            uses_tools = get_aggregator(layer.aggregator).uses_tools
+        except KeyError:
+            uses_tools = False
+        if uses_tools and not layer.tools:
+            return (
+                f"layer '{layer.name}': {layer.aggregator} calls tools, but the layer has none; "
+                "set tools in the same patch"
+            )
+        for agent in layer.agents:
+            cap = agent.max_tokens
+            if cap is None:
+                continue
+            floor = MIN_ANSWER_TOKENS.get(after.answer_format, 8)
+            if layer.name == last and cap < floor:
+                return (
+                    f"agent '{layer.name}/{agent.id}': max_tokens={cap} is too small for a "
+                    f"{after.answer_format} answer (at least {floor})"
+                )
+            old = old_caps.get((layer.name, agent.id))
+            if (layer.name, agent.id) in cut and old is not None and cap < old:
+                return (
+                    f"agent '{layer.name}/{agent.id}': its answers were already cut off at "
+                    f"max_tokens={old}; lowering the cap to {cap} cuts them more"
+                )
+    return None
+
+
+class ValidateFormat:
+    """Placeholders, sense, apply, compile and a one-example dry run; never crashes the loop."""
+
+    def __init__(self, ctx: OptimizerContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, state: OptimizerState) -> dict[str, Any]:
+        ctx = self.ctx
+        spec = GraphSpec.model_validate(state["spec"])
+        failing = [r["id"] for r in state["batch"]["results"] if r["score"] < 1.0]
+        by_id = {str(ex.get("id", i)): ex for i, ex in enumerate(state["train"])}
+        probe = by_id.get(failing[0]) if failing else None
+        probe = probe or state["train"][0]
+        records = state["batch"].get("records") or []
+        candidates = []
+        usage: dict[str, Any] = {}
+        for index, prop in enumerate(state.get("proposals") or []):
+            cand: dict[str, Any] = {
+                "layer": prop["layer"],
+                "patch": prop.get("patch"),
+                "valid": False,
+                "reason": prop.get("error"),
+                "source": prop.get("source", "repairer"),
+            }
+            candidates.append(cand)
+            if prop.get("patch") is None:
+                cand["reason"] = f"no patch: {prop.get('error')}"
+                continue
+            placeholder = placeholder_reason(prop["patch"])
+            if placeholder:
+                cand["reason"] = placeholder
+                continue
+            try:
+                new_spec = apply_patch(spec, prop["patch"])
+                compile_graph(new_spec, models=ctx.models)
+            except (PatchError, SpecError) as exc:
+                cand["reason"] = str(exc)
+                continue
+            if new_spec.fingerprint == spec.fingerprint:
+                cand["reason"] = "the patch changes nothing"
+                continue
+            nonsense = sense_reason(spec, new_spec, prop["patch"], records)
+            if nonsense:
+                cand["reason"] = nonsense
+                continue
+            dry = ctx.run_eval(
+                new_spec,
+                [probe],
+                ann_phase="dry_run",
+                ann_epoch=state["epoch"],
+                ann_step=state["step"],
+                ann_candidate=f"{state['global_step']}.{index}",
+            )
+            usage = add_usage(usage, usage_of(dry))
+            if dry.results[0].error:
+                cand["reason"] = f"dry run failed: {dry.results[0].error}"
+            else:
+                cand.update(valid=True, reason=None, spec=new_spec.model_dump(mode="json"))
+        ctx.emit("validated", valid=sum(c["valid"] for c in candidates), total=len(candidates))
+        return {"candidates": candidates, "usage": usage}
+
+    @staticmethod
+    def route(state: OptimizerState) -> str:
+        return "evaluate_candidate" if any(c["valid"] for c in state["candidates"]) else "momentum"

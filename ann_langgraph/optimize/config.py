@@ -1,0 +1,104 @@
+"""The knobs of the backward phase and its hard spending caps (both recorded in the history)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Budget", "OptimizerConfig"]
+
+
+class Budget(BaseModel):
+    """Hard caps on what training may spend; checked at every step boundary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_calls: int | None = Field(default=None, ge=0)
+    max_usd: float | None = Field(default=None, ge=0)
+
+    def exceeded(self, usage: dict[str, Any]) -> str | None:
+        tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+        if self.max_tokens is not None and tokens >= self.max_tokens:
+            return f"token budget reached ({tokens} >= {self.max_tokens})"
+        if self.max_calls is not None and int(usage.get("calls", 0)) >= self.max_calls:
+            return f"call budget reached ({usage.get('calls')} >= {self.max_calls})"
+        if self.max_usd is not None and float(usage.get("cost_usd", 0.0)) >= self.max_usd:
+            return f"cost budget reached (${usage.get('cost_usd', 0):.4f} >= ${self.max_usd})"
+        return None
+
+
+class OptimizerConfig(BaseModel):
+    """Knobs of the backward phase (all recorded in the history)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    seed: int = 0
+    min_delta: float = Field(default=0.0, ge=0.0)
+    paired_test: bool | None = Field(
+        default=None,
+        description="Require a one-sided sign test (candidate vs current, per validation "
+        "example) at `alpha` to commit. None: on when the validation set has at least "
+        "`paired_min_n` examples, where the test can tell a real gain from luck.",
+    )
+    paired_min_n: int = Field(default=12, ge=1)
+    alpha: float = Field(default=0.1, gt=0, lt=1)
+    early_rejection: bool = Field(
+        default=True,
+        description="Score candidates on the validation set in chunks and stop once even a "
+        "perfect rest could not make them win (never rejects a candidate that would win).",
+    )
+    early_chunk: int = Field(default=8, ge=1, description="Validation examples per chunk.")
+    bootstrap_demos: bool = Field(
+        default=True,
+        description="Each step, also try setting the blamed layers' demonstrations from their "
+        "own successful training traces (DSPy's bootstrap, as one more candidate).",
+    )
+    max_demos: int = Field(default=3, ge=1, le=8, description="Demonstrations per agent.")
+    threshold: float = Field(
+        default=1.0,
+        description="Run the backward step when the minibatch "
+        "mean is below this (default: any failure).",
+    )
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stop after this many epochs without a committed improvement.",
+    )
+    max_blamed_layers: int = Field(default=3, ge=1)
+    # a critic that blames no layer, or gives no parseable answer, while examples fail (small
+    # models do both often) wastes the step; blame the output layer with the metric's feedback
+    fallback_blame: bool = True
+    local_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of a repairer's "
+        "evidence budget given to the global critique (rest: the layer's "
+        "own records).",
+    )
+    momentum_beta: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Decay of a layer's earlier critiques when smoothing its gradient.",
+    )
+    evidence_chars: int = Field(default=6000, ge=500, description="Trace budget per prompt.")
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Examples evaluated at once (default: 1 on the embedded model, else 4).",
+    )
+    timeout_s: float = Field(default=300.0, gt=0)
+    structured_retries: int = Field(default=1, ge=0)
+    max_output_tokens: int | None = Field(
+        default=None,
+        ge=64,
+        description="Output cap of the critic's and repairers' answers; None: the embedded "
+        "model's optimizer cap (sized for the schemas), the provider's default elsewhere. A cap "
+        "that cuts the JSON makes the answer unparseable.",
+    )
+    review: bool = False

@@ -1,0 +1,68 @@
+"""What every node of the backward phase shares: settings, models, and how to evaluate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.runnables import Runnable
+
+from ..evaluate import EvalReport, default_concurrency, evaluate
+from ..langsmith_io import LangSmithSession
+from ..metrics import Metric
+from ..models import ModelsArg
+from ..pricing import cost_usd
+from ..spec import GraphSpec
+from .config import Budget, OptimizerConfig
+
+__all__ = ["OptimizerContext"]
+
+
+@dataclass
+class OptimizerContext:
+    """Built once by ``create_optimizer``; nodes read it and never change it."""
+
+    cfg: OptimizerConfig
+    budget: Budget
+    metric: Metric
+    models: ModelsArg
+    opt_model: Runnable[Any, Any]
+    opt_label: str
+    cache: Any = None
+    prices: dict[str, tuple[float, float]] | None = None
+    on_event: Callable[[str, dict[str, Any]], None] | None = None
+    langsmith: LangSmithSession | None = None
+    trace_source: str = "local"
+
+    def emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, data)
+
+    def run_eval(
+        self, spec: GraphSpec, examples: list[dict[str, Any]], **metadata: Any
+    ) -> EvalReport:
+        return evaluate(
+            spec,
+            examples,
+            self.metric,
+            models=self.models,
+            concurrency=self.cfg.concurrency or default_concurrency(spec, self.models, otherwise=4),
+            timeout_s=self.cfg.timeout_s,
+            cache=self.cache,
+            progress=False,
+            metadata=metadata,
+            prices=self.prices,
+            langsmith=self.langsmith,
+        )
+
+    def llm_usage(self, raw_usage: dict[str, int]) -> dict[str, Any]:
+        """The optimizer model's own calls, priced."""
+        tin, tout = raw_usage.get("input_tokens", 0), raw_usage.get("output_tokens", 0)
+        return {
+            "calls": raw_usage.get("calls", 0),
+            "cached_calls": raw_usage.get("cached_calls", 0),
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "cost_usd": cost_usd(self.opt_label, tin, tout, prices=self.prices),
+        }

@@ -1,0 +1,108 @@
+"""The global critic: which layers are to blame for the minibatch's failures, and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Send
+
+from ..spec import GraphSpec
+from . import prompts
+from .context import OptimizerContext
+from .momentum import momentum_summary
+from .repair import BootstrapDemos
+from .schemas import critic_schema
+from .state import OptimizerState, evidence_records
+from .structured import invoke_structured
+
+__all__ = ["GlobalCritic"]
+
+
+class GlobalCritic:
+    """Read the spec, failing and passing traces with feedback, and the momentum summary."""
+
+    def __init__(self, ctx: OptimizerContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, state: OptimizerState, config: RunnableConfig) -> dict[str, Any]:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        spec = GraphSpec.model_validate(state["spec"])
+        results = state["batch"]["results"]
+        records = state["batch"]["records"]
+        failing = [r for r in results if r["score"] < 1.0]
+        passing = [r for r in results if r["score"] >= 1.0]
+        budget_chars = cfg.evidence_chars
+        per_fail = max(400, int(budget_chars * 0.8) // max(1, len(failing)))
+        per_pass = max(300, int(budget_chars * 0.2) // max(1, min(2, len(passing))))
+        fail_text = [
+            prompts.example_evidence(r, evidence_records(records, r["id"]), chars=per_fail)
+            for r in failing
+        ]
+        pass_text = [
+            prompts.example_evidence(r, evidence_records(records, r["id"]), chars=per_pass)
+            for r in passing[:2]
+        ]
+        messages = [
+            SystemMessage(prompts.CRITIC_SYSTEM),
+            HumanMessage(
+                prompts.critic_prompt(
+                    spec,
+                    fail_text,
+                    pass_text,
+                    momentum_summary(state.get("history") or []),
+                    mean=state["batch"]["mean"],
+                )
+            ),
+        ]
+        result = invoke_structured(
+            ctx.opt_model, critic_schema(spec), messages, config, retries=cfg.structured_retries
+        )
+        gradient: dict[str, Any] = {
+            "summary": "",
+            "blame": [],
+            "error": result.error,
+            "attempts": result.attempts,
+        }
+        if result.value is not None:
+            value = result.value.model_dump(mode="json")
+            seen: set[str] = set()
+            for blame in value.get("blame", []):
+                if blame["layer"] not in seen and len(seen) < cfg.max_blamed_layers:
+                    seen.add(blame["layer"])
+                    gradient["blame"].append(blame)
+            gradient["summary"] = value.get("summary", "")
+        if not gradient["blame"] and failing and cfg.fallback_blame:
+            # A small critic often names no layer, or answers with no parseable tool call; the
+            # metric's feedback still says what is wrong with the final answer.
+            feedback = next((r.get("feedback") for r in failing if r.get("feedback")), "")
+            why = "named no layer" if result.value is not None else "gave no usable answer"
+            gradient["blame"] = [
+                {
+                    "layer": spec.layers[-1].name,
+                    "reason": f"the critic {why}; this layer writes the final answer, which "
+                    f"the metric rejects: {feedback}".strip(),
+                }
+            ]
+            gradient["fallback"] = True
+        if result.value is not None and not gradient["blame"]:
+            gradient["error"] = "the critic blamed no layer"
+        ctx.emit("critic", blame=[b["layer"] for b in gradient["blame"]], error=gradient["error"])
+        return {"gradient": gradient, "usage": ctx.llm_usage(result.usage)}
+
+    def route(self, state: OptimizerState) -> list[Send] | str:
+        """One ``local_repair`` task per blamed layer (plus a demo bootstrap), or momentum."""
+        blame = (state.get("gradient") or {}).get("blame") or []
+        if not blame:
+            return "momentum"
+        keep = ("spec", "batch", "gradient", "history", "demo_pool")
+        sends = [
+            Send("local_repair", {**{k: state.get(k) for k in keep}, "target": b}) for b in blame
+        ]
+        layers = [b["layer"] for b in blame]
+        cfg = self.ctx.cfg
+        if cfg.bootstrap_demos and BootstrapDemos.wanted(state, layers, cfg.max_demos):
+            payload = {"spec": state["spec"], "demo_pool": state.get("demo_pool"), "layers": layers}
+            sends.append(Send("bootstrap_demos", payload))
+        return sends

@@ -1,0 +1,119 @@
+"""Commit or roll back: the best complete candidate must beat the current spec on validation
+by ``min_delta`` and, where the paired test is on, win a one-sided sign test at ``alpha``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from langgraph.types import interrupt
+
+from ..patch import apply_patch
+from ..spec import GraphSpec
+from .config import OptimizerConfig
+from .context import OptimizerContext
+from .state import OptimizerState
+
+__all__ = ["Decide", "paired_active", "sign_test_p"]
+
+
+def sign_test_p(diffs: list[float]) -> float:
+    """One-sided exact sign test: P(at least this many wins | no difference)."""
+    wins = sum(1 for d in diffs if d > 0)
+    n = sum(1 for d in diffs if d != 0)
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
+def paired_active(cfg: OptimizerConfig, n_val: int) -> bool:
+    """The paired test is on when asked for, or by default where ``n`` lets it decide."""
+    if cfg.paired_test is not None:
+        return cfg.paired_test
+    return n_val >= cfg.paired_min_n
+
+
+class Decide:
+    """Pick the best complete candidate and commit it (a new version) or roll back."""
+
+    def __init__(self, ctx: OptimizerContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, state: OptimizerState) -> dict[str, Any]:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        best = state["best_score"]
+        valid = [c for c in state["candidates"] if c["valid"]]
+        complete = [c for c in valid if not c.get("early_stop")]
+        top = max(complete or valid, key=lambda c: c["val_score"])
+        delta = top["val_score"] - best
+        accept = bool(complete) and delta > 0 and delta >= cfg.min_delta
+        p_value = None
+        if accept and paired_active(cfg, len(state["best_val"])):
+            diffs = [top["val"].get(k, 0.0) - v for k, v in state["best_val"].items()]
+            p_value = sign_test_p(diffs)
+            accept = p_value <= cfg.alpha
+        if accept and cfg.review:
+            answer = interrupt(
+                {
+                    "question": "Commit this patch?",
+                    "layer": top["layer"],
+                    "patch": top["patch"],
+                    "val_score": top["val_score"],
+                    "best": best,
+                }
+            )
+            accept, top = _review(answer, top, state)
+        candidates = [
+            {
+                **{k: v for k, v in c.items() if k not in ("spec", "val")},
+                "before": best,
+                "accepted": accept and c is top,
+            }
+            for c in state["candidates"]
+        ]
+        decision = {
+            "accepted": accept,
+            "layer": top["layer"],
+            "delta": delta,
+            "p_value": p_value,
+            "best_before": best,
+        }
+        update: dict[str, Any] = {"candidates": candidates, "decision": decision}
+        if accept:
+            version = state["version"] + 1
+            update.update(
+                spec=top["spec"],
+                version=version,
+                best_score=top["val_score"],
+                best_val=top["val"],
+                versions=[
+                    {
+                        "version": version,
+                        "parent": state["version"],
+                        "spec": top["spec"],
+                        "patch": top["patch"],
+                        "rationale": (top["patch"] or {}).get("rationale", ""),
+                        "val_score": top["val_score"],
+                        "val_ci": top.get("val_ci"),
+                        "val_n": len(top["val"]),
+                        "p_value": p_value,
+                        "global_step": state["global_step"],
+                    }
+                ],
+            )
+            decision["version"] = version
+        ctx.emit("decision", **decision)
+        return update
+
+
+def _review(answer: Any, top: dict[str, Any], state: OptimizerState) -> tuple[bool, dict[str, Any]]:
+    """Interpret a person's answer to the review interrupt: approve, reject, or an edited patch."""
+    if isinstance(answer, bool):
+        return answer, top
+    if isinstance(answer, str):
+        return answer.strip().lower() in ("y", "yes", "approve", "accept", "ok"), top
+    if isinstance(answer, dict) and "patch" in answer:
+        spec = GraphSpec.model_validate(state["spec"])
+        edited = apply_patch(spec, answer["patch"])
+        return True, {**top, "patch": answer["patch"], "spec": edited.model_dump(mode="json")}
+    return False, top
