@@ -72,6 +72,11 @@ class ScriptedChatModel(BaseChatModel):
     default: Any = None
     sleep_s: float = 0.0
     model_name: str = "scripted"
+    honour_max_tokens: bool = Field(
+        default=False,
+        description="Cut text answers at the call's max_tokens (one token per word here) and "
+        "report finish_reason 'length', as a capped real model does.",
+    )
     calls: list[ScriptedCall] = Field(default_factory=list)
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -136,6 +141,17 @@ class ScriptedChatModel(BaseChatModel):
             message = self._as_tool_call(response, tools)
         else:
             message = AIMessage(content=str(response))
+        finish = message.response_metadata.get("finish_reason", "stop")
+        cap = kwargs.get("max_tokens")
+        if (
+            self.honour_max_tokens
+            and isinstance(cap, int)
+            and isinstance(message.content, str)
+            and _count_tokens(message.content) > cap
+        ):
+            message.content = " ".join(message.content.split()[:cap])
+            finish = "length"
+        message.response_metadata = {**message.response_metadata, "finish_reason": finish}
         prompt_tokens = _count_tokens(_flatten(messages))
         out_text = (
             message.content if isinstance(message.content, str) else json.dumps(message.content)

@@ -1,0 +1,372 @@
+"""The learning signal and sound acceptance: truncation reaches the critic, nonsense patches are
+rejected, early rejection never drops a winner, demonstrations are weights (scripted models)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ann_langgraph as ann
+from ann_langgraph.answers import extract_answer
+from ann_langgraph.metrics import code_passes_tests
+from ann_langgraph.optimize.candidates import cannot_win
+from ann_langgraph.optimize.decide import paired_active, sign_test_p
+from ann_langgraph.optimize.validate import sense_reason
+from ann_langgraph.testing import ScriptedChatModel
+from ann_langgraph.train import train
+
+from .conftest import agent, make_spec
+
+
+def data(n: int, prefix: str) -> list[dict]:
+    return [
+        {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
+        for i in range(n)
+    ]
+
+
+CRITIC = {
+    "summary": "Answers are wrong.",
+    "blame": [{"layer": "solve", "reason": "the solver is wrong"}],
+}
+
+
+def opt_model(patch: dict | None = None) -> ScriptedChatModel:
+    patch = patch or {
+        "rationale": "be explicit",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "Say it."}],
+    }
+    return ScriptedChatModel(
+        rules=[(r"global critic", CRITIC), (r"repair one layer", patch)], model_name="optimizer"
+    )
+
+
+# -- truncation ------------------------------------------------------------------------------
+
+
+def test_truncation_reaches_the_feedback_and_the_critics_prompt(tmp_path):
+    spec = make_spec(
+        [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.", max_tokens=3)]}],
+        answer_format="last_number",
+    )
+    executor = ScriptedChatModel(
+        default="Let me think step by step about this and then answer 42",
+        honour_max_tokens=True,
+        model_name="executor",
+    )
+    optimizer = opt_model()
+    report = ann.evaluate(spec, data(2, "v"), "numeric_match", models=executor)
+    rec = report.records[0]
+    assert rec.finish_reason == "length" and rec.max_tokens == 3 and rec.truncated
+    assert "output cut off at max_tokens=3 after 3 tokens" in report.results[0].feedback
+    train(
+        spec,
+        train=data(2, "t"),
+        val=data(2, "v"),
+        metric="numeric_match",
+        models=executor,
+        optimizer_model=optimizer,
+        epochs=1,
+        batch_size=2,
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    critic_prompts = [c["text"] for c in optimizer.calls if "global critic" in c["text"]]
+    assert critic_prompts
+    assert "Truncation: solve/solver output cut off at max_tokens=3 after 3 tokens" in (
+        critic_prompts[0]
+    )
+    repair = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
+    assert "output cut off at max_tokens=3" in repair
+
+
+def test_complete_answers_say_nothing_about_truncation():
+    spec = make_spec([{"name": "solve", "agents": [agent("solver", max_tokens=50)]}])
+    executor = ScriptedChatModel(default="Answer: 7", honour_max_tokens=True)
+    report = ann.evaluate(spec, data(1, "v"), "numeric_match", models=executor)
+    assert report.records[0].finish_reason == "stop" and not report.records[0].truncated
+    assert "cut off" not in report.results[0].feedback
+
+
+def test_an_unclosed_code_fence_still_yields_its_code():
+    cut = "Here is the function:\n```python\ndef add(a, b):\n    return a + b\n"
+    assert extract_answer(cut, "code_block") == "def add(a, b):\n    return a + b"
+    assert extract_answer("```python\nx = 1\n```\ntext", "code_block") == "x = 1"
+    assert extract_answer("no code here", "code_block") is None
+    score = code_passes_tests()({"tests": "assert add(2, 3) == 5"}, cut)
+    assert score.value == 1.0 and "never closed" in score.feedback
+
+
+# -- patches that make sense -------------------------------------------------------------------
+
+
+def _spec(**layer) -> ann.GraphSpec:
+    base = {"name": "solve", "agents": [agent("solver")], **layer}
+    return make_spec([base], answer_format="code_block")
+
+
+@pytest.mark.parametrize(
+    ("ops", "reason"),
+    [
+        ([{"op": "set_aggregator", "layer": "solve", "aggregator": "parallel_vote"}], "a vote"),
+        ([{"op": "set_aggregator", "layer": "solve", "aggregator": "debate"}], "a debate"),
+        (
+            [{"op": "set_aggregator", "layer": "solve", "aggregator": "tool_pipeline"}],
+            "has none",
+        ),
+        (
+            [
+                {
+                    "op": "set_agent_param",
+                    "layer": "solve",
+                    "agent": "solver",
+                    "param": "max_tokens",
+                    "value": 40,
+                }
+            ],
+            "too small for a code_block answer",
+        ),
+    ],
+)
+def test_nonsense_patches_are_rejected_with_a_reason(ops, reason):
+    before = _spec()
+    patch = {"rationale": "x", "ops": ops}
+    after = ann.apply_patch(before, patch)
+    got = sense_reason(before, after, patch)
+    assert got is not None and reason in got
+
+
+def test_sensible_versions_of_those_patches_pass():
+    before = _spec()
+    vote = {
+        "ops": [
+            {"op": "add_agent", "layer": "solve", "agent": agent("second")},
+            {"op": "set_aggregator", "layer": "solve", "aggregator": "parallel_vote"},
+        ]
+    }
+    tools = {
+        "ops": [
+            {"op": "set_tools", "layer": "solve", "tools": ["python"]},
+            {"op": "set_aggregator", "layer": "solve", "aggregator": "tool_pipeline"},
+        ]
+    }
+    for patch in (vote, tools):
+        assert sense_reason(before, ann.apply_patch(before, patch), patch) is None
+
+
+def test_lowering_the_cap_of_an_agent_that_was_cut_off_is_rejected():
+    before = _spec()
+    before = ann.apply_patch(
+        before,
+        {
+            "ops": [
+                {
+                    "op": "set_agent_param",
+                    "layer": "solve",
+                    "agent": "solver",
+                    "param": "max_tokens",
+                    "value": 300,
+                }
+            ]
+        },
+    )
+    patch = {
+        "ops": [
+            {
+                "op": "set_agent_param",
+                "layer": "solve",
+                "agent": "solver",
+                "param": "max_tokens",
+                "value": 200,
+            }
+        ]
+    }
+    after = ann.apply_patch(before, patch)
+    cut = [{"layer": "solve", "agent_id": "solver", "truncated": "output cut off at ..."}]
+    assert "already cut off" in (sense_reason(before, after, patch, cut) or "")
+    assert sense_reason(before, after, patch, []) is None
+
+
+# -- acceptance that is not noise -------------------------------------------------------------
+
+
+def test_paired_test_defaults_on_where_n_allows():
+    cfg = ann.OptimizerConfig()
+    assert paired_active(cfg, 12) and not paired_active(cfg, 11)
+    assert not paired_active(ann.OptimizerConfig(paired_test=False), 100)
+    assert paired_active(ann.OptimizerConfig(paired_test=True), 3)
+
+
+def test_cannot_win_examples():
+    current = {f"v{i}": 0.5 for i in range(10)}  # mean 0.5
+    # 4 of 10 scored 0: the best case is 6/10 = 0.6 > 0.5 -> still possible
+    assert cannot_win(
+        {f"v{i}": 0.0 for i in range(4)}, current, best=0.5, min_delta=0, paired=False, alpha=0.1
+    ) is None
+    # 5 zeros: best case 0.5, not above 0.5 -> stop
+    reason = cannot_win(
+        {f"v{i}": 0.0 for i in range(5)}, current, best=0.5, min_delta=0, paired=False, alpha=0.1
+    )
+    assert reason and "cannot beat 0.500" in reason
+    # with the paired test, 3 losses in 4 leave p above alpha even if all 6 others win
+    scores = {"v0": 0.0, "v1": 0.0, "v2": 0.0, "v3": 1.0}
+    assert cannot_win(scores, current, best=0.5, min_delta=0, paired=False, alpha=0.1) is None
+    reason = cannot_win(scores, current, best=0.5, min_delta=0, paired=True, alpha=0.1)
+    assert reason and "sign test" in reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([0.0, 1.0]), st.sampled_from([0.0, 1.0])), min_size=1,
+             max_size=30),
+    st.integers(min_value=1, max_value=8),
+    st.booleans(),
+    st.sampled_from([0.0, 0.05]),
+)
+def test_early_rejection_never_rejects_a_candidate_that_would_win(pairs, chunk, paired, min_delta):
+    current = {f"v{i}": cur for i, (cur, _) in enumerate(pairs)}
+    final = {f"v{i}": new for i, (_, new) in enumerate(pairs)}
+    best = sum(current.values()) / len(current)
+    mean = sum(final.values()) / len(final)
+    delta = mean - best
+    wins = delta > 0 and delta >= min_delta
+    if wins and paired:
+        wins = sign_test_p([final[k] - current[k] for k in current]) <= 0.1
+    keys = list(final)
+    for end in range(chunk, len(keys), chunk):
+        seen = {k: final[k] for k in keys[:end]}
+        stop = cannot_win(seen, current, best=best, min_delta=min_delta, paired=paired, alpha=0.1)
+        if wins:
+            assert stop is None, (seen, stop)
+
+
+def _losing_optimizer() -> ScriptedChatModel:
+    bad = {
+        "rationale": "worse",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "BAD"}],
+    }
+    return opt_model(bad)
+
+
+def _executor() -> ScriptedChatModel:
+    def respond(messages, **kw):
+        system, question = messages[0].content, messages[-1].content
+        n = int(re.search(r"What is (\d+)", question).group(1))
+        if "BAD" in system:
+            return "Answer: 0"
+        return f"Answer: {n + 1}" if n % 2 == 0 else f"Answer: {n}"
+
+    return ScriptedChatModel(respond=respond, model_name="executor")
+
+
+def _train(tmp_path, name, optimizer, **cfg):
+    cfg.setdefault("bootstrap_demos", False)
+    spec = make_spec(
+        [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.")]}],
+        answer_format="last_number",
+    )
+    return train(
+        spec,
+        train=data(4, "t"),
+        val=data(16, "v"),
+        metric="numeric_match",
+        models=_executor(),
+        optimizer_model=optimizer,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / name,
+        progress=False,
+        config=ann.OptimizerConfig(early_chunk=4, **cfg),
+    )
+
+
+def test_early_rejection_stops_a_losing_candidate_and_saves_calls(tmp_path):
+    early = _train(tmp_path, "early", _losing_optimizer(), paired_test=False)
+    full = _train(tmp_path, "full", _losing_optimizer(), paired_test=False, early_rejection=False)
+    cand = early.history[0]["candidates"][0]
+    stop = cand["early_stop"]
+    # current mean 0.5 on 16; 8 zeros in a row make a win impossible, so it stops after 8
+    assert stop["evaluated"] == 8 and stop["of"] == 16 and stop["examples_saved"] == 8
+    assert stop["calls_saved_est"] == 8
+    assert not early.history[0]["decision"]["accepted"]
+    assert "early_stop" not in full.history[0]["candidates"][0]
+    assert early.paid["calls"] == full.paid["calls"] - 8  # the saved calls were really not made
+    assert early.best_spec.fingerprint == full.best_spec.fingerprint
+    # with the paired test (on by default at n=16) it can stop sooner: after 4 examples, two
+    # losses leave a sign test that even 6 wins in the rest could not pass
+    paired = _train(tmp_path, "paired", _losing_optimizer())
+    assert paired.history[0]["candidates"][0]["early_stop"]["evaluated"] == 4
+    assert paired.history[0]["knobs"]["paired_test"] is True
+
+
+# -- demonstrations ------------------------------------------------------------------------
+
+
+def test_demos_are_shown_as_earlier_turns_and_counted_in_the_fingerprint():
+    plain = make_spec([{"name": "solve", "agents": [agent("solver")]}])
+    data_ = plain.model_dump(mode="json")
+    for layer in data_["layers"]:
+        for a in layer["agents"]:
+            a.pop("demos")
+    legacy = hashlib.sha256(
+        json.dumps(data_, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:16]
+    assert plain.fingerprint == legacy  # specs without demos keep the hash they had
+    patch = {
+        "ops": [
+            {
+                "op": "set_demos",
+                "layer": "solve",
+                "agent": "solver",
+                "demos": [{"input": "What is 1 plus one?", "output": "Answer: 2", "source": "t1"}],
+            }
+        ]
+    }
+    taught = ann.apply_patch(plain, patch)
+    assert taught.fingerprint != plain.fingerprint
+    assert plain.layers[0].agents[0].demos == []  # apply_patch is pure
+    model = ScriptedChatModel(default="Answer: 8")
+    ann.compile_graph(taught, models=model).invoke({"input": "What is 7 plus one?"})
+    kinds = [(m.type, m.content) for m in model.calls[0]["messages"]]
+    assert kinds[1:] == [
+        ("human", "What is 1 plus one?"),
+        ("ai", "Answer: 2"),
+        ("human", "What is 7 plus one?"),
+    ]
+    assert "demos:" in taught.to_yaml() and "demos" not in plain.to_yaml()
+
+
+def test_bootstrap_demos_come_only_from_successful_training_traces(tmp_path):
+    result = _train(tmp_path, "boot", _losing_optimizer(), bootstrap_demos=True)
+    boot = [c for h in result.history for c in h["candidates"] if c.get("source") == "bootstrap"]
+    assert boot, result.history[0]["candidates"]
+    op = boot[0]["patch"]["ops"][0]
+    assert op["op"] == "set_demos" and op["layer"] == "solve" and op["agent"] == "solver"
+    sources = [d["source"] for d in op["demos"]]
+    # even-numbered training examples pass with the starting prompt: t0, t2; never a val row
+    assert sources and all(s in ("train:t0", "train:t2") for s in sources)
+    for demo in op["demos"]:
+        n = int(re.search(r"What is (\d+)", demo["input"]).group(1))
+        assert demo["output"] == f"Answer: {n + 1}"
+
+
+def test_the_repairer_can_ask_for_demos_and_gets_real_ones(tmp_path):
+    use = {
+        "rationale": "show examples",
+        "ops": [{"op": "use_demos", "layer": "solve", "agent": "solver", "count": 1}],
+    }
+    optimizer = opt_model(use)
+    result = _train(tmp_path, "use", optimizer)
+    cands = result.history[0]["candidates"]
+    repaired = next(c for c in cands if c.get("source") == "repairer")
+    assert repaired["valid"], repaired
+    demos = repaired["patch"]["ops"][0]["demos"]
+    assert repaired["patch"]["ops"][0]["op"] == "set_demos" and len(demos) == 1
+    assert demos[0]["source"].startswith("train:t")
+    prompt = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
+    assert "CORRECT ANSWERS FROM TRAINING" in prompt
