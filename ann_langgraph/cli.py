@@ -477,6 +477,14 @@ def train_command(
         Path,
         typer.Option("--val", help="Validation examples (JSONL/JSON, or langsmith:<dataset>)."),
     ],
+    test_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--test",
+            help="Held-out examples, scored with the starting and the best spec after training "
+            "(never used to decide anything).",
+        ),
+    ] = None,
     metric: Annotated[str, typer.Option(help="Metric name (see `ann metrics`).")] = "exact_match",
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -502,8 +510,13 @@ def train_command(
         float, typer.Option("--min-delta", help="Required validation gain.")
     ] = 0.0,
     paired_test: Annotated[
-        bool, typer.Option("--paired-test", help="Also require a one-sided sign test (p <= 0.1).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--paired-test/--no-paired-test",
+            help="Also require a one-sided sign test (p <= 0.1) [default: on from 12 "
+            "validation examples].",
+        ),
+    ] = None,
     threshold: Annotated[
         float, typer.Option(help="Run the backward step when the minibatch mean is below this.")
     ] = 1.0,
@@ -552,6 +565,7 @@ def train_command(
     spec = _load(spec_path)
     train_rows = _dataset(train_path, "train")
     val_rows = _dataset(val_path, "val")
+    test_rows = _dataset(test_path, "test") if test_path is not None else None
     models = _models_override(model)
     score = _metric_for(metric, spec)
     budget = Budget(max_tokens=max_tokens, max_calls=max_calls, max_usd=max_usd)
@@ -616,6 +630,7 @@ def train_command(
             spec,
             train=train_rows,
             val=val_rows,
+            test=test_rows,
             metric=score,
             models=models,
             optimizer_model=opt_model,
@@ -631,7 +646,7 @@ def train_command(
             trace_source=trace_source,  # type: ignore[arg-type]  # checked above
             langsmith_project=langsmith_project,
         )
-    except (RunDirError, LangSmithError) as exc:
+    except (RunDirError, LangSmithError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail(
@@ -648,6 +663,7 @@ def train_command(
         "paid": result.paid,
         "report": str(result.report_path),
         "wall_time_s": round(result.wall_time_s, 1),
+        "test": result.test,
     }
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
@@ -662,6 +678,14 @@ def train_command(
         f"from cache; {int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))} "
         f"tokens; ${float(usage.get('cost_usd', 0)):.4f}; {result.wall_time_s:.0f}s"
     )
+    if result.test:
+        before, after = result.test["before"], result.test["after"]
+        console.print(
+            f"held-out test (n={after['n']}, never used in training): {before['mean']:.3f} "
+            f"({before['ci'][0]:.2f}-{before['ci'][1]:.2f}) -> [bold]{after['mean']:.3f}[/] "
+            f"({after['ci'][0]:.2f}-{after['ci'][1]:.2f}); paired sign test p = "
+            f"{result.test['p_value']:.3g}"
+        )
     console.print(f"best spec: {target / 'best.yaml'}")
     console.print(f"report:    {result.report_path}")
 

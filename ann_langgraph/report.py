@@ -9,21 +9,56 @@ from .diff import diff_specs, format_diff
 from .optimize.momentum import describe_ops
 from .spec import GraphSpec
 
-__all__ = ["plot_learning_curve", "write_report"]
+__all__ = ["learning_stats", "plot_learning_curve", "write_report"]
 
 
-def plot_learning_curve(history: list[dict[str, Any]], baseline: float, path: Path) -> Path | None:
-    """Best validation score and minibatch score per step (PNG, no display needed)."""
+def learning_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a user needs to judge the optimizer itself: structured-output parse rate (critic
+    and repairer calls, retries included) and what early rejection saved."""
+    calls = parsed = 0
+    for h in history:
+        grad = h.get("gradient") or {}
+        rows = [grad] if grad.get("attempts") else []
+        rows += [c for c in h.get("candidates", []) if c.get("source", "repairer") == "repairer"]
+        for row in rows:
+            attempts = int(row.get("attempts") or 0)
+            ok = bool(row.get("parsed", row.get("error") in (None, "the critic blamed no layer")))
+            calls += attempts
+            parsed += 1 if ok and attempts else 0
+    stopped = [
+        c["early_stop"] for h in history for c in h.get("candidates", []) if c.get("early_stop")
+    ]
+    return {
+        "structured_calls": calls,
+        "structured_parsed": parsed,
+        "parse_rate": parsed / calls if calls else None,
+        "early_stopped": len(stopped),
+        "examples_saved": sum(s["examples_saved"] for s in stopped),
+        "calls_saved_est": sum(s["calls_saved_est"] for s in stopped),
+    }
+
+
+def plot_learning_curve(
+    history: list[dict[str, Any]],
+    baseline: float,
+    path: Path,
+    *,
+    test: dict[str, Any] | None = None,
+) -> Path | None:
+    """Best validation score and minibatch score per step, and the held-out score before and
+    after when there is one (PNG, no display needed). Integer steps; the legend sits below the
+    axes so it never covers the curve."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return None
     steps = [0] + [h["global_step"] + 1 for h in history]
     best = [baseline] + [h["best_score"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=100)
     ax.step(steps, best, where="post", label="best validation score", color="tab:blue")
     mb = [(h["global_step"] + 1, h["minibatch"]) for h in history if h.get("minibatch") is not None]
     if mb:
@@ -41,11 +76,23 @@ def plot_learning_curve(history: list[dict[str, Any]], baseline: float, path: Pa
             label="accepted patch",
             color="tab:green",
         )
+    if test and test.get("before") and test.get("after"):
+        last = steps[-1]
+        ax.plot(  # two points, no line: nothing was measured in between
+            [0, last],
+            [test["before"]["mean"], test["after"]["mean"]],
+            "s",
+            markersize=8,
+            color="tab:purple",
+            label=f"held-out test (n={test['after']['n']}), start and end",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("score")
     ax.set_ylim(-0.05, 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.3, max(steps) + 0.3)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     ax.set_title("Learning curve")
     fig.tight_layout()
     fig.savefig(path)
@@ -60,12 +107,14 @@ def write_report(
     wall_time_s: float,
     cache_stats: dict[str, Any] | None = None,
     paid: dict[str, Any] | None = None,
+    test: dict[str, Any] | None = None,
 ) -> Path:
     history: list[dict[str, Any]] = state.get("history") or []
     versions: list[dict[str, Any]] = state.get("versions") or []
     usage: dict[str, Any] = state.get("usage") or {}
     baseline = versions[0]["val_score"] if versions else 0.0
-    plot = plot_learning_curve(history, baseline, run_path / "learning_curve.png")
+    plot = plot_learning_curve(history, baseline, run_path / "learning_curve.png", test=test)
+    stats = learning_stats(history)
     proposed = sum(len(h.get("candidates", [])) for h in history)
     valid = sum(1 for h in history for c in h.get("candidates", []) if c.get("valid"))
     accepted = sum(1 for h in history if (h.get("decision") or {}).get("accepted"))
@@ -91,8 +140,32 @@ def write_report(
         f"cost: ${float(paid.get('cost_usd', 0)):.4f}",
         f"- Wall time: {wall_time_s:.1f}s",
     ]
+    if stats["parse_rate"] is not None:
+        lines.append(
+            f"- Optimizer structured output: {stats['structured_parsed']} of "
+            f"{stats['structured_calls']} calls parsed ({100 * stats['parse_rate']:.0f}%)"
+        )
+    if stats["early_stopped"]:
+        lines.append(
+            f"- Early rejection: {stats['early_stopped']} candidates stopped early, "
+            f"{stats['examples_saved']} validation examples (about {stats['calls_saved_est']} "
+            "model calls) not run"
+        )
     if cache_stats:
         lines.append(f"- Response cache (this process): {cache_stats}")
+    if test:
+        lines += ["", *_test_lines(test)]
+    lines += ["", "## Versions (validation)", "", "| version | from step | mean | 95% CI | n | p |"]
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for v in versions:
+        ci = v.get("val_ci")
+        p_value = "-" if v.get("p_value") is None else f"{v['p_value']:.3g}"
+        lines.append(
+            f"| v{v['version']} | {v.get('global_step', 0) + (1 if v['version'] else 0)} | "
+            f"{v['val_score']:.3f} | {f'{ci[0]:.2f}-{ci[1]:.2f}' if ci else '-'} | "
+            f"{v.get('val_n', '-')} | "
+            f"{p_value} |"
+        )
     if plot:
         lines += ["", f"![learning curve]({plot.name})"]
     lines += [
@@ -153,3 +226,21 @@ def write_report(
     path = run_path / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _test_lines(test: dict[str, Any]) -> list[str]:
+    """The held-out split: only ever scored, never used to decide anything."""
+    before, after = test["before"], test["after"]
+    out = [
+        f"## Held-out test ({test.get('name', 'test')}, n={after['n']}; never used in training)",
+        "",
+        "| spec | mean | 95% CI |",
+        "| --- | --- | --- |",
+        f"| start (v0) | {before['mean']:.3f} | {before['ci'][0]:.2f}-{before['ci'][1]:.2f} |",
+        f"| best (v{test.get('version', '?')}) | {after['mean']:.3f} | "
+        f"{after['ci'][0]:.2f}-{after['ci'][1]:.2f} |",
+        "",
+        f"Paired sign test, best vs start (one-sided): {test['wins']} better, {test['losses']} "
+        f"worse, {test['ties']} the same; p = {test['p_value']:.3g}.",
+    ]
+    return out

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .names import aggregator_names, tool_names
+
 __all__ = [
     "ANSWER_FORMATS",
     "AgentSpec",
@@ -298,9 +300,6 @@ _SpecDumper.add_representer(str, _represent_str)
 
 def semantic_errors(spec: GraphSpec) -> list[tuple[str, str]]:
     """Cross-field checks pydantic field types cannot express."""
-    from .aggregators.registry import aggregator_names
-    from .tools import tool_names
-
     aggregators = aggregator_names()
     tools = tool_names()
     errors: list[tuple[str, str]] = []

@@ -6,6 +6,8 @@ import threading
 
 from langchain_core.tools import BaseTool
 
+from .names import declare_tool
+
 __all__ = ["get_tool", "register_tool", "tool_names"]
 
 _LOCK = threading.Lock()
@@ -37,6 +39,7 @@ def register_tool(tool: BaseTool, *, replace: bool = False) -> BaseTool:
         if tool.name in _REGISTRY and not replace:
             raise ValueError(f"tool '{tool.name}' is already registered (pass replace=True)")
         _REGISTRY[tool.name] = tool
+    declare_tool(tool.name)  # specs may now name it
     return tool
 
 

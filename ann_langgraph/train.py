@@ -11,6 +11,7 @@ Program + trainset + valset in, better program out (as DSPy optimizers do), save
       history.jsonl       one row per step (gradient, proposals, validation, decision)
       records/            execution records of each step's forward pass (JSONL)
       report.md           human-readable report; learning_curve.png
+      test.json           with ``test=``: the start and best spec on the held-out split
 
 With LangSmith configured (``LANGSMITH_API_KEY``, ``LANGSMITH_TRACING=true``) every forward
 run and the optimizer's own graph are traced to a LangSmith project named after the run
@@ -63,6 +64,7 @@ class TrainResult(BaseModel):
     run_dir: Path
     report_path: Path
     wall_time_s: float
+    test: dict[str, Any] | None = None
 
 
 # Options that change how fast a run goes, never what it computes: free to differ on resume.
@@ -115,6 +117,7 @@ def train(
     train: Iterable[dict[str, Any]] | str | Path,
     val: Iterable[dict[str, Any]] | str | Path,
     metric: Metric | str,
+    test: Iterable[dict[str, Any]] | str | Path | None = None,
     models: ModelsArg = None,
     optimizer_model: BaseChatModel | Runnable[Any, Any] | str | None = None,
     epochs: int = 3,
@@ -138,6 +141,9 @@ def train(
     in-process recorder), ``"langsmith"`` (queried back from LangSmith by the run's metadata;
     needs LangSmith configured) or ``"auto"`` (LangSmith when configured).
     ``langsmith_project`` overrides the project name (default: the run directory's name).
+    ``test``: a held-out split, scored with the starting and the best spec after training
+    (never seen by the optimizer; it must share no input with ``train``/``val``); the result is
+    in ``TrainResult.test``, ``test.json`` and the report.
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
@@ -155,6 +161,15 @@ def train(
         val = load_dataset(val) if isinstance(val, str | Path) else val
     train_rows = _with_ids(train, "train-")
     val_rows = _with_ids(val, "val-")
+    test_rows: list[dict[str, Any]] | None = None
+    if test is not None:
+        from .evaluate import load_dataset
+        from .heldout import check_disjoint
+
+        test_rows = _with_ids(
+            load_dataset(test) if isinstance(test, str | Path) else test, "test-"
+        )
+        check_disjoint(test_rows, train=train_rows, validation=val_rows)
     cfg = (config or OptimizerConfig()).model_copy(
         update={"epochs": epochs, "batch_size": batch_size, "review": review is not None}
     )
@@ -290,12 +305,31 @@ def train(
     # what was really paid: checkpointed usage, raised by the cache's ledger (calls finished in
     # a step that a crash cut short are in the ledger, and free on resume)
     paid = paid_so_far(response_cache, final, prices=prices)
+    heldout = None
+    if test_rows is not None:
+        from .heldout import score_heldout
+
+        heldout = score_heldout(
+            GraphSpec.model_validate(final["versions"][0]["spec"]),
+            best,
+            test_rows,
+            metric,
+            models=models,
+            cache=response_cache,
+            prices=prices,
+            concurrency=cfg.concurrency,
+            timeout_s=cfg.timeout_s,
+            version=int(final.get("version", 0)),
+            progress=progress,
+        )
+        (run_path / "test.json").write_text(json.dumps(heldout, indent=2) + "\n")
     report_path = write_report(
         run_path,
         final,
-        wall_time_s=wall,
+        wall_time_s=time.perf_counter() - started,
         cache_stats=response_cache.stats() if response_cache else None,
         paid=paid,
+        test=heldout,
     )
     if response_cache is not None:
         response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
@@ -315,6 +349,7 @@ def train(
         run_dir=run_path,
         report_path=report_path,
         wall_time_s=wall,
+        test=heldout,
     )
 
 

@@ -76,6 +76,11 @@ def main(
     try:
         for label, candidate in (("before", spec), ("after", result.best_spec)):
             for split in ("val", "test"):
+                # a line before each evaluation: on the embedded model each takes minutes
+                Console(stderr=True).print(
+                    f"scoring the {'starting' if label == 'before' else 'best'} spec on {split} "
+                    f"({len(splits[split])} examples; cached calls are free)"
+                )
                 report = ann.evaluate(candidate, splits[split], score, models=model, cache=cache)
                 scores[f"{label}/{split}"] = _row(report)
     finally:

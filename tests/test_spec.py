@@ -760,3 +760,37 @@ def test_duplicate_yaml_keys_are_errors_with_a_line():
         parse_spec(
             "name: x\nlayers: []\nlayers:\n  - name: a\n    agents: [{id: a, role: r, prompt: p}]\n"
         )
+
+
+def test_the_spec_module_imports_no_runtime():
+    """spec.py validates names against ann_langgraph.names only: no aggregators, tools, models
+    or LangGraph (the old import circle spec -> aggregators -> models -> spec)."""
+    import ast
+    from pathlib import Path
+
+    import ann_langgraph.spec as spec_module
+
+    tree = ast.parse(Path(spec_module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    local = {name for name in imported if name.startswith(".")}
+    assert local == {".names"}, local
+    assert not any(name.startswith(("langgraph", "langchain")) for name in imported)
+
+
+def test_declared_names_match_the_runtime_registries():
+    from ann_langgraph import names
+    from ann_langgraph.aggregators.registry import aggregator_names
+    from ann_langgraph.tools import tool_names
+
+    assert set(names.BUILTIN_AGGREGATORS) <= aggregator_names() <= names.aggregator_names()
+    assert set(names.BUILTIN_TOOLS) <= tool_names() <= names.tool_names()
+    import ann_langgraph.aggregators.builtins as builtins  # noqa: F401
+    from ann_langgraph.aggregators import registry
+
+    builtin_runtime = {n for n in registry._REGISTRY if n in names.BUILTIN_AGGREGATORS}
+    assert builtin_runtime == set(names.BUILTIN_AGGREGATORS)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..names import declare_aggregator
+
 if TYPE_CHECKING:
     from langgraph.graph import StateGraph
 
@@ -66,6 +68,7 @@ def register_aggregator(
         if name in _REGISTRY and not replace:
             raise ValueError(f"aggregator '{name}' is already registered (pass replace=True)")
         _REGISTRY[name] = template
+    declare_aggregator(name)  # specs may now name it
     return template
 
 

@@ -64,14 +64,17 @@ class GlobalCritic:
             "blame": [],
             "error": result.error,
             "attempts": result.attempts,
+            "parsed": result.value is not None,
         }
         if result.value is not None:
             value = result.value.model_dump(mode="json")
-            seen: set[str] = set()
+            by_layer: dict[str, dict[str, Any]] = {}
             for blame in value.get("blame", []):
-                if blame["layer"] not in seen and len(seen) < cfg.max_blamed_layers:
-                    seen.add(blame["layer"])
-                    gradient["blame"].append(blame)
+                if blame["layer"] in by_layer:  # one layer named twice: keep both reasons
+                    by_layer[blame["layer"]]["reason"] += " " + blame["reason"]
+                elif len(by_layer) < cfg.max_blamed_layers:
+                    by_layer[blame["layer"]] = dict(blame)
+            gradient["blame"] = list(by_layer.values())
             gradient["summary"] = value.get("summary", "")
         if not gradient["blame"] and failing and cfg.fallback_blame:
             # A small critic often names no layer, or answers with no parseable tool call; the

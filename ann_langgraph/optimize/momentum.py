@@ -102,6 +102,8 @@ class Momentum:
                     "valid": False,
                     "reason": p.get("error"),
                     "source": p.get("source", "repairer"),
+                    "attempts": p.get("attempts", 0),
+                    "parsed": p.get("parsed", p.get("patch") is not None),
                 }
                 for p in state["proposals"]
             ]

@@ -20,14 +20,23 @@ __all__ = [
 CRITIC_SYSTEM = (
     "You are the global critic of a multi-agent system organised in layers. Read the system's "
     "layers and how it did on a batch of examples, then name the layers responsible for the "
-    "failures and say concretely what each does wrong. Blame at most three layers. Do not blame "
-    "a layer for a failure its inputs already contained."
+    "failures and say concretely what each does wrong. For each failing example compare "
+    "'Expected' with 'Final output' and name the kind of difference: a wrong value; the right "
+    "content in the wrong form or format; extra text around the answer; an answer cut off at "
+    "the token cap; no final answer at all. Quote one expected answer and one output as "
+    "evidence. Blame at most three layers. Do not blame a layer for a failure its inputs "
+    "already contained."
 )
 
 REPAIR_SYSTEM = (
     "You repair one layer of a multi-agent system. Propose one to three edits to that layer "
-    "(prompts, roles, agents, aggregator, tools, parameters) that fix the reported failures. "
-    "Keep what works. Never repeat an edit the history says was rejected."
+    "(prompts, roles, agents, aggregator, tools, parameters, worked examples) that fix the "
+    "reported failures. Prefer the smallest edit that fixes them: when outputs have the right "
+    "content in the wrong form, rewrite the prompt of the agent that writes the answer so it "
+    "says exactly what the answer must look like, with an example in the expected form; when "
+    "answers are cut off, ask for shorter answers or raise max_tokens. Change the aggregator "
+    "or add agents only when the evidence shows the layer's structure is the problem. Keep "
+    "what works. Never repeat an edit the history says was rejected."
 )
 
 
@@ -74,7 +83,7 @@ def example_evidence(
         f"Final output: {clip(str(result.get('output', '')), chars // 6)}",
     ]
     if result.get("feedback"):
-        head.append(f"Metric feedback: {clip(str(result['feedback']), chars // 6)}")
+        head.append(f"Metric feedback: {clip(str(result['feedback']), max(240, chars // 4))}")
     if result.get("error"):
         head.append(f"Error: {clip(str(result['error']), 200)}")
     cut = [r for r in records if r.get("truncated")]

@@ -88,6 +88,7 @@ class LocalRepair:
             "patch": None,
             "error": result.error,
             "attempts": result.attempts,
+            "parsed": result.value is not None,
             "source": "repairer",
         }
         if result.value is not None:

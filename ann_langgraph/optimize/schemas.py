@@ -54,7 +54,8 @@ def layer_patch_schema(
     layer = spec.layer(layer_name)
     layer_t = _enum([layer_name])
     agent_t = _enum([a.id for a in layer.agents])
-    agg_t = _enum(sorted(a for a in aggregator_names() if a != "dynamic"))
+    # never the layer's own aggregator: "set it to what it is" was a measured favourite no-op
+    agg_t = _enum(sorted(a for a in aggregator_names() if a not in ("dynamic", layer.aggregator)))
     tool_t = _enum(sorted(tool_names()))
     cfg = ConfigDict(extra="forbid")
 

@@ -172,6 +172,8 @@ class ValidateFormat:
                 "valid": False,
                 "reason": prop.get("error"),
                 "source": prop.get("source", "repairer"),
+                "attempts": prop.get("attempts", 0),
+                "parsed": prop.get("parsed", prop.get("patch") is not None),
             }
             candidates.append(cand)
             if prop.get("patch") is None:

@@ -78,7 +78,7 @@ def make(n: int, rng: random.Random) -> list[dict[str, str]]:
 def main() -> None:
     rng = random.Random(SEED)
     here = Path(__file__).parent
-    splits = {"train": 24, "val": 32, "test": 48}
+    splits = {"train": 16, "val": 24, "test": 48}
     for split, n in splits.items():
         rows = make(n, rng)
         with (here / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
