@@ -166,9 +166,7 @@ def train(
         from .evaluate import load_dataset
         from .heldout import check_disjoint
 
-        test_rows = _with_ids(
-            load_dataset(test) if isinstance(test, str | Path) else test, "test-"
-        )
+        test_rows = _with_ids(load_dataset(test) if isinstance(test, str | Path) else test, "test-")
         check_disjoint(test_rows, train=train_rows, validation=val_rows)
     cfg = (config or OptimizerConfig()).model_copy(
         update={"epochs": epochs, "batch_size": batch_size, "review": review is not None}

@@ -26,8 +26,8 @@ from ann_langgraph.local import (
     LocalModelError,
     UnknownEmbeddedModel,
     parse_local_string,
+    weights,
 )
-from ann_langgraph.local import weights
 from ann_langgraph.local.catalogue import Chunk, EmbeddedModel
 from ann_langgraph.models import ModelError, init_model, structured_output_method
 
@@ -190,7 +190,9 @@ def test_two_processes_assembling_at_once_make_one_correct_file(
     assert Path(paths.pop()).read_bytes() == expected
     names = sorted(p.name for p in (cache / "models").iterdir())
     entry = _entry(prefix)
-    assert names == sorted([entry.file_name, entry.file_name + ".lock", entry.file_name + ".verified"])
+    assert names == sorted(
+        [entry.file_name, entry.file_name + ".lock", entry.file_name + ".verified"]
+    )
 
 
 def test_model_strings_name_catalogue_entries(monkeypatch: pytest.MonkeyPatch) -> None:

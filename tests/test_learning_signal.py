@@ -78,8 +78,9 @@ def test_truncation_reaches_the_feedback_and_the_critics_prompt(tmp_path):
     )
     critic_prompts = [c["text"] for c in optimizer.calls if "global critic" in c["text"]]
     assert critic_prompts
-    assert "Truncation: solve/solver output cut off at max_tokens=3 after 3 tokens" in (
-        critic_prompts[0]
+    assert (
+        "Truncation: solve/solver output cut off at max_tokens=3 after 3 tokens"
+        in (critic_prompts[0])
     )
     repair = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
     assert "output cut off at max_tokens=3" in repair
@@ -205,9 +206,17 @@ def test_paired_test_defaults_on_where_n_allows():
 def test_cannot_win_examples():
     current = {f"v{i}": 0.5 for i in range(10)}  # mean 0.5
     # 4 of 10 scored 0: the best case is 6/10 = 0.6 > 0.5 -> still possible
-    assert cannot_win(
-        {f"v{i}": 0.0 for i in range(4)}, current, best=0.5, min_delta=0, paired=False, alpha=0.1
-    ) is None
+    assert (
+        cannot_win(
+            {f"v{i}": 0.0 for i in range(4)},
+            current,
+            best=0.5,
+            min_delta=0,
+            paired=False,
+            alpha=0.1,
+        )
+        is None
+    )
     # 5 zeros: best case 0.5, not above 0.5 -> stop
     reason = cannot_win(
         {f"v{i}": 0.0 for i in range(5)}, current, best=0.5, min_delta=0, paired=False, alpha=0.1
@@ -222,8 +231,9 @@ def test_cannot_win_examples():
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from([0.0, 1.0]), st.sampled_from([0.0, 1.0])), min_size=1,
-             max_size=30),
+    st.lists(
+        st.tuples(st.sampled_from([0.0, 1.0]), st.sampled_from([0.0, 1.0])), min_size=1, max_size=30
+    ),
     st.integers(min_value=1, max_value=8),
     st.booleans(),
     st.sampled_from([0.0, 0.05]),

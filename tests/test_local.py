@@ -35,11 +35,10 @@ from ann_langgraph.local import (
     is_local_model,
     local_chat_model,
     shutdown_local_server,
+    weights,
 )
-
 from ann_langgraph.local import chat as chat_module
 from ann_langgraph.local import server as server_module
-from ann_langgraph.local import weights
 
 local_model = pytest.mark.local_model
 

@@ -153,6 +153,7 @@ def test_record_from_serialized_run_dict_matches_live_record(three_layer_spec):
                                     "input_tokens": live.input_tokens,
                                     "output_tokens": live.output_tokens,
                                 },
+                                "response_metadata": {"finish_reason": live.finish_reason},
                             },
                         },
                     }
