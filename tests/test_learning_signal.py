@@ -304,6 +304,11 @@ def test_early_rejection_stops_a_losing_candidate_and_saves_calls(tmp_path):
     assert stop["evaluated"] == 8 and stop["of"] == 16 and stop["examples_saved"] == 8
     assert stop["calls_saved_est"] == 8
     assert not early.history[0]["decision"]["accepted"]
+    assert early.history[0]["decision"]["delta"] is None  # a partial mean is no delta
+    from ann_langgraph.optimize.momentum import momentum_summary
+
+    assert "REJECTED" in momentum_summary(early.history)
+    assert "on the first 8 of 16" in momentum_summary(early.history)
     assert "early_stop" not in full.history[0]["candidates"][0]
     assert early.paid["calls"] == full.paid["calls"] - 8  # the saved calls were really not made
     assert early.best_spec.fingerprint == full.best_spec.fingerprint

@@ -45,8 +45,9 @@ class Decide:
         valid = [c for c in state["candidates"] if c["valid"]]
         complete = [c for c in valid if not c.get("early_stop")]
         top = max(complete or valid, key=lambda c: c["val_score"])
-        delta = top["val_score"] - best
-        accept = bool(complete) and delta > 0 and delta >= cfg.min_delta
+        # an early-stopped candidate's mean covers part of the set: no delta to report
+        delta = top["val_score"] - best if complete else None
+        accept = delta is not None and delta > 0 and delta >= cfg.min_delta
         p_value = None
         if accept and paired_active(cfg, len(state["best_val"])):
             diffs = [top["val"].get(k, 0.0) - v for k, v in state["best_val"].items()]

@@ -49,8 +49,10 @@ def momentum_summary(history: list[dict[str, Any]], *, max_rows: int = 8) -> str
                     f"{cand.get('val_score', 0):.3f}); build on this direction"
                 )
             else:
+                stop = cand.get("early_stop") or {}
+                part = f" on the first {stop['evaluated']} of {stop['of']}" if stop else ""
                 lines.append(
-                    f"{tag}: REJECTED {ops} (validation {cand.get('val_score', 0):.3f}, "
+                    f"{tag}: REJECTED {ops} (validation {cand.get('val_score', 0):.3f}{part}, "
                     f"best {cand.get('before', 0):.3f}); do not retry"
                 )
         if not row.get("candidates") and row.get("gradient", {}).get("error"):
