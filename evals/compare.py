@@ -147,6 +147,11 @@ class _Runner:
         self.extras = {name: factory() for name, factory in bench.extra_metrics.items()}
         self.ids_hash = _hash([str(ex["id"]) for ex in examples])
         self.model_name = config.model if models is None else model_label(models)
+        if models is None and is_local_string(config.model):
+            # "local" changed meaning (SmolLM2 until 2026-12-03): key and label by the file
+            from ann_langgraph.models import init_model
+
+            self.model_name = f"{config.model} ({model_label(init_model(config.model))})"
         self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
         self.reused: set[str] = set()
 
