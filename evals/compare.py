@@ -46,7 +46,16 @@ from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .base import Benchmark, get_benchmark
 from .baselines import BASELINES, DEFAULT_SAMPLES, DEFAULT_SC_TEMPERATURE, baseline_spec
-from .report import RunSummary, compare_markdown, compare_table, summarize, write_jsonl, write_text
+from .report import (
+    RunSummary,
+    compare_markdown,
+    compare_table,
+    paired_tests,
+    read_jsonl,
+    summarize,
+    write_jsonl,
+    write_text,
+)
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -549,7 +558,16 @@ def _write_outputs(
             "folder with the same examples, model and options",
         }
     title = f"{config.benchmark}: methods compared on the same {n} examples"
-    md = write_text(out / "compare.md", compare_markdown(summaries, title=title, facts=facts))
+    scores: dict[str, dict[str, float]] = {}
+    for s in summaries:
+        path = out / "methods" / s.method / "results.jsonl"
+        if s.status == "ok" and path.exists():
+            scores[s.method] = {str(r["id"]): float(r["score"]) for r in read_jsonl(path)}
+    paired = paired_tests(scores)
+    md = write_text(
+        out / "compare.md",
+        compare_markdown(summaries, title=title, facts=facts, paired=paired),
+    )
     payload = {
         "config": config.model_dump(mode="json"),
         "facts": dict(facts),
@@ -557,6 +575,7 @@ def _write_outputs(
         "n": n,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "methods": [s.model_dump(mode="json") for s in summaries],
+        "paired_tests": paired,
     }
     js = write_text(out / "compare.json", json.dumps(payload, indent=2) + "\n")
     return md, js

@@ -319,10 +319,45 @@ def _extra_names(summaries: Sequence[RunSummary]) -> list[str]:
     return names
 
 
+# Which rows to test against which: the trained spec against its starter and the strongest
+# baselines, the starter against chain-of-thought.
+PAIRS = (("ann-trained", "ann"), ("ann-trained", "cot-sc"), ("ann-trained", "dspy"), ("ann", "cot"))
+
+
+def paired_tests(scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """One-sided exact sign tests (first better than second) on the examples both scored."""
+    from ann_langgraph.optimize.decide import sign_test_p
+
+    out = []
+    for a, b in PAIRS:
+        if a not in scores or b not in scores:
+            continue
+        common = sorted(set(scores[a]) & set(scores[b]))
+        if not common:
+            continue
+        diffs = [scores[a][k] - scores[b][k] for k in common]
+        out.append(
+            {
+                "better": a,
+                "than": b,
+                "n": len(common),
+                "wins": sum(1 for d in diffs if d > 0),
+                "losses": sum(1 for d in diffs if d < 0),
+                "ties": sum(1 for d in diffs if d == 0),
+                "p_value": sign_test_p(diffs),
+            }
+        )
+    return out
+
+
 def compare_markdown(
-    summaries: Sequence[RunSummary], *, title: str, facts: Mapping[str, Any]
+    summaries: Sequence[RunSummary],
+    *,
+    title: str,
+    facts: Mapping[str, Any],
+    paired: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """The Markdown comparison table (plus training costs and breakdowns)."""
+    """The Markdown comparison table (plus paired tests, training costs and breakdowns)."""
     extra = _extra_names(summaries)
     lines = [f"# {title}", ""]
     lines += [
@@ -332,6 +367,14 @@ def compare_markdown(
         "",
         _md_table([*COMPARE_COLUMNS, *extra], [_compare_cells(s, extra) for s in summaries]),
     ]
+    if paired:
+        lines += ["", "Paired sign tests on the same examples (one-sided: is the first better?):"]
+        lines += [""]
+        for t in paired:
+            lines.append(
+                f"- {t['better']} vs {t['than']}: {t['wins']} better, {t['losses']} worse, "
+                f"{t['ties']} the same (n={t['n']}); p = {t['p_value']:.3g}"
+            )
     trained = [s for s in summaries if s.status == "ok" and s.details.get("training")]
     if trained:
         lines += ["", "Training (one-time cost, not included in the per-example columns):", ""]

@@ -242,6 +242,17 @@ def test_compare_runs_every_method_on_the_same_examples(tmp_path, scripted):
     assert "| method | accuracy | 95% CI |" in md
     assert "| cot-sc | 100.0% |" in md and "Accuracy by kind" in md
     assert "Training (one-time cost" in md
+    # the trained spec against its starter, paired on the same 4 examples: 4 wins, p = 1/16
+    tests = {(t["better"], t["than"]): t for t in data["paired_tests"]}
+    trained_vs_start = tests[("ann-trained", "ann")]
+    assert (trained_vs_start["wins"], trained_vs_start["losses"], trained_vs_start["n"]) == (
+        4,
+        0,
+        4,
+    )
+    assert trained_vs_start["p_value"] == pytest.approx(1 / 16)
+    assert tests[("ann-trained", "cot-sc")]["ties"] == 4  # both perfect
+    assert "ann-trained vs ann: 4 better, 0 worse, 0 the same (n=4); p = 0.0625" in md
 
 
 def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted):
