@@ -14,7 +14,7 @@ from typing import Any
 from .evaluate import EvalReport, evaluate
 from .metrics import Metric
 from .models import ModelsArg
-from .optimize.decide import sign_test_p
+from .optimize.decide import paired_sign_test
 from .spec import GraphSpec
 
 __all__ = ["check_disjoint", "score_heldout"]
@@ -89,10 +89,7 @@ def score_heldout(
         "version": version,
         "before": _row(before),
         "after": _row(after),
-        "wins": sum(1 for d in diffs if d > 0),
-        "losses": sum(1 for d in diffs if d < 0),
-        "ties": sum(1 for d in diffs if d == 0),
-        "p_value": sign_test_p(diffs),
+        **paired_sign_test(diffs),
         "calls": before.calls + (after.calls if after is not before else 0),
         "cached_calls": before.cached_calls + (after.cached_calls if after is not before else 0),
     }

@@ -122,10 +122,15 @@ def _render_calls(calls: list[Any]) -> str:
     return "; ".join(out)
 
 
-def _last_user_text(messages: Any) -> str:
+def _one_batch(messages: Any) -> Any:
+    """A chat-model run's inputs hold one batch of messages: that batch."""
     if isinstance(messages, list) and messages and isinstance(messages[0], list):
-        messages = messages[0]
-    for msg in reversed(messages or []):
+        return messages[0]
+    return messages
+
+
+def _last_user_text(messages: Any) -> str:
+    for msg in reversed(_one_batch(messages) or []):
         kind, content, _ = _msg_fields(msg)
         if kind == "human":
             return _content_text(content)
@@ -133,10 +138,8 @@ def _last_user_text(messages: Any) -> str:
 
 
 def _render_messages(messages: Any) -> str:
-    if isinstance(messages, list) and messages and isinstance(messages[0], list):
-        messages = messages[0]  # one batch per chat-model run
     lines = []
-    for msg in messages or []:
+    for msg in _one_batch(messages) or []:
         kind, content, calls = _msg_fields(msg)
         text = _content_text(content)
         if calls:

@@ -326,7 +326,7 @@ PAIRS = (("ann-trained", "ann"), ("ann-trained", "cot-sc"), ("ann-trained", "dsp
 
 def paired_tests(scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     """One-sided exact sign tests (first better than second) on the examples both scored."""
-    from ann_langgraph.optimize.decide import sign_test_p
+    from ann_langgraph.optimize.decide import paired_sign_test
 
     out = []
     for a, b in PAIRS:
@@ -336,17 +336,7 @@ def paired_tests(scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, An
         if not common:
             continue
         diffs = [scores[a][k] - scores[b][k] for k in common]
-        out.append(
-            {
-                "better": a,
-                "than": b,
-                "n": len(common),
-                "wins": sum(1 for d in diffs if d > 0),
-                "losses": sum(1 for d in diffs if d < 0),
-                "ties": sum(1 for d in diffs if d == 0),
-                "p_value": sign_test_p(diffs),
-            }
-        )
+        out.append({"better": a, "than": b, "n": len(common), **paired_sign_test(diffs)})
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from .catalogue import CATALOGUE, DEFAULT_ENTRY, ENV_MODEL, EmbeddedModel
 from .errors import LocalModelError
-from .weights import cache_dir, chunk_files, installed_path
+from .weights import cached_path, chunk_files, installed_path
 
 __all__ = ["model_rows"]
 
@@ -22,8 +22,7 @@ def _installed(entry: EmbeddedModel) -> tuple[str, str]:
             chunk_files(entry)
         except LocalModelError:
             return "not installed", entry.install
-        target = cache_dir() / "models" / entry.file_name
-        return "installed (assembled on first use)", str(target)
+        return "installed (assembled on first use)", str(cached_path(entry))
     return "not installed", entry.install
 
 

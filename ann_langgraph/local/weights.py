@@ -28,6 +28,7 @@ __all__ = [
     "ENV_CACHE_DIR",
     "assemble",
     "cache_dir",
+    "cached_path",
     "chunk_files",
     "find_gguf",
     "installed_path",
@@ -85,7 +86,8 @@ def chunk_files(entry: EmbeddedModel) -> list[Path]:
     return files
 
 
-def _model_path(entry: EmbeddedModel) -> Path:
+def cached_path(entry: EmbeddedModel) -> Path:
+    """Where a chunked model is (or will be) assembled."""
     return cache_dir() / "models" / entry.file_name
 
 
@@ -99,7 +101,7 @@ def installed_path(entry: EmbeddedModel) -> Path | None:
                 if path.is_file():
                     return path.resolve()
         return None
-    path = _model_path(entry)
+    path = cached_path(entry)
     return path if _stamped(path, entry) else None
 
 
@@ -163,7 +165,7 @@ def assemble(entry: EmbeddedModel, *, progress: Progress | None = None) -> Path:
     """Join the entry's chunks into the cache (see the module docstring); returns the path."""
     if entry.source != "chunks":
         raise ValueError(f"'{entry.name}' is not a chunked model")
-    target = _model_path(entry)
+    target = cached_path(entry)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

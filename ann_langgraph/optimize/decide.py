@@ -14,7 +14,7 @@ from .config import OptimizerConfig
 from .context import OptimizerContext
 from .state import OptimizerState
 
-__all__ = ["Decide", "paired_active", "sign_test_p"]
+__all__ = ["Decide", "paired_active", "paired_sign_test", "sign_test_p"]
 
 
 def sign_test_p(diffs: list[float]) -> float:
@@ -24,6 +24,16 @@ def sign_test_p(diffs: list[float]) -> float:
     if n == 0:
         return 1.0
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
+def paired_sign_test(diffs: list[float]) -> dict[str, Any]:
+    """Wins, losses, ties and the one-sided sign test's p for per-example differences."""
+    return {
+        "wins": sum(1 for d in diffs if d > 0),
+        "losses": sum(1 for d in diffs if d < 0),
+        "ties": sum(1 for d in diffs if d == 0),
+        "p_value": sign_test_p(diffs),
+    }
 
 
 def paired_active(cfg: OptimizerConfig, n_val: int) -> bool:

@@ -16,7 +16,7 @@ from .schemas import layer_patch_schema, to_patch
 from .state import evidence_records
 from .structured import invoke_structured
 
-__all__ = ["BootstrapDemos", "LocalRepair", "demos_for"]
+__all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for"]
 
 
 def demos_for(
@@ -100,6 +100,19 @@ class LocalRepair:
         return {"proposals": [proposal], "usage": ctx.llm_usage(result.usage)}
 
 
+def bootstrap_ops(
+    spec: GraphSpec, pool: Mapping[str, list[dict[str, Any]]] | None, layers: list[str], count: int
+) -> list[dict[str, Any]]:
+    """``set_demos`` ops for the agents of ``layers`` whose pool demos differ from their own."""
+    ops: list[dict[str, Any]] = []
+    for layer in layers:
+        for agent in spec.layer(layer).agents:
+            demos = demos_for(pool, layer, agent.id, count)
+            if demos and demos != [d.model_dump(mode="json") for d in agent.demos]:
+                ops.append({"op": "set_demos", "layer": layer, "agent": agent.id, "demos": demos})
+    return ops
+
+
 class BootstrapDemos:
     """One more candidate per step, with no model call: the blamed layers' agents get
     demonstrations from their own successful training traces (DSPy's BootstrapFewShot)."""
@@ -108,23 +121,13 @@ class BootstrapDemos:
         self.ctx = ctx
 
     def __call__(self, payload: Any) -> dict[str, Any]:
-        cfg = self.ctx.cfg
         spec = GraphSpec.model_validate(payload["spec"])
-        pool = payload.get("demo_pool") or {}
-        ops: list[dict[str, Any]] = []
-        layers: list[str] = []
-        for blame in payload["layers"]:
-            for agent in spec.layer(blame).agents:
-                demos = demos_for(pool, blame, agent.id, cfg.max_demos)
-                current = [d.model_dump(mode="json") for d in agent.demos]
-                if demos and demos != current:
-                    ops.append(
-                        {"op": "set_demos", "layer": blame, "agent": agent.id, "demos": demos}
-                    )
-                    if blame not in layers:
-                        layers.append(blame)
+        ops = bootstrap_ops(
+            spec, payload.get("demo_pool"), payload["layers"], self.ctx.cfg.max_demos
+        )
         if not ops:
             return {}
+        layers = list(dict.fromkeys(op["layer"] for op in ops))
         patch = {
             "rationale": "Show the agents their own successful training answers as "
             "demonstrations (format and length by example).",
@@ -143,10 +146,4 @@ class BootstrapDemos:
     def wanted(state: Mapping[str, Any], layers: list[str], max_demos: int) -> bool:
         """Whether a bootstrap candidate could differ from the current spec."""
         spec = GraphSpec.model_validate(state["spec"])
-        pool = state.get("demo_pool") or {}
-        for layer in layers:
-            for agent in spec.layer(layer).agents:
-                demos = demos_for(pool, layer, agent.id, max_demos)
-                if demos and demos != [d.model_dump(mode="json") for d in agent.demos]:
-                    return True
-        return False
+        return bool(bootstrap_ops(spec, state.get("demo_pool"), layers, max_demos))
