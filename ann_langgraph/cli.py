@@ -992,6 +992,44 @@ def models_command(
     console.print(table)
 
 
+@app.command("engine")
+def engine_command(
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build",
+            help="Build llama-server now (once per llama-cpp-python version and CPU; about 6 "
+            "minutes on 2 cores); retries a build that failed before.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The embedded engine (llama.cpp's llama-server): which one runs, where, and its slots.
+
+    ANN_LOCAL_ENGINE chooses: auto (default), llama-server, python, or a binary's path;
+    ANN_LOCAL_SLOTS and ANN_LOCAL_THREADS override its parallel slots and threads.
+    """
+    import json as _json
+
+    from .local.engine import EngineUnavailable, build_llama_server, engine_status
+    from .local.server import default_slots
+
+    if build:
+        try:
+            path = build_llama_server()
+        except EngineUnavailable as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(f"ready: {path}", err=True)
+    row = engine_status()
+    if row.get("engine") != "python":
+        row["slots"] = default_slots()
+    if as_json:
+        typer.echo(_json.dumps(row))
+        return
+    for key, value in row.items():
+        typer.echo(f"{key}: {value}")
+
+
 @app.command("export")
 def export_command(
     spec_path: SpecArg,

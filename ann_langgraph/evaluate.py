@@ -315,16 +315,21 @@ def _error_text(exc: BaseException) -> str:
 def default_concurrency(
     spec_or_graph: Any, models: ModelsArg = None, *, otherwise: int = DEFAULT_CONCURRENCY
 ) -> int:
-    """Examples to run at once when the caller does not say: 1 on the embedded model only.
+    """Examples to run at once when the caller does not say: on the embedded model only, the
+    parallel slots its server really serves (1 on the fallback server).
 
-    The embedded server answers one request at a time, so examples run side by side only wait
-    for each other, and that wait counts against each example's timeout: a many-call spec times
-    out at 4 at once where it finishes at 1, for the same total time. Compiled graphs, whose
-    models cannot be inspected, get ``otherwise``.
+    More examples than slots only wait for each other, and that wait counts against each
+    example's timeout: a many-call spec times out at 4 at once where it finishes at 1 on a
+    one-slot server, for the same total time. Compiled graphs, whose models cannot be
+    inspected, get ``otherwise``.
     """
     if not isinstance(spec_or_graph, GraphSpec):
         return otherwise
-    return 1 if ModelResolver(spec_or_graph, models).only_embedded() else otherwise
+    if not ModelResolver(spec_or_graph, models).only_embedded():
+        return otherwise
+    from .local.server import planned_slots
+
+    return planned_slots()
 
 
 def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | None) -> Any:

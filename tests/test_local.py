@@ -111,6 +111,7 @@ def test_missing_weights_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) 
 def test_missing_server_runtime_names_the_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
+    monkeypatch.setenv("ANN_LOCAL_ENGINE", "python")  # the fallback's own runtime is missing
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 16)
     real = server_module.importlib.util.find_spec

@@ -1,14 +1,22 @@
 """The embedded model's chat model: ``LocalChatModel`` over the loopback server.
 
-How tool calling works here (measured on llama-cpp-python 0.3.x, see ``LocalChatModel``): the GGUF's
-own chat template never shows tools to the model, and ``chatml-function-calling`` (the server's only
-generic tool format) ignores ``max_tokens`` for arguments, returns empty text when the model
-chooses to answer, drops ``tool`` messages and HTML-escapes every prompt, and switching between
-two model aliases on one server reloads the model (1-3 s each time). So the server runs a single
-alias with the GGUF's own template, and this module does the function-calling protocol itself:
-it lists the tools in the system prompt, lets the model pick ``message`` or a function under a
-tiny grammar, then asks for the arguments with the server's JSON-schema grammar
-(``tool_choice`` naming the function, which respects ``max_tokens``) or for a plain answer.
+On the engine (llama.cpp's ``llama-server``, see ``engine``), structured output goes out as a
+``json_schema`` response format that the engine compiles to a grammar, and tool calls use the
+same grammars. Not the engine's own tool calling, measured on this llama.cpp: for SmolLM2 the
+template shows no tools (the engine ignores them), and for Qwen2.5-Coder-1.5B its template
+analysis finds no tool-call format, so ``tool_choice="required"`` gets no grammar and the model
+writes its call in a ```json fence that the engine returns as text. So a forced call is one
+request whose answer is constrained to the tool's argument schema, and ``auto`` first asks, under
+a tiny grammar, whether to answer or call (the protocol below); both are exact on every model.
+
+On the fallback (llama-cpp-python's server; measured on 0.3.x) the GGUF's own chat template
+never shows tools to the model, and ``chatml-function-calling`` (that server's only generic tool
+format) ignores ``max_tokens`` for arguments, returns empty text when the model chooses to
+answer, drops ``tool`` messages and HTML-escapes every prompt. So there this module does the
+function-calling protocol itself: it lists the tools in the system prompt, lets the model pick
+``message`` or a function under a tiny grammar, then asks for the arguments with the server's
+JSON-schema grammar (``tool_choice`` naming the function, which respects ``max_tokens``) or for
+a plain answer.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +36,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
@@ -74,19 +84,21 @@ class LocalChatModel(BaseChatModel):
 
     Constructing one starts nothing (``ann show`` builds graphs without calling models). Calls go
     through ``langchain_openai.ChatOpenAI`` against the server and come back with
-    ``usage_metadata``. ``max_tokens`` is sent as ``extra_body`` because the server ignores the
-    ``max_completion_tokens`` field that langchain-openai sends. Requests from threads and tasks
-    queue on a per-server gate (the server generates one at a time).
+    ``usage_metadata`` (on the engine, ``input_token_details.cache_read`` counts the prompt
+    tokens it reused from its cache rather than processed). ``max_tokens`` is sent as
+    ``extra_body`` because the servers ignore the ``max_completion_tokens`` field that
+    langchain-openai sends. Requests from threads and tasks queue on a per-server gate with as
+    many places as the server has slots (one on the fallback server).
 
-    Tools (``bind_tools``): the model sees the tools in its system prompt; ``tool_choice`` naming
-    a function (or ``"any"``/``"required"`` with one tool) goes straight to a grammar-constrained
-    call; ``"auto"`` first asks the model under a small grammar whether to answer or call, then
-    makes that call (token usage is the sum of both requests). One tool call per turn.
-    Arguments are valid JSON unless cut by ``max_tokens``; then the call lands in
+    Tools (``bind_tools``; see the module docstring for why not the engine's own): the model sees
+    the tools in its system prompt; ``tool_choice`` naming a function (or ``"any"``/
+    ``"required"`` with one tool) goes straight to a grammar-constrained call; ``"auto"`` first
+    asks the model under a small grammar whether to answer or call, then makes that call (token
+    usage is the sum of both requests). Arguments cut by ``max_tokens`` land in
     ``invalid_tool_calls``.
 
-    Streaming: not implemented natively (the server's stream carries no usage); ``stream()``
-    yields the whole answer as one chunk, with usage.
+    Streaming: not implemented natively (a stream carries no usage); ``stream()`` yields the
+    whole answer as one chunk, with usage.
     """
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
@@ -97,7 +109,12 @@ class LocalChatModel(BaseChatModel):
         ge=1,
         description="Answer cap; None: the catalogue entry's (measured per model), else 256.",
     )
-    timeout: float = Field(default=120.0, gt=0, description="Seconds per HTTP request.")
+    timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds per HTTP request (slots share two cores: a long answer beside "
+        "three others takes several times its lone duration).",
+    )
     max_retries: int = Field(
         default=1,
         ge=0,
@@ -243,14 +260,14 @@ class LocalChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> ChatResult:
         client = _client(server.url, self.timeout, self.max_retries)
-        plan = _Plan.build(self, messages, stop, kwargs)
+        plan = _Plan.build(self, messages, stop, kwargs, mode=_mode(server))
         with server.gate.hold():
             if plan.decision is None:
-                return client._generate(plan.messages, stop=stop, **plan.final)
+                return plan.finish(client._generate(plan.messages, stop=stop, **plan.final))
             first = client._generate(plan.decision_messages, **plan.decision)
             plan.choose(first)
             second = client._generate(plan.messages, stop=stop, **plan.final)
-        return _merge(first, second)
+        return _merge(first, plan.finish(second))
 
     async def _arun(
         self,
@@ -260,14 +277,15 @@ class LocalChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> ChatResult:
         client = _client(server.url, self.timeout, self.max_retries)
-        plan = _Plan.build(self, messages, stop, kwargs)
+        plan = _Plan.build(self, messages, stop, kwargs, mode=_mode(server))
         async with server.gate.ahold():
             if plan.decision is None:
-                return await client._agenerate(plan.messages, stop=stop, **plan.final)
+                result = await client._agenerate(plan.messages, stop=stop, **plan.final)
+                return plan.finish(result)
             first = await client._agenerate(plan.decision_messages, **plan.decision)
             plan.choose(first)
             second = await client._agenerate(plan.messages, stop=stop, **plan.final)
-        return _merge(first, second)
+        return _merge(first, plan.finish(second))
 
     # -- tools and structured output
 
@@ -406,10 +424,20 @@ def _named(name: str) -> dict[str, Any]:
     return {"type": "function", "function": {"name": name}}
 
 
+_Mode = Literal["engine", "python"]
+
+
+def _mode(server: LocalServer) -> _Mode:
+    """``engine``: llama-server (JSON-schema grammars); ``python``: the fallback server."""
+    return "engine" if server.engine == "llama-server" else "python"
+
+
 class _Plan:
     """How one call maps onto server requests (one, or a decision then one)."""
 
     def __init__(self) -> None:
+        self.mode: _Mode = "python"
+        self.call_as_json: str | None = None  # the final request's JSON is this tool's call
         self.messages: list[BaseMessage] = []
         self.final: dict[str, Any] = {}
         self.decision: dict[str, Any] | None = None
@@ -425,7 +453,10 @@ class _Plan:
         messages: list[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
+        *,
+        mode: _Mode = "python",
     ) -> _Plan:
+        """Requests for one call; ``mode`` as :func:`_mode` says."""
         kwargs = dict(kwargs)
         kwargs.pop("ls_structured_output_format", None)
         kwargs.pop("stream", None)
@@ -435,6 +466,8 @@ class _Plan:
         extra_body: dict[str, Any] = dict(kwargs.pop("extra_body", None) or {})
         extra_body["max_tokens"] = max_tokens
         response_format = kwargs.pop("response_format", None)
+        if mode != "python" and response_format is not None and "schema" in response_format:
+            response_format = _json_schema_format(response_format["schema"])
         if response_format is not None:
             # Sent raw: langchain-openai would route it through the SDK's parse() helper.
             extra_body["response_format"] = response_format
@@ -448,9 +481,10 @@ class _Plan:
         tool_choice = kwargs.pop("tool_choice", None)
 
         plan = cls()
+        plan.mode = mode
         plan._tools = tools
-        plan._plain = _prepare_messages(messages)
         plan._base = {**kwargs, "extra_body": extra_body}
+        plan._plain = _prepare_messages(messages)
         if not tools or tool_choice == "none":
             plan.messages = plan._plain
             plan.final = dict(plan._base)
@@ -459,7 +493,7 @@ class _Plan:
         with_tools = _with_tools_prompt(plan._plain, tools)
         if isinstance(tool_choice, dict):
             plan.messages = with_tools
-            plan.final = {**plan._base, "tools": tools, "tool_choice": tool_choice}
+            plan._force(tool_choice["function"]["name"])
             return plan
         # "auto" or "required" with several tools: let the model choose under a grammar.
         options = [f"functions.{t['function']['name']}:" for t in tools]
@@ -481,10 +515,55 @@ class _Plan:
         name = text.removeprefix("functions.").removesuffix(":").strip()
         if text.startswith("functions.") and name in names:
             self.messages = self.decision_messages
-            self.final = {**self._base, "tools": self._tools, "tool_choice": _named(name)}
+            self._force(name)
         else:
             self.messages = self._plain
             self.final = dict(self._base)
+
+    def _force(self, name: str) -> None:
+        """The final request: a call of ``name`` with grammar-constrained arguments."""
+        if self.mode == "python":  # that server constrains a named tool's arguments itself
+            self.final = {**self._base, "tools": self._tools, "tool_choice": _named(name)}
+            return
+        # the engine without tool support in the template: ask for the arguments as JSON
+        fn = next(t["function"] for t in self._tools if t["function"]["name"] == name)
+        extra_body = dict(self._base["extra_body"])
+        extra_body["response_format"] = _json_schema_format(fn.get("parameters") or {})
+        self.final = {**self._base, "extra_body": extra_body}
+        self.call_as_json = name
+
+    def finish(self, result: ChatResult) -> ChatResult:
+        """The result as the caller expects it (a JSON answer becomes the tool call it is)."""
+        name = self.call_as_json
+        if name is None or not result.generations:
+            return result
+        gen = result.generations[0]
+        message = gen.message
+        text = message.text if isinstance(message, BaseMessage) else ""
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        try:
+            args = json.loads(text)
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not a JSON object")
+        except ValueError as exc:
+            bad = invalid_tool_call(name=name, args=text, id=call_id, error=str(exc))
+            update: dict[str, Any] = {"content": "", "invalid_tool_calls": [bad]}
+        else:
+            update = {"content": "", "tool_calls": [tool_call(name=name, args=args, id=call_id)]}
+        # as the OpenAI API says it; generation_info keeps the engine's own reason ("length" when
+        # the arguments were cut), which the execution records read
+        metadata = dict(getattr(message, "response_metadata", None) or {})
+        update["response_metadata"] = {**metadata, "finish_reason": "tool_calls"}
+        new = message.model_copy(update=update)
+        return ChatResult(
+            generations=[ChatGeneration(message=new, generation_info=gen.generation_info)],
+            llm_output=result.llm_output,
+        )
+
+
+def _json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """The engine's (OpenAI's) JSON-schema response format."""
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
 
 
 def _prepare_messages(messages: list[BaseMessage]) -> list[BaseMessage]:

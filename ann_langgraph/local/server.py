@@ -1,4 +1,6 @@
-"""The embedded model's server process: ``python -m llama_cpp.server`` on 127.0.0.1.
+"""The embedded model's server process on 127.0.0.1: llama.cpp's ``llama-server`` (the engine,
+see ``engine``) with parallel slots, or llama-cpp-python's ``python -m llama_cpp.server`` as the
+fallback that serves one request at a time.
 
 Why a child process and not in-process ``llama_cpp.Llama``: the server is the same
 OpenAI-compatible path users take for vLLM/Ollama (``langchain_openai.ChatOpenAI``), it keeps
@@ -6,8 +8,9 @@ llama.cpp's threads and memory out of the caller, and it can be killed cleanly.
 
 Not done on purpose: sharing one server between processes through a recorded URL file. The
 owner stops the server at exit, which would pull it from under every other process, and
-llama-cpp-python has no reference counting or idle shutdown to build a safe hand-over on.
-Each process starts its own server (about 2 s).
+neither server has reference counting or idle shutdown to build a safe hand-over on. Each
+process starts its own server (a few seconds); the engine's threads sleep instead of spinning
+while idle (``--poll 0``, ``OMP_WAIT_POLICY=PASSIVE``), so two processes share the cores.
 """
 
 from __future__ import annotations
@@ -28,21 +31,29 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from .engine import EngineUnavailable, engine_choice, find_llama_server, resolve_llama_server
 from .errors import LocalModelError
 from .weights import find_gguf
 
 __all__ = [
     "DEFAULT_N_CTX",
+    "ENV_SLOTS",
     "ENV_THREADS",
+    "EngineFallbackWarning",
     "LocalServer",
+    "default_slots",
     "get_local_server",
+    "planned_slots",
     "shutdown_local_server",
 ]
+
+Engine = Literal["llama-server", "python"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +61,12 @@ _log = logging.getLogger(__name__)
 # much slower than fewer threads (measured on 2 cores under load: 1-20 tokens/s with 2 threads,
 # a steady 30-50 with 1). The default stays one per core; this overrides it.
 ENV_THREADS = "ANN_LOCAL_THREADS"
+# Parallel slots of the engine (requests it decodes together); default from cores and memory.
+ENV_SLOTS = "ANN_LOCAL_SLOTS"
+_MAX_SLOTS = 8
+# Host-memory prompt cache of the engine (MiB): idle slots' prompts are kept there so a request
+# can resume any earlier prefix, not only its own slot's.
+_CACHE_RAM_MIB = 2048
 # Context for a GGUF that is not in the catalogue (catalogue entries carry their own).
 DEFAULT_N_CTX = 8192
 _ALIAS = "local"
@@ -99,14 +116,15 @@ os.killpg(group, signal.SIGKILL)
 
 
 class _RequestGate:
-    """One request at a time per server, for threads and event loops alike.
+    """At most ``slots`` requests in flight per server, for threads and event loops alike.
 
     The server queues requests itself, but a client-side queue keeps the request timeout about
     generation rather than waiting, and keeps a multi-step tool call on a warm prompt cache.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self._lock = threading.BoundedSemaphore(slots)
         self._guard = threading.Lock()
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -148,8 +166,88 @@ _LIVE_SERVERS: set[LocalServer] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+class EngineFallbackWarning(RuntimeWarning):
+    """llama-server could not be used; llama-cpp-python's slower server runs instead."""
+
+
+_FALLBACK_LOSSES = (
+    "one request at a time instead of parallel slots, no prompt reuse across requests, and "
+    "tool calls and JSON schemas emulated by ann instead of done by the engine"
+)
+_WARNED_FALLBACK = threading.Event()
+
+
+def _warn_fallback(reason: str) -> None:
+    if _WARNED_FALLBACK.is_set():
+        return
+    _WARNED_FALLBACK.set()
+    warnings.warn(
+        f"ann: llama-server (the embedded engine) is unavailable: {reason}. Using "
+        f"llama-cpp-python's server instead: {_FALLBACK_LOSSES}. Build the engine with "
+        "`ann engine --build`, or set ANN_LOCAL_ENGINE=python to choose the fallback quietly.",
+        EngineFallbackWarning,
+        stacklevel=3,
+    )
+
+
+def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
+    """Parallel slots: ``ANN_LOCAL_SLOTS``, else twice the cores (at most 8), fewer when memory
+    is short (each slot keeps ``n_ctx`` tokens of KV cache, budgeted at 64 KiB a token)."""
+    raw = os.environ.get(ENV_SLOTS, "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise LocalModelError(f"{ENV_SLOTS}={raw!r} must be a positive integer")
+        return value
+    slots = min(_MAX_SLOTS, 2 * (os.cpu_count() or 1))
+    available = _available_memory()
+    if available is not None:
+        per_slot = n_ctx * 64 * 1024
+        slots = min(slots, max(1, available // (4 * per_slot)))  # KV at most a quarter of it
+    return max(1, slots)
+
+
+def planned_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
+    """The slots a server started now would serve, decided without starting or building it.
+
+    A running server answers for itself; otherwise llama-server's slots when its binary is
+    ready (or given), else 1 (the fallback serves one request at a time; a first use that
+    builds the engine starts from 1 and is right from then on).
+    """
+    with _SERVERS_LOCK:
+        running = [s for s in _SERVERS.values() if s.is_running()]
+    if running:
+        return running[0].slots
+    try:
+        choice, explicit = engine_choice()
+    except LocalModelError:
+        return 1
+    if choice == "python":
+        return 1
+    if explicit is not None or find_llama_server() is not None:
+        return default_slots(n_ctx)
+    return 1
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class LocalServer:
-    """``python -m llama_cpp.server`` on 127.0.0.1 as a child process that cleans up after itself.
+    """The embedded model's server on 127.0.0.1, a child process that cleans up after itself.
+
+    ``engine``: ``"llama-server"`` (llama.cpp's server with ``slots`` parallel slots),
+    ``"python"`` (llama-cpp-python's, one request at a time), or None: ``ANN_LOCAL_ENGINE``,
+    whose default ``auto`` tries llama-server (building it once) and falls back with a warning.
 
     The child gets its own process group (a terminal Ctrl-C reaches only the parent, which then
     stops it at exit; ``stop()`` signals the whole group), and a small watchdog in that group
@@ -162,6 +260,8 @@ class LocalServer:
         *,
         n_ctx: int = DEFAULT_N_CTX,
         n_threads: int | None = None,
+        engine: Engine | None = None,
+        slots: int | None = None,
         host: str = "127.0.0.1",
         start_timeout: float = 120.0,
         stop_grace: float = 5.0,
@@ -172,7 +272,13 @@ class LocalServer:
         self.host = host
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
-        self.gate = _RequestGate()
+        self._requested_engine = engine
+        self._requested_slots = slots
+        self.engine: Engine | None = engine  # decided at start() when None
+        self.binary: Path | None = None
+        self._may_fall_back = False
+        self.slots = 1 if engine == "python" else (slots or default_slots(n_ctx))
+        self.gate = _RequestGate(self.slots)
         self.start_seconds: float | None = None
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -240,8 +346,62 @@ class LocalServer:
                 )
             self._cleanup()
             model_path = self.model_path
-            _check_server_runtime()
             began = time.monotonic()
+            fallback = self._choose_engine()
+            if self.engine == "llama-server" and fallback:
+                try:
+                    self._start_process(model_path, began)
+                except LocalModelError as exc:
+                    reason = str(exc).split(". Log ")[0].strip()
+                    _warn_fallback(f"{reason} (log {self.log_path})")
+                    self._use_python()
+                else:
+                    self._started(began)
+                    return self
+            if self.engine == "python":
+                _check_server_runtime()
+            self._start_process(model_path, began)
+            self._started(began)
+            return self
+
+    def _choose_engine(self) -> bool:
+        """Set ``engine`` (and ``binary``); True when a failing llama-server may fall back."""
+        if self.engine == "python":
+            return False
+        if self.binary is not None:  # decided at an earlier start
+            return self._may_fall_back
+        if self._requested_engine == "llama-server":
+            choice = "llama-server"
+        else:
+            choice, _ = engine_choice()
+        self._may_fall_back = choice == "auto"
+        if choice == "python":
+            self._use_python()
+            return False
+        try:
+            self.binary = resolve_llama_server(build=True)
+        except EngineUnavailable as exc:
+            if choice != "auto":
+                raise
+            _warn_fallback(_first_line(exc))
+            self._use_python()
+            return False
+        self.engine = "llama-server"
+        return self._may_fall_back
+
+    def _use_python(self) -> None:
+        self.engine = "python"
+        self.binary = None
+        self.slots = 1
+        self.gate = _RequestGate(1)
+
+    def _started(self, began: float) -> None:
+        self.start_seconds = time.monotonic() - began
+        with _LIVE_LOCK:
+            _LIVE_SERVERS.add(self)
+
+    def _start_process(self, model_path: Path, began: float) -> None:
+        with self._lock:
             for attempt in range(3):
                 try:
                     self._spawn(model_path)
@@ -259,10 +419,6 @@ class LocalServer:
                     self._port = None
                     raise
                 break
-            self.start_seconds = time.monotonic() - began
-            with _LIVE_LOCK:
-                _LIVE_SERVERS.add(self)
-            return self
 
     def stop(self) -> None:
         """Terminate the server's process group, kill it after ``stop_grace`` seconds."""
@@ -288,35 +444,26 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = f"url={self.url}" if self.is_running() else "stopped"
-        return f"LocalServer({state}, pid={self.pid})"
+        return f"LocalServer({state}, engine={self.engine}, slots={self.slots}, pid={self.pid})"
 
     # -- internals
 
     def _spawn(self, model_path: Path) -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="ann-local-"))
         self._port = _free_port(self.host)
-        config = {
-            "host": self.host,
-            "port": self._port,
-            "models": [
-                {
-                    "model": str(model_path),
-                    "model_alias": _ALIAS,
-                    "n_ctx": self.n_ctx,
-                    "n_threads": self.n_threads,
-                    "n_threads_batch": self.n_threads,
-                    "verbose": False,
-                }
-            ],
-        }
-        config_path = self._workdir / "config.json"
-        config_path.write_text(json.dumps(config, indent=2))
         env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+        if self.engine == "llama-server":
+            command = self._llama_server_command(model_path)
+            # Idle threads sleep instead of spinning: two processes on two cores share them.
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            env = {k: v for k, v in env.items() if not k.startswith("LLAMA_ARG_")}
+        else:
+            command = self._python_command(model_path)
         env["PYTHONUNBUFFERED"] = "1"
         log_path = self._workdir / "server.log"
         with log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -335,6 +482,50 @@ class LocalServer:
             except (OSError, subprocess.SubprocessError):  # server gone? _wait_ready says why
                 self._watchdog = None
 
+    def _llama_server_command(self, model_path: Path) -> list[str]:
+        assert self.binary is not None and self._port is not None
+        threads = str(self.n_threads)
+        return [
+            str(self.binary),
+            "--model", str(model_path),
+            "--host", self.host,
+            "--port", str(self._port),
+            "--alias", _ALIAS,
+            # every slot gets the full n_ctx (the KV cache is split evenly among slots)
+            "--ctx-size", str(self.n_ctx * self.slots),
+            "--parallel", str(self.slots),
+            "--no-kv-unified",
+            "--threads", threads,
+            "--threads-batch", threads,
+            "--poll", "0",
+            "--jinja",
+            "--no-webui",
+            "--metrics",
+            "--cache-ram", str(_CACHE_RAM_MIB),
+        ]  # fmt: skip
+
+    def _python_command(self, model_path: Path) -> list[str]:
+        assert self._workdir is not None and self._port is not None
+        config = {
+            "host": self.host,
+            "port": self._port,
+            "models": [
+                {
+                    "model": str(model_path),
+                    "model_alias": _ALIAS,
+                    "n_ctx": self.n_ctx,
+                    "n_threads": self.n_threads,
+                    "n_threads_batch": self.n_threads,
+                    "verbose": False,
+                }
+            ],
+        }
+        config_path = self._workdir / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        if _cpu_has_amx():
+            return [sys.executable, "-c", _NO_EXTRA_BUFFERS, "--config_file", str(config_path)]
+        return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)]
+
     def _wait_ready(self, deadline: float) -> None:
         assert self._proc is not None and self._port is not None
         delay = 0.05
@@ -342,7 +533,8 @@ class LocalServer:
             code = self._proc.poll()
             if code is not None:
                 tail = self._log_tail()
-                if "address already in use" in tail.lower():
+                lowered = tail.lower()
+                if "address already in use" in lowered or "couldn't bind" in lowered:
                     raise _PortTaken
                 hint = ""
                 if "No module named" in tail:
@@ -414,8 +606,36 @@ def _env_threads() -> int | None:
     return value
 
 
+# llama-cpp-python's server crashed (SIGSEGV in ggml's AMX matmul, llama-cpp-python 0.3.36) at
+# its first request on a CPU with AMX; its settings cannot turn the extra (AMX/repack) weight
+# buffers off, so the server is started with them off from the model's default parameters.
+_NO_EXTRA_BUFFERS = """
+import runpy, sys
+import llama_cpp.llama_cpp as lib
+_default = lib.llama_model_default_params
+def _params():
+    params = _default()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = _params
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 class _PortTaken(Exception):
     pass
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _free_port(host: str) -> int:
