@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS spend (
     created REAL NOT NULL,
     model TEXT NOT NULL,
     input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL
+    output_tokens INTEGER NOT NULL,
+    reused_input_tokens INTEGER NOT NULL DEFAULT 0
 )
 """
 _MODEL_IN_LLM_STRING = re.compile(r"'(?:model_name|model)', '([^']+)'")
@@ -184,6 +185,11 @@ class SQLiteLLMCache(BaseCache):
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(spend)")}
+        if "reused_input_tokens" not in columns:  # a ledger written before the column existed
+            self._conn.execute(
+                "ALTER TABLE spend ADD COLUMN reused_input_tokens INTEGER NOT NULL DEFAULT 0"
+            )
         self.hits = 0
         self.misses = 0
         self.writes = 0
@@ -232,7 +238,7 @@ class SQLiteLLMCache(BaseCache):
         sample = current_sample.get()
         key = cache_key(prompt, llm_string, sample)
         text = dumps(list(return_val))
-        model, tokens_in, tokens_out = _usage_of(return_val, llm_string)
+        model, tokens_in, tokens_out, reused = _usage_of(return_val, llm_string)
         now = time.time()
         with self._lock:
             conn = self._connection()
@@ -244,9 +250,9 @@ class SQLiteLLMCache(BaseCache):
                     (key, sample, text, now),
                 )
                 conn.execute(
-                    "INSERT INTO spend (created, model, input_tokens, output_tokens) "
-                    "VALUES (?, ?, ?, ?)",
-                    (now, model, tokens_in, tokens_out),
+                    "INSERT INTO spend (created, model, input_tokens, output_tokens, "
+                    "reused_input_tokens) VALUES (?, ?, ?, ?, ?)",
+                    (now, model, tokens_in, tokens_out, reused),
                 )
             self.writes += 1
 
@@ -285,9 +291,14 @@ class SQLiteLLMCache(BaseCache):
     def spent(self, *, since: float | None = None) -> dict[str, Any]:
         """The ledger's totals (paid calls stored since ``since``, a ``time.time()`` value).
 
-        ``{"calls", "input_tokens", "output_tokens", "by_model": {model: {...same keys}}}``.
+        ``{"calls", "input_tokens", "output_tokens", "reused_input_tokens", "by_model": {model:
+        {...same keys}}}``; ``reused_input_tokens``: prompt tokens the server did not process
+        again because its prompt cache held them (llama-server, OpenAI's cached tokens).
         """
-        query = "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM spend"
+        query = (
+            "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+            "SUM(reused_input_tokens) FROM spend"
+        )
         args: tuple[Any, ...] = ()
         if since is not None:
             query += " WHERE created >= ?"
@@ -295,12 +306,17 @@ class SQLiteLLMCache(BaseCache):
         with self._lock:
             rows = self._connection().execute(query + " GROUP BY model", args).fetchall()
         by_model = {
-            str(m): {"calls": int(c), "input_tokens": int(i or 0), "output_tokens": int(o or 0)}
-            for m, c, i, o in rows
+            str(m): {
+                "calls": int(c),
+                "input_tokens": int(i or 0),
+                "output_tokens": int(o or 0),
+                "reused_input_tokens": int(r or 0),
+            }
+            for m, c, i, o, r in rows
         }
         total = {
             key: sum(v[key] for v in by_model.values())
-            for key in ("calls", "input_tokens", "output_tokens")
+            for key in ("calls", "input_tokens", "output_tokens", "reused_input_tokens")
         }
         return {**total, "by_model": by_model}
 
@@ -324,21 +340,23 @@ class SQLiteLLMCache(BaseCache):
         return f"SQLiteLLMCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
 
 
-def _usage_of(return_val: RETURN_VAL_TYPE, llm_string: str) -> tuple[str, int, int]:
-    """(model, input tokens, output tokens) of a fresh call's generations, for the ledger."""
-    tokens_in = tokens_out = 0
+def _usage_of(return_val: RETURN_VAL_TYPE, llm_string: str) -> tuple[str, int, int, int]:
+    """(model, input tokens, output tokens, reused input tokens) of a fresh call, for the
+    ledger."""
+    tokens_in = tokens_out = reused = 0
     model = ""
     for gen in return_val:
         message = getattr(gen, "message", None)
         usage = getattr(message, "usage_metadata", None) or {}
         tokens_in += int(usage.get("input_tokens", 0) or 0)
         tokens_out += int(usage.get("output_tokens", 0) or 0)
+        reused += int((usage.get("input_token_details") or {}).get("cache_read", 0) or 0)
         meta = getattr(message, "response_metadata", None) or {}
         model = model or str(meta.get("model_name") or meta.get("model") or "")
     if not model:
         found = _MODEL_IN_LLM_STRING.search(llm_string)
         model = found.group(1) if found else ""
-    return model, tokens_in, tokens_out
+    return model, tokens_in, tokens_out, reused
 
 
 #: Short alias.

@@ -100,6 +100,19 @@ def plot_learning_curve(
     return path
 
 
+def _prompt_reuse_line(paid: dict[str, Any]) -> list[str]:
+    """How many prompt tokens the model server really processed, when it reports reuse."""
+    sent = int(paid.get("input_tokens", 0))
+    reused = int(paid.get("reused_input_tokens", 0))
+    if not sent or not reused:
+        return []
+    processed = sent - reused
+    return [
+        f"- Prompt tokens: {sent} sent, {processed} processed ({processed / sent:.0%}); "
+        f"{reused} reused from the server's prompt cache"
+    ]
+
+
 def write_report(
     run_path: Path,
     state: dict[str, Any],
@@ -138,6 +151,7 @@ def write_report(
         )
         + f"; served from cache: {usage.get('cached_calls', 0)}; tokens paid: {tokens}; "
         f"cost: ${float(paid.get('cost_usd', 0)):.4f}",
+        *_prompt_reuse_line(paid),
         f"- Wall time: {wall_time_s:.1f}s",
     ]
     if stats["parse_rate"] is not None:

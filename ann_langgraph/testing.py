@@ -77,10 +77,16 @@ class ScriptedChatModel(BaseChatModel):
         description="Cut text answers at the call's max_tokens (one token per word here) and "
         "report finish_reason 'length', as a capped real model does.",
     )
+    prompt_cache: bool = Field(
+        default=False,
+        description="Report input_token_details.cache_read: the longest prompt prefix (in "
+        "words) shared with an earlier call, as a server with a prompt cache does.",
+    )
     calls: list[ScriptedCall] = Field(default_factory=list)
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _cursor: int = PrivateAttr(default=0)
+    _seen_prompts: list[list[str]] = PrivateAttr(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -152,6 +158,7 @@ class ScriptedChatModel(BaseChatModel):
             message.content = " ".join(message.content.split()[:cap])
             finish = "length"
         message.response_metadata = {**message.response_metadata, "finish_reason": finish}
+        prompt_words = _flatten(messages).split()
         prompt_tokens = _count_tokens(_flatten(messages))
         out_text = (
             message.content if isinstance(message.content, str) else json.dumps(message.content)
@@ -164,6 +171,16 @@ class ScriptedChatModel(BaseChatModel):
             "output_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if self.prompt_cache:
+            with self._lock:
+                reused = max(
+                    (_shared_prefix(prompt_words, seen) for seen in self._seen_prompts),
+                    default=0,
+                )
+                self._seen_prompts.append(prompt_words)
+            message.usage_metadata["input_token_details"] = {
+                "cache_read": min(reused, prompt_tokens)
+            }
         message.response_metadata = {**message.response_metadata, "model_name": self.model_name}
         return message
 
@@ -244,3 +261,12 @@ class ScriptedChatModel(BaseChatModel):
 def _forced(kwargs: dict[str, Any]) -> bool:
     choice = kwargs.get("tool_choice")
     return choice not in (None, "auto", "none", False)
+
+
+def _shared_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -390,3 +390,39 @@ def test_ledger_counts_paid_calls_outside_any_checkpoint_and_raises_budget_usage
     # without ledger_since (a run started before ledgers existed) the checkpoint is all there is
     assert paid_so_far(reopened, {"usage": state["usage"]})["calls"] == 1
     reopened.close()
+
+
+def _generation(tokens_in: int, tokens_out: int, reused: int) -> ChatGeneration:
+    usage = {
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+        "input_token_details": {"cache_read": reused},
+    }
+    return ChatGeneration(message=AIMessage("ok", usage_metadata=usage))  # type: ignore[arg-type]
+
+
+def test_ledger_counts_prompt_tokens_the_server_reused(cache: SQLiteLLMCache) -> None:
+    llm = "[('model_name', 'local')]"
+    cache.update("p1", llm, [_generation(300, 10, 0)])
+    cache.update("p2", llm, [_generation(310, 12, 290)])
+    spent = cache.spent()
+    assert spent["input_tokens"] == 610 and spent["reused_input_tokens"] == 290
+    assert spent["by_model"]["local"]["reused_input_tokens"] == 290
+
+
+def test_a_ledger_from_before_prompt_reuse_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE spend (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, "
+        "model TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL);"
+        "INSERT INTO spend (created, model, input_tokens, output_tokens) VALUES (1, 'm', 5, 6);"
+    )
+    conn.commit()
+    conn.close()
+    with SQLiteLLMCache(path) as cache:
+        cache.update("p", "[('model_name', 'm')]", [_generation(7, 1, 3)])
+        spent = cache.spent()
+    assert spent["calls"] == 2 and spent["input_tokens"] == 12
+    assert spent["reused_input_tokens"] == 3

@@ -379,3 +379,29 @@ def test_resume_accepts_a_run_saved_before_an_option_existed_but_not_a_changed_o
         ).best_score
         == 1.0
     )
+
+
+def test_report_says_how_many_prompt_tokens_the_server_processed(tmp_path):
+    model = executor().model_copy(update={"prompt_cache": True})
+    opt = optimizer("Add one. MAGIC.").model_copy(update={"prompt_cache": True})
+    config = OptimizerConfig().model_copy(update=LEGACY)
+    result = train(
+        solver_spec(),
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=model,
+        optimizer_model=opt,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        config=config,
+        progress=False,
+    )
+    sent, reused = result.paid["input_tokens"], result.paid["reused_input_tokens"]
+    assert 0 < reused < sent  # examples share the system prompt; each question differs
+    line = next(
+        line
+        for line in (tmp_path / "run" / "report.md").read_text().splitlines()
+        if line.startswith("- Prompt tokens:")
+    )
+    assert f"{sent} sent, {sent - reused} processed" in line

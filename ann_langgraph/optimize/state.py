@@ -110,6 +110,7 @@ def paid_so_far(
     ledger = cache.spent(since=since)
     for key in ("calls", "input_tokens", "output_tokens"):
         usage[key] = max(int(usage.get(key, 0)), int(ledger[key]))
+    usage["reused_input_tokens"] = int(ledger.get("reused_input_tokens", 0))
     ledger_cost = 0.0
     for model, row in ledger["by_model"].items():
         price = price_for(model, prices) if model else None
