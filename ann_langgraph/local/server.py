@@ -452,10 +452,11 @@ class LocalServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="ann-local-"))
         self._port = _free_port(self.host)
         env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+        # Idle OpenMP threads sleep instead of spinning: two processes on two cores share them
+        # (measured: a second server's request took 40 s instead of 1 s beside a busy one).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if self.engine == "llama-server":
             command = self._llama_server_command(model_path)
-            # Idle threads sleep instead of spinning: two processes on two cores share them.
-            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             env = {k: v for k, v in env.items() if not k.startswith("LLAMA_ARG_")}
         else:
             command = self._python_command(model_path)
