@@ -189,11 +189,13 @@ def _table(results: list[dict[str, Any]]) -> str:
         lines += [f"## {entry}", "", "| measure | llama-cpp-python | llama-server | new/old |"]
         lines.append("| --- | --- | --- | --- |")
 
-        def row(name: str, a: float | None, b: float | None, fmt: str = "{:.1f}") -> None:
+        def row(
+            name: str, a: float | None, b: float | None, fmt: str = "{:.1f}", out: list[str] = lines
+        ) -> None:
             ratio = f"{b / a:.2f}" if a and b is not None else ""
             sa = fmt.format(a) if a is not None else ""
             sb = fmt.format(b) if b is not None else ""
-            lines.append(f"| {name} | {sa} | {sb} | {ratio} |")
+            out.append(f"| {name} | {sa} | {sb} | {ratio} |")
 
         for c in (1, 2, 4, 8):
             row(
