@@ -20,7 +20,6 @@ fall back at once instead of compiling again; ``ann engine --build`` retries.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -33,12 +32,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TextIO
 
 from .errors import LocalModelError
-from .weights import cache_dir
+from .weights import cache_dir, exclusive_lock
 
 __all__ = [
     "ENV_ENGINE",
@@ -175,16 +174,6 @@ def resolve_llama_server(*, build: bool = True, progress: Progress | None = None
 # --------------------------------------------------------------------------- building
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _cmake() -> str | None:
     """cmake beside this interpreter (the ``cmake`` wheel) first, then on PATH."""
     beside = Path(sys.executable).parent / "cmake"
@@ -223,7 +212,7 @@ def build_llama_server(*, progress: Progress | None = None, force: bool = False)
     except OSError as exc:
         raise EngineUnavailable(f"cannot create the engine cache {target_dir}: {exc}") from exc
     binary = target_dir / "bin" / _BINARY
-    with _exclusive(target_dir / ".lock"):
+    with exclusive_lock(target_dir / ".lock"):
         if binary.is_file() and not force:  # another process built it while we waited
             return binary
         _failure_path(version).unlink(missing_ok=True)

@@ -193,15 +193,9 @@ def _warn_fallback(reason: str) -> None:
 def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
     """Parallel slots: ``ANN_LOCAL_SLOTS``, else twice the cores (at most 8), fewer when memory
     is short (each slot keeps ``n_ctx`` tokens of KV cache, budgeted at 64 KiB a token)."""
-    raw = os.environ.get(ENV_SLOTS, "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise LocalModelError(f"{ENV_SLOTS}={raw!r} must be a positive integer")
-        return value
+    chosen = _env_positive_int(ENV_SLOTS)
+    if chosen is not None:
+        return chosen
     slots = min(_MAX_SLOTS, 2 * (os.cpu_count() or 1))
     available = _available_memory()
     if available is not None:
@@ -595,7 +589,11 @@ class LocalServer:
 
 
 def _env_threads() -> int | None:
-    raw = os.environ.get(ENV_THREADS, "").strip()
+    return _env_positive_int(ENV_THREADS)
+
+
+def _env_positive_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
@@ -603,7 +601,7 @@ def _env_threads() -> int | None:
     except ValueError:
         value = 0
     if value < 1:
-        raise LocalModelError(f"{ENV_THREADS}={raw!r} must be a positive integer")
+        raise LocalModelError(f"{name}={raw!r} must be a positive integer")
     return value
 
 

@@ -152,7 +152,8 @@ def _write_stamp(path: Path, entry: EmbeddedModel) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path`` for the block (across processes and threads)."""
     with lock_path.open("a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -170,7 +171,7 @@ def assemble(entry: EmbeddedModel, *, progress: Progress | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalModelError(f"cannot create the model cache {target.parent}: {exc}") from exc
-    with _exclusive(target.with_name(target.name + ".lock")):
+    with exclusive_lock(target.with_name(target.name + ".lock")):
         if _stamped(target, entry):  # another process finished it while we waited
             return target
         if target.is_file() and _hash_file(target) == entry.sha256:  # stamp lost only
