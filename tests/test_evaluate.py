@@ -128,16 +128,21 @@ def test_concurrency_bounds_the_overlap(concurrency):
     assert max_overlap(model, 0.25) == concurrency
 
 
-def test_default_concurrency_is_one_only_when_every_model_is_the_embedded_one():
+def test_default_concurrency_is_the_slots_only_when_every_model_is_the_embedded_one(
+    monkeypatch,
+):
     from ann_langgraph.local import LocalChatModel
+    from ann_langgraph.local import server as server_module
     from ann_langgraph.spec import ModelConfig
 
+    # the embedded server's slots (3 here), decided without starting or building anything
+    monkeypatch.setattr(server_module, "planned_slots", lambda n_ctx=0: 3)
     spec = one_layer_spec()  # its models table says default: local
     assert spec.models["default"] == "local"
-    assert default_concurrency(spec) == 1  # decided without starting the server
-    assert default_concurrency(spec, "local") == 1
-    assert default_concurrency(spec, ModelConfig(model="local")) == 1
-    assert default_concurrency(spec, LocalChatModel()) == 1
+    assert default_concurrency(spec) == 3
+    assert default_concurrency(spec, "local") == 3
+    assert default_concurrency(spec, ModelConfig(model="local")) == 3
+    assert default_concurrency(spec, LocalChatModel()) == 3
     assert default_concurrency(spec, scripted()) == 8
     assert default_concurrency(spec, "openai:gpt-4o-mini", otherwise=4) == 4
     two = make_spec(
@@ -145,7 +150,7 @@ def test_default_concurrency_is_one_only_when_every_model_is_the_embedded_one():
         models={"default": "local", "big": "openai:gpt-4o-mini"},
     )
     assert default_concurrency(two) == 8  # one provider model: examples may overlap
-    assert default_concurrency(two, {"big": "local"}) == 1
+    assert default_concurrency(two, {"big": "local"}) == 3
     assert default_concurrency(scripted()) == 8  # a compiled graph / non-spec: cannot tell
 
 
