@@ -101,6 +101,7 @@ def test_planned_slots_follow_the_engine_that_would_run(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("ANN_LOCAL_SLOTS", "3")
+    monkeypatch.setattr(server_module, "_SERVERS", {})  # no server of an earlier test counts
     assert server_module.planned_slots() == 1  # nothing built yet: the fallback serves one
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
@@ -109,6 +110,10 @@ def test_planned_slots_follow_the_engine_that_would_run(
     assert server_module.planned_slots() == 3
     monkeypatch.setenv("ANN_LOCAL_ENGINE", "python")
     assert server_module.planned_slots() == 1
+    running = LocalServer(tmp_path / "m.gguf", engine="llama-server", slots=2)
+    monkeypatch.setattr(running, "is_running", lambda: True)
+    monkeypatch.setattr(server_module, "_SERVERS", {tmp_path / "m.gguf": running})
+    assert server_module.planned_slots() == 2  # a running server answers for itself
 
 
 def test_default_concurrency_on_the_embedded_model_is_its_slots(
