@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 # Trains the dates demo spec with the default embedded model (Qwen2.5-Coder-1.5B) as executor
-# and optimizer, one epoch, then scores the held-out test split before and after (about 15
+# and optimizer, one epoch, then scores the held-out test split before and after (about 4
 # minutes on 2 cores). --resume: running it again reuses the finished run.
 demo: $(STAMP)
 	$(VENV)/bin/ann train graphs/dates.yaml --train data/dates/train.jsonl \
