@@ -109,14 +109,18 @@ def llama_cpp_version() -> str | None:
         return None
 
 
-def _cpu_key() -> str:
-    """A short hash of this CPU's feature flags: a -march=native binary is not portable."""
-    flags = ""
+def cpu_flags_line() -> str:
+    """This CPU's feature-flags line from /proc/cpuinfo ("" where there is none)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                flags = line
-                break
+                return line
+    return ""
+
+
+def _cpu_key() -> str:
+    """A short hash of this CPU's feature flags: a -march=native binary is not portable."""
+    flags = cpu_flags_line()
     return hashlib.sha256(f"{platform.machine()}|{flags}".encode()).hexdigest()[:10]
 
 
@@ -192,7 +196,7 @@ def _stderr_progress() -> Progress:
     return show
 
 
-def build_llama_server(*, progress: Progress | None = None, force: bool = False) -> Path:
+def build_llama_server(*, progress: Progress | None = None) -> Path:
     """Compile llama-server into the cache (once per llama-cpp-python version and CPU).
 
     Serialized across processes by a lock; the binary is built in a temporary folder and
@@ -213,7 +217,7 @@ def build_llama_server(*, progress: Progress | None = None, force: bool = False)
         raise EngineUnavailable(f"cannot create the engine cache {target_dir}: {exc}") from exc
     binary = target_dir / "bin" / _BINARY
     with exclusive_lock(target_dir / ".lock"):
-        if binary.is_file() and not force:  # another process built it while we waited
+        if binary.is_file():  # another process built it while we waited
             return binary
         _failure_path(version).unlink(missing_ok=True)
         log_path = target_dir / "build.log"

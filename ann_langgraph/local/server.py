@@ -37,7 +37,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from .engine import EngineUnavailable, engine_choice, find_llama_server, resolve_llama_server
+from .engine import (
+    EngineUnavailable,
+    cpu_flags_line,
+    engine_choice,
+    find_llama_server,
+    resolve_llama_server,
+)
 from .errors import LocalModelError
 from .weights import find_gguf
 
@@ -267,7 +273,6 @@ class LocalServer:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._requested_engine = engine
-        self._requested_slots = slots
         self.engine: Engine | None = engine  # decided at start() when None
         self.binary: Path | None = None
         self._may_fall_back = False
@@ -395,24 +400,24 @@ class LocalServer:
             _LIVE_SERVERS.add(self)
 
     def _start_process(self, model_path: Path, began: float) -> None:
-        with self._lock:
-            for attempt in range(3):
-                try:
-                    self._spawn(model_path)
-                    self._wait_ready(began + self.start_timeout)
-                except _PortTaken:
-                    self._cleanup()
-                    if attempt == 2:
-                        raise LocalModelError(
-                            "could not bind a free port on 127.0.0.1 for the model server"
-                        ) from None
-                    continue
-                except BaseException:
-                    self._kill_group()
-                    self._proc = self._watchdog = None  # keep the workdir: the error cites its log
-                    self._port = None
-                    raise
-                break
+        """Spawn and wait for readiness, retrying a taken port (``start`` holds the lock)."""
+        for attempt in range(3):
+            try:
+                self._spawn(model_path)
+                self._wait_ready(began + self.start_timeout)
+            except _PortTaken:
+                self._cleanup()
+                if attempt == 2:
+                    raise LocalModelError(
+                        "could not bind a free port on 127.0.0.1 for the model server"
+                    ) from None
+                continue
+            except BaseException:
+                self._kill_group()
+                self._proc = self._watchdog = None  # keep the workdir: the error cites its log
+                self._port = None
+                raise
+            break
 
     def stop(self) -> None:
         """Terminate the server's process group, kill it after ``stop_grace`` seconds."""
@@ -623,10 +628,7 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
 
 def _cpu_has_amx() -> bool:
-    try:
-        return " amx_" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    return any(flag.startswith("amx_") for flag in cpu_flags_line().split())
 
 
 class _PortTaken(Exception):
