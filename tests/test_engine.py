@@ -440,7 +440,7 @@ def test_engine_named_tool_call_and_the_result_fed_back(engine_server: LocalServ
 
 
 @local_model
-def test_engine_async_calls_overlap_up_to_the_slots(engine_server: LocalServer) -> None:
+def test_engine_async_calls_through_the_slot_gate_all_answer(engine_server: LocalServer) -> None:
     model = _model(engine_server, max_tokens=4)
 
     async def main() -> list[Any]:
