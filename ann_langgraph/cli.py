@@ -35,6 +35,22 @@ console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
 
 SpecArg = Annotated[Path, typer.Argument(help="A graph spec file (.yaml/.yml or .json).")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where examples run: local (this process), ray (RAY_ADDRESS's cluster, else a "
+        "local Ray started for the run) or ray:HOST:PORT / ray:auto (needs the ray extra).",
+    ),
+]
+RequestsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--requests-in-flight",
+        min=1,
+        help="Ray executor: model requests at once across the cluster [default: 32].",
+    ),
+]
 ModelOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -548,6 +564,8 @@ def train_command(
         str | None,
         typer.Option("--langsmith-project", help="LangSmith project (default: the run dir name)."),
     ] = None,
+    executor: ExecutorOpt = "local",
+    requests_in_flight: RequestsOpt = None,
 ) -> None:
     """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
     from .langsmith_io import LangSmithError, langsmith_configured
@@ -625,6 +643,7 @@ def train_command(
         )
         return typer.confirm("Commit this patch?", default=True)
 
+    runner = _executor(executor, requests_in_flight)
     try:
         result = train(
             spec,
@@ -645,6 +664,7 @@ def train_command(
             review=ask if review else None,
             trace_source=trace_source,  # type: ignore[arg-type]  # checked above
             langsmith_project=langsmith_project,
+            executor=runner,
         )
     except (RunDirError, LangSmithError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -652,6 +672,8 @@ def train_command(
         raise _fail(
             f"interrupted; continue with the same command plus --resume ({target})", 130
         ) from None
+    finally:
+        runner.close()
     summary = {
         "best_spec": str(target / "best.yaml"),
         "best_score": result.best_score,
@@ -723,6 +745,29 @@ def _eval_examples(
     return bench, split_name, rows
 
 
+def _executor(text: str, requests_in_flight: int | None) -> Any:
+    """The executor ``--executor`` names (a clear error for a bad one or a missing extra)."""
+    from .executors import LocalExecutor, parse_executor
+
+    try:
+        kind, address = parse_executor(text)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if kind == "local":
+        if requests_in_flight is not None:
+            raise _fail("--requests-in-flight applies to --executor ray")
+        return LocalExecutor()
+    try:
+        from .executors.ray import DEFAULT_IN_FLIGHT, RayExecutor, _import_ray
+
+        _import_ray()
+        return RayExecutor(
+            address=address, requests_in_flight=requests_in_flight or DEFAULT_IN_FLIGHT
+        )
+    except (ImportError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command("eval")
 def eval_command(
     spec_path: SpecArg,
@@ -771,6 +816,8 @@ def eval_command(
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    executor: ExecutorOpt = "local",
+    requests_in_flight: RequestsOpt = None,
 ) -> None:
     """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
     from .cache import SQLiteLLMCache
@@ -824,24 +871,32 @@ def eval_command(
             f"benchmark expects '{bench.answer_format}'",
             highlight=False,
         )
+    runner = _executor(executor, requests_in_flight)
     try:
         report = evaluate(
             spec,
             rows,
             score,
             models=models,
-            concurrency=concurrency or default_concurrency(spec, models, otherwise=4),
+            concurrency=concurrency
+            or (
+                runner.default_concurrency(spec, models)
+                if runner.name != "local"
+                else default_concurrency(spec, models, otherwise=4)
+            ),
             timeout_s=timeout,
             cache=cache,
             progress=not json_output,
             metadata={"ann_eval": data_label},
             experiment=langsmith_experiment,
+            executor=runner,
         )
-    except (ModelError, SpecError, LocalModelError, LangSmithError) as exc:
+    except (ModelError, SpecError, LocalModelError, LangSmithError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted (nothing written)", 130) from None
     finally:
+        runner.close()
         if cache is not None:
             cache.close()
     import shlex

@@ -19,6 +19,10 @@ feedback; ``experiment=`` records the evaluation as a LangSmith experiment on th
 was loaded from (``"langsmith:<name>"``). Without LangSmith configured nothing leaves the
 process (see ``ann_langgraph.langsmith_io``).
 
+``executor=`` chooses where the examples run (``ann_langgraph.executors``): this process by
+default, or a Ray cluster (``"ray"``, ``"ray://HOST:PORT"``); the report is built here either
+way, from the results and records the examples send back.
+
 ``evaluate`` is for synchronous code; from async code (or Jupyter) ``await aevaluate(...)``.
 A timed-out example is abandoned, not interrupted: a model call already running in a worker
 thread finishes in the background (``evaluate`` does not wait for it; records it produces late
@@ -34,7 +38,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -43,11 +47,10 @@ from uuid import UUID
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
-from langchain_core.runnables.config import var_child_runnable_config
-from langsmith import tracing_context as ls_tracing_context
 from pydantic import BaseModel, Field
 
 from .cache import is_cache_hit
+from .executors import EvalJob, ExampleOutcome, ExampleResult, Executor, resolve_executor
 from .langsmith_io import (
     LangSmithSession,
     experiment_dataset_id,
@@ -55,11 +58,10 @@ from .langsmith_io import (
     load_dataset_spec,
     new_run_id,
 )
-from .metrics import Metric, Score, as_score, get_metric, metric_name
+from .metrics import Metric, get_metric, metric_name
 from .models import ModelResolver, ModelsArg
 from .pricing import Price, cost_usd
 from .progress import PlainLines, rich_bar, stderr_is_terminal
-from .sandbox import FILES_CONFIG_KEY
 from .spec import GraphSpec
 from .tracing import ExecutionRecord, TraceRecorder
 
@@ -79,26 +81,6 @@ BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
 _ERROR_LIMIT = 2000
 T = TypeVar("T")
-
-
-class ExampleResult(BaseModel):
-    """How one example went."""
-
-    id: str
-    input: str
-    target: Any = None
-    output: str = ""
-    score: float = 0.0
-    feedback: str = ""
-    error: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-    latency_s: float = 0.0
-    # extensions
-    cached_calls: int = 0
-    cost_usd: float = 0.0
-    run_id: str = Field(default="", description="The example's root run id (its trace id).")
 
 
 class EvalReport(BaseModel):
@@ -307,11 +289,6 @@ class _CacheHitTracker(BaseCallbackHandler):
 # -- evaluation ----------------------------------------------------------------------------
 
 
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _ERROR_LIMIT else text[:_ERROR_LIMIT] + "...[truncated]"
-
-
 def default_concurrency(
     spec_or_graph: Any, models: ModelsArg = None, *, otherwise: int = DEFAULT_CONCURRENCY
 ) -> int:
@@ -359,14 +336,6 @@ def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | Non
         "evaluate() needs a GraphSpec (or a spec path/dict) or a compiled graph, got "
         f"{type(spec_or_graph).__name__}"
     )
-
-
-def _output_text(out: Any) -> str:
-    if isinstance(out, Mapping) and "output" in out:
-        value = out["output"]
-        return value if isinstance(value, str) else str(value)
-    got = sorted(out) if isinstance(out, Mapping) else type(out).__name__
-    raise ValueError(f"the graph returned no 'output' (got: {got})")
 
 
 class _PlainProgress:
@@ -420,6 +389,7 @@ async def aevaluate(
     prices: Mapping[str, Price] | None = None,
     langsmith: LangSmithSession | Literal["auto"] | None = "auto",
     experiment: str | bool | None = None,
+    executor: Executor | str | None = None,
 ) -> EvalReport:
     """Async :func:`evaluate` (same arguments and result), for code already in an event loop.
 
@@ -436,9 +406,10 @@ async def aevaluate(
         from .compile import _coerce_spec
 
         spec_or_graph = _coerce_spec(spec_or_graph)
+    runner = resolve_executor(executor)
     if concurrency is None:
-        concurrency = default_concurrency(spec_or_graph, models)
-    graph = _resolve_graph(spec_or_graph, models, cache)
+        concurrency = runner.default_concurrency(spec_or_graph, models)
+    graph = _resolve_graph(spec_or_graph, models, cache) if runner.name == "local" else None
     recorder = recorder if recorder is not None else TraceRecorder()
     before = {r.run_id for r in recorder.records}
     tracker = _CacheHitTracker()
@@ -449,90 +420,65 @@ async def aevaluate(
     eval_id = str(extra_md.get("ann_eval_id") or uuid.uuid4().hex)
     mname = metric_name(metric if isinstance(metric, str) else score_fn)
     output_layer = spec_or_graph.layers[-1].name if isinstance(spec_or_graph, GraphSpec) else None
-    semaphore = asyncio.Semaphore(concurrency)
-    results: list[ExampleResult | None] = [None] * len(examples)
+    if session is not None and runner.name != "local":
+        _warn_no_langsmith(runner.name)
+        session = None
+    job = EvalJob(
+        graph=graph,
+        spec=spec_or_graph if isinstance(spec_or_graph, GraphSpec) else None,
+        models=models,
+        metric=score_fn,
+        metric_name=mname,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        metadata=extra_md,
+        output_layer=output_layer,
+        cache=cache,
+        eval_id=eval_id,
+    )
     done_scores: list[float] = []
     errors = 0
     started = time.perf_counter()
 
-    async def run_one(index: int, example: dict[str, Any]) -> ExampleResult:
-        example_id = example["id"]
-        root_id = uuid.uuid4()
-        md: dict[str, Any] = {**extra_md, "ann_example_id": example_id}
-        callbacks: list[Any] = [recorder, tracker]
-        if session is not None:
-            md = {**md, **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint)}
-            link = example.get("langsmith_example_id") if experiment else None
-            callbacks = [session.tracer(recorder=recorder, example_id=link), tracker]
-        config: dict[str, Any] = {
-            "callbacks": callbacks,
-            "metadata": md,
-            "max_concurrency": concurrency,
-            "run_id": root_id,
+    def callbacks(example: dict[str, Any]) -> list[Any]:
+        if session is None:
+            return [recorder, tracker]
+        link = example.get("langsmith_example_id") if experiment else None
+        return [session.tracer(recorder=recorder, example_id=link), tracker]
+
+    if session is not None:
+        job.metadata = {
+            **extra_md,
+            **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint),
         }
-        if example.get("files"):  # the example's own files, for the python tool's sandbox
-            config["configurable"] = {FILES_CONFIG_KEY: dict(example["files"])}
-        result = ExampleResult(
-            id=example_id,
-            input=example["input"],
-            target=example.get("target"),
-            run_id=str(root_id),
-        )
-        # Each example is a top-level run: never a child of whatever graph called evaluate()
-        # (the optimizer), whose config (checkpointer, callbacks) would otherwise be inherited.
-        var_child_runnable_config.set(None)
-        async with semaphore:
-            t0 = time.perf_counter()
-            try:
-                # ... nor of a LangSmith run tree the caller's tracer left in the context.
-                with ls_tracing_context(parent=False):
-                    async with asyncio.timeout(timeout_s) as scope:
-                        out = await graph.ainvoke({"input": example["input"]}, config=config)
-                result.output = _output_text(out)
-            except TimeoutError as exc:
-                if scope.expired():
-                    result.error = f"timeout: no answer within {timeout_s:g}s"
-                else:
-                    result.error = _error_text(exc)
-            except Exception as exc:
-                result.error = _error_text(exc)
-            result.latency_s = time.perf_counter() - t0
-        if result.error is None:
-            try:
-                score: Score = as_score(
-                    await asyncio.to_thread(score_fn, dict(example), result.output)
-                )
-                result.score, result.feedback = float(score.value), score.feedback
-            except Exception as exc:
-                result.error = f"metric failed: {_error_text(exc)}"
-        if result.error is not None:
-            result.score = 0.0
-            result.feedback = result.feedback or f"error: {result.error}"
-        if result.score < 1.0:
-            cut = _truncation(recorder.records, example_id, output_layer)
-            if cut:
-                result.feedback = f"{result.feedback} [{cut}]".strip()
-        if session is not None:
-            await asyncio.to_thread(_send_feedback, session, result, mname)
-        return result
 
     with _progress(progress) as bar:
         task_id = bar.add_task("eval", total=len(examples), mean=0.0, errors=0)
 
-        async def tracked(index: int, example: dict[str, Any]) -> None:
+        def on_result(_index: int, outcome: ExampleOutcome) -> None:
             nonlocal errors
-            result = await run_one(index, example)
-            results[index] = result
-            done_scores.append(result.score)
-            errors += result.error is not None
-            bar.update(
-                task_id,
-                advance=1,
-                mean=sum(done_scores) / len(done_scores),
-                errors=errors,
-            )
+            done_scores.append(outcome.result.score)
+            errors += outcome.result.error is not None
+            bar.update(task_id, advance=1, mean=sum(done_scores) / len(done_scores), errors=errors)
 
-        await asyncio.gather(*(tracked(i, ex) for i, ex in enumerate(examples)))
+        try:
+            outcomes = await runner.run(
+                job,
+                examples,
+                callbacks=callbacks,
+                records=lambda: recorder.records,
+                on_result=on_result,
+            )
+        finally:
+            if runner is not executor:  # made here from a name: ours to close
+                runner.close()
+    for outcome in outcomes:  # what ran elsewhere comes back with its records and hits
+        recorder.extend(outcome.records)
+        tracker.hit_runs.update(outcome.hit_runs)
+    results = [o.result for o in outcomes]
+    if session is not None:
+        for result in results:
+            await asyncio.to_thread(_send_feedback, session, result, mname)
 
     if session is not None:
         await asyncio.to_thread(session.finish if experiment else session.flush)
@@ -540,7 +486,7 @@ async def aevaluate(
     ids = {ex["id"] for ex in examples}
     records = [r for r in recorder.records if r.run_id not in before and r.example_id in ids]
     report = _report(
-        [r for r in results if r is not None],
+        results,
         records,
         tracker.hit_runs,
         prices,
@@ -574,18 +520,16 @@ def _session_for(
     return langsmith
 
 
-def _truncation(records: Sequence[ExecutionRecord], example_id: str, layer: str | None) -> str:
-    """Why a failing answer may be incomplete: the output layer's model hit its token cap."""
-    for record in reversed(records):
-        if (
-            record.example_id == example_id
-            and record.kind == "llm"
-            and (layer is None or record.layer == layer)
-            and record.truncated
-        ):
-            who = f"{record.layer}/{record.agent_id}"
-            return f"the final answer ({who}) was {record.truncation_note()}"
-    return ""
+def _warn_no_langsmith(name: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"LangSmith tracing is not sent from the {name} executor's workers: this evaluation's "
+        "records still come back to the report, but no LangSmith project is written "
+        "(use the local executor to trace to LangSmith)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _send_feedback(session: LangSmithSession, result: ExampleResult, metric: str) -> None:
@@ -684,6 +628,7 @@ def evaluate(
     prices: Mapping[str, Price] | None = None,
     langsmith: LangSmithSession | Literal["auto"] | None = "auto",
     experiment: str | bool | None = None,
+    executor: Executor | str | None = None,
 ) -> EvalReport:
     """Run ``spec_or_graph`` on every example of ``dataset`` and score it with ``metric``.
 
@@ -734,6 +679,7 @@ def evaluate(
             prices=prices,
             langsmith=langsmith,
             experiment=experiment,
+            executor=executor,
         ),
         threads=min(256, max(16, (concurrency or DEFAULT_CONCURRENCY) * 8)),
     )

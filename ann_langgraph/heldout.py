@@ -56,6 +56,7 @@ def score_heldout(
     version: int = 0,
     name: str = "test",
     progress: bool = False,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Scores of ``start`` and ``best`` on ``rows`` with a one-sided paired sign test."""
 
@@ -78,6 +79,7 @@ def score_heldout(
             progress=progress,
             metadata={"ann_phase": phase},
             prices=dict(prices) if prices else None,
+            executor=executor,
         )
 
     before = run(start, "test_before")

@@ -340,6 +340,11 @@ class TraceRecorder(BaseTracer):
     def save(self, path: str | Path, *, append: bool = False) -> Path:
         return save_records(self.records, path, append=append)
 
+    def extend(self, records: Iterable[ExecutionRecord]) -> None:
+        """Add records collected elsewhere (an executor's worker) as if seen here."""
+        with self._lock:
+            self._records.extend(records)
+
     def add_run(self, run: Run) -> None:
         """Record one finished run. For tracers that share their runs (the LangSmith tracer
         feeds the recorder the very runs it uploads, so both sides hold the same records)."""

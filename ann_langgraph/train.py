@@ -32,6 +32,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
+from .executors import Executor, resolve_executor
 from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
 from .metrics import Metric
 from .models import ModelsArg, model_label
@@ -133,6 +134,7 @@ def train(
     review: Callable[[dict[str, Any]], Any] | None = None,
     trace_source: Literal["auto", "local", "langsmith"] = "auto",
     langsmith_project: str | None = None,
+    executor: Executor | str | None = None,
 ) -> TrainResult:
     """Optimize ``spec`` on ``train``, validating every patch on ``val``; see the module doc.
 
@@ -144,6 +146,9 @@ def train(
     ``test``: a held-out split, scored with the starting and the best spec after training
     (never seen by the optimizer; it must share no input with ``train``/``val``); the result is
     in ``TrainResult.test``, ``test.json`` and the report.
+    ``executor``: where evaluations run (``"local"``, ``"ray"``, ``"ray://..."`` or an
+    ``Executor``; see ``ann_langgraph.executors``); the optimizer graph, its checkpoints and the
+    run directory stay in this process, so ``resume`` works the same with any executor.
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
@@ -222,133 +227,140 @@ def train(
         save_spec(spec, run_path / "spec.v0.yaml")
 
     response_cache = SQLiteCache(run_path / "cache.sqlite") if cache else None
-    builder = create_optimizer(
-        metric=metric,
-        models=models,
-        optimizer_model=optimizer_model,
-        config=cfg,
-        budget=budget,
-        cache=response_cache,
-        prices=prices,
-        on_event=on_event,
-        langsmith=session,
-        trace_source=source,
-    )
-    with SqliteSaver.from_conn_string(str(run_path / "checkpoints.sqlite")) as saver:
-        graph = builder.compile(checkpointer=saver)
-        thread: RunnableConfig = {
-            "configurable": {"thread_id": THREAD_ID},
-            "recursion_limit": 1_000_000,
-        }
-        if session is not None:  # the optimizer's own graph (critic, repairers) is traced too
-            thread["callbacks"] = [session.tracer()]
-            thread["metadata"] = session.metadata(ann_phase="optimizer")
-        snapshot = graph.get_state(thread)
-        if snapshot.values and resume:
-            payload: Any = None
-            stopped = str(snapshot.values.get("stop_reason") or "")
-            usage_so_far = paid_so_far(response_cache, snapshot.values, prices=prices)
-            if (
-                not snapshot.next
-                and "budget reached" in stopped
-                and not (budget or Budget()).exceeded(usage_so_far)
-            ):
-                # A run stopped by its budget, resumed with a larger one: continue from the
-                # step boundary where it stopped (check_budget runs again with the new caps).
-                graph.update_state(thread, {"stop_reason": ""}, as_node="advance")
-        else:
-            payload = {
-                "spec": spec.model_dump(mode="json"),
-                "train": train_rows,
-                "val": val_rows,
-                "ledger_since": meta["created"],
-            }
-        reporter = _Progress(
-            enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
-        )
-        with reporter:
-            while True:
-                # A node's update arrives before the step's checkpoint is written, so
-                # `graph.get_state` then still shows the state before it (history.jsonl lagged a
-                # row behind). The "values" chunk of a step is the state after it, and with
-                # durability="sync" it only arrives once that checkpoint is on disk: the files
-                # are rewritten from it, never ahead of what a resume would start from.
-                done: list[tuple[str, Any]] = []
-                stream = graph.stream(
-                    payload, thread, stream_mode=["updates", "values"], durability="sync"
-                )
-                for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
-                    if mode == "updates":
-                        done += [(n, d) for n, d in chunk.items() if n != "__interrupt__"]
-                        continue
-                    for node, data in done:
-                        _sync_outputs(run_path, chunk, node, data)
-                        reporter.update(node, chunk)
-                    done = []
-                pending = graph.get_state(thread)
-                for node, data in done:  # a step that ended in an interrupt
-                    _sync_outputs(run_path, pending.values, node, data)
-                    reporter.update(node, pending.values)
-                if pending.next and pending.interrupts and review is not None:
-                    payload = Command(resume=review(pending.interrupts[0].value))
-                    continue
-                break
-        final = graph.get_state(thread).values
-    _sync_outputs(run_path, final, "final", {})
-    best = GraphSpec.model_validate(final["spec"])
-    save_spec(best, run_path / "best.yaml")
-    wall = time.perf_counter() - started
-    from .report import write_report
-
-    # what was really paid: checkpointed usage, raised by the cache's ledger (calls finished in
-    # a step that a crash cut short are in the ledger, and free on resume)
-    paid = paid_so_far(response_cache, final, prices=prices)
-    heldout = None
-    if test_rows is not None:
-        from .heldout import score_heldout
-
-        heldout = score_heldout(
-            GraphSpec.model_validate(final["versions"][0]["spec"]),
-            best,
-            test_rows,
-            metric,
+    runner = resolve_executor(executor)
+    try:
+        builder = create_optimizer(
+            metric=metric,
             models=models,
+            optimizer_model=optimizer_model,
+            config=cfg,
+            budget=budget,
             cache=response_cache,
             prices=prices,
-            concurrency=cfg.concurrency,
-            timeout_s=cfg.timeout_s,
-            version=int(final.get("version", 0)),
-            progress=progress,
+            on_event=on_event,
+            langsmith=session,
+            trace_source=source,
+            executor=runner,
         )
-        (run_path / "test.json").write_text(json.dumps(heldout, indent=2) + "\n")
-    report_path = write_report(
-        run_path,
-        final,
-        wall_time_s=time.perf_counter() - started,
-        cache_stats=response_cache.stats() if response_cache else None,
-        paid=paid,
-        test=heldout,
-    )
-    if response_cache is not None:
-        response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
-    if session is not None:
-        session.flush()
-    return TrainResult(
-        best_spec=best,
-        best_score=final["best_score"],
-        baseline_score=final["versions"][0]["val_score"],
-        history=final.get("history", []),
-        versions=[
-            {k: v for k, v in row.items() if k != "spec"} for row in final.get("versions", [])
-        ],
-        usage=final.get("usage", {}),
-        paid=paid,
-        stop_reason=final.get("stop_reason") or "finished",
-        run_dir=run_path,
-        report_path=report_path,
-        wall_time_s=wall,
-        test=heldout,
-    )
+        with SqliteSaver.from_conn_string(str(run_path / "checkpoints.sqlite")) as saver:
+            graph = builder.compile(checkpointer=saver)
+            thread: RunnableConfig = {
+                "configurable": {"thread_id": THREAD_ID},
+                "recursion_limit": 1_000_000,
+            }
+            if session is not None:  # the optimizer's own graph (critic, repairers) is traced too
+                thread["callbacks"] = [session.tracer()]
+                thread["metadata"] = session.metadata(ann_phase="optimizer")
+            snapshot = graph.get_state(thread)
+            if snapshot.values and resume:
+                payload: Any = None
+                stopped = str(snapshot.values.get("stop_reason") or "")
+                usage_so_far = paid_so_far(response_cache, snapshot.values, prices=prices)
+                if (
+                    not snapshot.next
+                    and "budget reached" in stopped
+                    and not (budget or Budget()).exceeded(usage_so_far)
+                ):
+                    # A run stopped by its budget, resumed with a larger one: continue from the
+                    # step boundary where it stopped (check_budget runs again with the new caps).
+                    graph.update_state(thread, {"stop_reason": ""}, as_node="advance")
+            else:
+                payload = {
+                    "spec": spec.model_dump(mode="json"),
+                    "train": train_rows,
+                    "val": val_rows,
+                    "ledger_since": meta["created"],
+                }
+            reporter = _Progress(
+                enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
+            )
+            with reporter:
+                while True:
+                    # A node's update arrives before the step's checkpoint is written, so
+                    # `graph.get_state` then still shows the state before it (history.jsonl lagged a
+                    # row behind). The "values" chunk of a step is the state after it, and with
+                    # durability="sync" it only arrives once that checkpoint is on disk: the files
+                    # are rewritten from it, never ahead of what a resume would start from.
+                    done: list[tuple[str, Any]] = []
+                    stream = graph.stream(
+                        payload, thread, stream_mode=["updates", "values"], durability="sync"
+                    )
+                    for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
+                        if mode == "updates":
+                            done += [(n, d) for n, d in chunk.items() if n != "__interrupt__"]
+                            continue
+                        for node, data in done:
+                            _sync_outputs(run_path, chunk, node, data)
+                            reporter.update(node, chunk)
+                        done = []
+                    pending = graph.get_state(thread)
+                    for node, data in done:  # a step that ended in an interrupt
+                        _sync_outputs(run_path, pending.values, node, data)
+                        reporter.update(node, pending.values)
+                    if pending.next and pending.interrupts and review is not None:
+                        payload = Command(resume=review(pending.interrupts[0].value))
+                        continue
+                    break
+            final = graph.get_state(thread).values
+        _sync_outputs(run_path, final, "final", {})
+        best = GraphSpec.model_validate(final["spec"])
+        save_spec(best, run_path / "best.yaml")
+        wall = time.perf_counter() - started
+        from .report import write_report
+
+        # what was really paid: checkpointed usage, raised by the cache's ledger (calls finished in
+        # a step that a crash cut short are in the ledger, and free on resume)
+        paid = paid_so_far(response_cache, final, prices=prices)
+        heldout = None
+        if test_rows is not None:
+            from .heldout import score_heldout
+
+            heldout = score_heldout(
+                GraphSpec.model_validate(final["versions"][0]["spec"]),
+                best,
+                test_rows,
+                metric,
+                models=models,
+                cache=response_cache,
+                prices=prices,
+                concurrency=cfg.concurrency,
+                timeout_s=cfg.timeout_s,
+                version=int(final.get("version", 0)),
+                progress=progress,
+                executor=runner,
+            )
+            (run_path / "test.json").write_text(json.dumps(heldout, indent=2) + "\n")
+        report_path = write_report(
+            run_path,
+            final,
+            wall_time_s=time.perf_counter() - started,
+            cache_stats=response_cache.stats() if response_cache else None,
+            paid=paid,
+            test=heldout,
+        )
+        if response_cache is not None:
+            response_cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
+        if session is not None:
+            session.flush()
+        return TrainResult(
+            best_spec=best,
+            best_score=final["best_score"],
+            baseline_score=final["versions"][0]["val_score"],
+            history=final.get("history", []),
+            versions=[
+                {k: v for k, v in row.items() if k != "spec"} for row in final.get("versions", [])
+            ],
+            usage=final.get("usage", {}),
+            paid=paid,
+            stop_reason=final.get("stop_reason") or "finished",
+            run_dir=run_path,
+            report_path=report_path,
+            wall_time_s=wall,
+            test=heldout,
+        )
+    finally:
+        if runner is not executor:  # made here from a name: ours to close
+            runner.close()
 
 
 def _sync_outputs(run_path: Path, state: dict[str, Any], node: str, data: dict[str, Any]) -> None:

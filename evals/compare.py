@@ -39,6 +39,7 @@ from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
 from ann_langgraph.evaluate import EvalReport, default_concurrency, evaluate
+from ann_langgraph.executors import parse_executor, resolve_executor
 from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric
 from ann_langgraph.models import ModelsArg, model_label
@@ -84,6 +85,9 @@ class CompareConfig(BaseModel):
     )
     timeout_s: float = Field(default=300.0, gt=0)
     cache: bool = True
+    executor: str = Field(
+        default="local", description="Where examples run: local, ray, ray:HOST:PORT (not DSPy's)."
+    )
     samples: int = Field(default=DEFAULT_SAMPLES, ge=1)
     temperature: float = Field(default=DEFAULT_SC_TEMPERATURE, ge=0, le=2)
     train_split: str = "train"
@@ -162,6 +166,7 @@ class _Runner:
 
             self.model_name = f"{config.model} ({model_label(init_model(config.model))})"
         self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
+        self.executor = resolve_executor(config.executor)
         self.reused: set[str] = set()
 
     def method_dir(self, method: str) -> Path:
@@ -209,11 +214,17 @@ class _Runner:
             self.examples,
             self.metric,
             models=models,
-            concurrency=self.config.concurrency or default_concurrency(spec, models, otherwise=4),
+            concurrency=self.config.concurrency
+            or (
+                default_concurrency(spec, models, otherwise=4)
+                if self.executor.name == "local"
+                else self.executor.default_concurrency(spec, models)
+            ),
             timeout_s=self.config.timeout_s,
             cache=self.cache,
             progress=self.progress,
             metadata={"ann_compare_method": method},
+            executor=self.executor,
         )
 
     def finish(self, method: str, report: EvalReport, details: dict[str, Any]) -> RunSummary:
@@ -343,6 +354,7 @@ class _Runner:
                 seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
             ),
             progress=self.progress,
+            executor=self.executor,
         )
         usage = result.usage
         training = {
@@ -408,6 +420,7 @@ class _Runner:
         return runners[method]()
 
     def close(self) -> None:
+        self.executor.close()
         if self.cache is not None:
             self.cache.close()
 
@@ -431,6 +444,7 @@ _FLAGS = {
     "seed": "--seed",
     "concurrency": "--concurrency",
     "timeout_s": "--timeout",
+    "executor": "--executor",
     "samples": "--samples",
     "temperature": "--temperature",
     "train_split": "--train-split",
@@ -611,6 +625,14 @@ def main(
         typer.Option(min=1, help="Examples run at once [default: 1 on local, else 4]."),
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per example.")] = 300.0,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where examples run: local, ray (RAY_ADDRESS or a local Ray), ray:HOST:PORT; "
+            "DSPy runs its own loop here either way.",
+        ),
+    ] = "local",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No response cache.")] = False,
     samples: Annotated[int, typer.Option(min=1, help="Self-consistency samples.")] = 5,
     temperature: Annotated[float, typer.Option(help="Self-consistency temperature.")] = 0.7,
@@ -654,6 +676,7 @@ def main(
             seed=seed,
             concurrency=concurrency,
             timeout_s=timeout,
+            executor=executor,
             cache=not no_cache,
             samples=samples,
             temperature=temperature,
@@ -670,6 +693,7 @@ def main(
             dspy_optimizer=dspy_optimizer,
         )
         _check_methods(config.methods)
+        parse_executor(config.executor)
         if not is_local_string(model):
             from ann_langgraph.models import ModelError, init_model
 

@@ -9,6 +9,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from ..evaluate import EvalReport, default_concurrency, evaluate
+from ..executors import Executor
 from ..langsmith_io import LangSmithSession
 from ..metrics import Metric
 from ..models import ModelsArg
@@ -34,6 +35,7 @@ class OptimizerContext:
     on_event: Callable[[str, dict[str, Any]], None] | None = None
     langsmith: LangSmithSession | None = None
     trace_source: str = "local"
+    executor: Executor | None = None
 
     def emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:
@@ -47,13 +49,19 @@ class OptimizerContext:
             examples,
             self.metric,
             models=self.models,
-            concurrency=self.cfg.concurrency or default_concurrency(spec, self.models, otherwise=4),
+            concurrency=self.cfg.concurrency
+            or (
+                self.executor.default_concurrency(spec, self.models)
+                if self.executor is not None
+                else default_concurrency(spec, self.models, otherwise=4)
+            ),
             timeout_s=self.cfg.timeout_s,
             cache=self.cache,
             progress=False,
             metadata=metadata,
             prices=self.prices,
             langsmith=self.langsmith,
+            executor=self.executor,
         )
 
     def llm_usage(self, raw_usage: dict[str, int]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 
+from ..executors import Executor
 from ..langsmith_io import LangSmithError, LangSmithSession
 from ..metrics import Metric, get_metric
 from ..models import ModelsArg, init_model, llm_retry_policy, model_label
@@ -46,6 +47,7 @@ def create_optimizer(
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     langsmith: LangSmithSession | None = None,
     trace_source: Literal["local", "langsmith"] = "local",
+    executor: Executor | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the backward phase as an uncompiled ``StateGraph``.
 
@@ -57,6 +59,8 @@ def create_optimizer(
     epoch, step, candidate, example, spec). ``trace_source="langsmith"`` makes the critic read
     each minibatch's execution records back from LangSmith instead of the local recorder
     (falling back to the local ones, noted in the step's ``batch``, if LangSmith fails).
+    ``executor``: where every evaluation of the step runs (``ann_langgraph.executors``; the
+    critic and repairers always run here); default: this process.
     """
     if trace_source == "langsmith" and langsmith is None:
         raise LangSmithError("trace_source='langsmith' needs a LangSmith session (langsmith=)")
@@ -80,6 +84,7 @@ def create_optimizer(
         on_event=on_event,
         langsmith=langsmith,
         trace_source=trace_source,
+        executor=executor,
     )
     check_budget, forward, critic = CheckBudget(ctx), Forward(ctx), GlobalCritic(ctx)
     validate, advance = ValidateFormat(ctx), Advance(ctx)
