@@ -104,8 +104,10 @@ def main() -> None:
     levels = [int(x) for x in args.in_flight.split(",")]
     results = []
     print(f"stand-in latency {args.latency:.3f} s per call; examples = {args.per_slot} x N")
-    print(f"{'N':>5} {'n':>5} {'local ex/s':>11} {'ray ex/s':>9} {'ray/local':>9} "
-          f"{'overhead/ex':>12} {'peak calls':>10}")
+    print(
+        f"{'N':>5} {'n':>5} {'local ex/s':>11} {'ray ex/s':>9} {'ray/local':>9} "
+        f"{'overhead/ex':>12} {'peak calls':>10}"
+    )
     for n_flight in levels:
         rows = _rows(args.per_slot * n_flight)
         _StandIn.peak = 0

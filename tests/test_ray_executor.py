@@ -42,7 +42,9 @@ def _spec(model: str, layers: int = 1) -> GraphSpec:
 
 
 def _rows(n: int) -> list[dict]:
-    return [{"id": f"q{i}", "input": f"What is {i} + {i + 1}?", "target": 2 * i + 1} for i in range(n)]
+    return [
+        {"id": f"q{i}", "input": f"What is {i} + {i + 1}?", "target": 2 * i + 1} for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
