@@ -229,6 +229,7 @@ def train(
     response_cache = SQLiteCache(run_path / "cache.sqlite") if cache else None
     runner = resolve_executor(executor)
     try:
+        runner.start()  # here, in the caller's thread: evaluations run in the graph's threads
         builder = create_optimizer(
             metric=metric,
             models=models,

@@ -5,8 +5,9 @@ A loopback OpenAI-compatible server answers every chat completion after ``--late
 spec is evaluated through the local executor (asyncio, ``concurrency=N``) and the Ray executor
 (``examples_in_flight=N``, ``requests_in_flight=N``) at N = 8, 32 and 128 examples in flight,
 on ``--per-slot`` x N examples, no response cache. Prints throughput (examples/s) for both,
-the ratio Ray/local, and the Ray executor's overhead per example: the extra time each example
-held its slot, ``(ray wall - local wall) x N / examples``.
+the ratio Ray/local, and each executor's overhead per example over the latency floor: the
+extra time each example held its slot beyond the stand-in's own latency,
+``(wall - ceil(examples / N) x latency) x N / examples`` (Ray's and local's, same run).
 
     python benchmarks/scale.py [--latency 0.5] [--in-flight 8,32,128] [--address ADDRESS]
 
@@ -25,6 +26,8 @@ from typing import Any
 
 import ann_langgraph as ann
 from ann_langgraph.executors.ray import RayExecutor
+
+PRICES = {"stand-in": (0.0, 0.0)}
 
 
 class _StandIn(BaseHTTPRequestHandler):
@@ -111,32 +114,43 @@ def main() -> None:
     for n_flight in levels:
         rows = _rows(args.per_slot * n_flight)
         _StandIn.peak = 0
-        local = ann.evaluate(spec, rows, "numeric_match", concurrency=n_flight, progress=False)
+        local = ann.evaluate(
+            spec, rows, "numeric_match", concurrency=n_flight, progress=False, prices=PRICES
+        )
         local_peak = _StandIn.peak
         with RayExecutor(
             address=args.address, examples_in_flight=n_flight, requests_in_flight=n_flight
         ) as ex:
             ann.evaluate(spec, _rows(4 * 2), "numeric_match", progress=False, executor=ex)
             _StandIn.peak = 0
-            remote = ann.evaluate(spec, rows, "numeric_match", progress=False, executor=ex)
+            remote = ann.evaluate(
+                spec, rows, "numeric_match", progress=False, executor=ex, prices=PRICES
+            )
             ray_peak = _StandIn.peak
         if remote.mean != local.mean or remote.errors or local.errors:
             raise SystemExit(f"results differ or failed: {local.summary()} / {remote.summary()}")
         n = len(rows)
+        floor = -(-n // n_flight) * args.latency  # the stand-in's latency alone
+
+        def over(wall: float, n: int = n, floor: float = floor, width: int = n_flight) -> float:
+            return 1000 * (wall - floor) * width / n
+
         row = {
             "in_flight": n_flight,
             "examples": n,
             "local_per_s": n / local.wall_time_s,
             "ray_per_s": n / remote.wall_time_s,
             "ratio": local.wall_time_s / remote.wall_time_s,
-            "overhead_ms": 1000 * (remote.wall_time_s - local.wall_time_s) * n_flight / n,
+            "ray_overhead_ms": over(remote.wall_time_s),
+            "local_overhead_ms": over(local.wall_time_s),
             "peak_local": local_peak,
             "peak_ray": ray_peak,
         }
         results.append(row)
         print(
             f"{n_flight:>5} {n:>5} {row['local_per_s']:>11.2f} {row['ray_per_s']:>9.2f} "
-            f"{row['ratio']:>9.2f} {row['overhead_ms']:>10.1f}ms {ray_peak:>10}",
+            f"{row['ratio']:>9.2f} {row['ray_overhead_ms']:>10.1f} "
+            f"{row['local_overhead_ms']:>11.1f} {ray_peak:>10}",
             flush=True,
         )
     server.shutdown()

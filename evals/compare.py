@@ -507,6 +507,7 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     command = command or config_command(config, out)
     runner = _Runner(config, bench, split, examples, out, models, progress, console)
+    runner.executor.start()
     summaries: list[RunSummary] = []
     facts = {
         "benchmark": f"{bench.name}: {bench.description}",

@@ -124,6 +124,11 @@ class Executor(ABC):
 
         return default_concurrency(spec_or_graph, models)
 
+    def start(self) -> None:  # noqa: B027 - most executors hold nothing
+        """Start (or connect) what the executor needs; call it from the thread that will stay
+        (the main one): a Ray started from a short-lived thread goes down with it. Runs
+        otherwise on first use."""
+
     def close(self) -> None:  # noqa: B027 - most executors hold nothing
         """Release what the executor holds (worker pools, connections)."""
 

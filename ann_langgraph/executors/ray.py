@@ -263,6 +263,9 @@ class RayExecutor(Executor):
             self._pool = [actor.remote(self.setup, limits, self._limiter) for _ in range(count)]
             return self._pool
 
+    def start(self) -> None:
+        self._ensure_pool()
+
     def _cache_service(self, ray: Any, cache: Any) -> Any:
         if cache is None:
             return None
@@ -308,7 +311,9 @@ class RayExecutor(Executor):
                 "spec file), not a compiled graph"
             )
         models = _check_models(job.models)
-        pool = await asyncio.to_thread(self._ensure_pool)
+        # Ray starts (or connects) here, not in a helper thread: ray.init wants the thread that
+        # will stay (a process whose Ray was started from a passing thread exits with it).
+        pool = self._ensure_pool()
         ray = self._ray()
         service = self._cache_service(ray, job.cache)
         spec_json = job.spec.model_dump(mode="json")
