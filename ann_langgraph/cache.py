@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,52 @@ class SQLiteLLMCache(BaseCache):
             for key in ("calls", "input_tokens", "output_tokens", "reused_input_tokens")
         }
         return {**total, "by_model": by_model}
+
+    def entries(self) -> list[tuple[str, int, str, float]]:
+        """Every stored entry as ``(key, sample, serialized value, created)`` (to copy a cache
+        elsewhere: ``add_entries``)."""
+        with self._lock:
+            rows = self._connection().execute("SELECT key, sample, value, created FROM llm_cache")
+            return [(str(k), int(s), str(v), float(c)) for k, s, v, c in rows.fetchall()]
+
+    def add_entries(
+        self,
+        entries: list[tuple[str, int, str, float]],
+        ledger: Sequence[tuple[float, str, int, int, int]] = (),
+    ) -> None:
+        """Store entries copied from another cache (``entries()`` rows) and the ledger rows of
+        the calls that paid for them (``(created, model, input, output, reused input)``), in one
+        transaction; entries already here are kept as they are."""
+        with self._lock:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(
+                    "INSERT OR IGNORE INTO llm_cache (key, sample, value, created) "
+                    "VALUES (?, ?, ?, ?)",
+                    entries,
+                )
+                conn.executemany(
+                    "INSERT INTO spend (created, model, input_tokens, output_tokens, "
+                    "reused_input_tokens) VALUES (?, ?, ?, ?, ?)",
+                    list(ledger),
+                )
+
+    def last_write(
+        self, key: str
+    ) -> tuple[tuple[str, int, str, float], tuple[float, str, int, int, int]]:
+        """Entry ``key`` and the latest ledger row: what an ``update`` just stored (for a
+        single writer)."""
+        with self._lock:
+            conn = self._connection()
+            ledger = conn.execute(
+                "SELECT created, model, input_tokens, output_tokens, reused_input_tokens "
+                "FROM spend ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            entry = conn.execute(
+                "SELECT key, sample, value, created FROM llm_cache WHERE key = ?", (key,)
+            ).fetchone()
+        return tuple(entry), tuple(ledger)
 
     def reset_stats(self) -> None:
         with self._lock:

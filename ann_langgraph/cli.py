@@ -40,7 +40,8 @@ ExecutorOpt = Annotated[
     typer.Option(
         "--executor",
         help="Where examples run: local (this process), ray (RAY_ADDRESS's cluster, else a "
-        "local Ray started for the run) or ray:HOST:PORT / ray:auto (needs the ray extra).",
+        "local Ray started for the run), ray:HOST:PORT / ray:auto (from a node of the "
+        "cluster) or ray://HOST:PORT (Ray Client); needs the ray extra.",
     ),
 ]
 RequestsOpt = Annotated[

@@ -630,8 +630,8 @@ def main(
         str,
         typer.Option(
             "--executor",
-            help="Where examples run: local, ray (RAY_ADDRESS or a local Ray), ray:HOST:PORT; "
-            "DSPy runs its own loop here either way.",
+            help="Where examples run: local, ray (RAY_ADDRESS or a local Ray), ray:HOST:PORT, "
+            "ray://HOST:PORT; DSPy runs its own loop here either way.",
         ),
     ] = "local",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No response cache.")] = False,

@@ -55,6 +55,8 @@ def _get_probe() -> Any:
     global _probe
     import ray
 
+    if not ray.is_initialized():  # a run outside Ray (the local reference): nothing to count
+        return None
     with _probe_lock:
         if _probe is None:
             try:

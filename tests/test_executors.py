@@ -34,8 +34,8 @@ def test_ray_executor_guards():
     pytest.importorskip("ray")
     from ann_langgraph.executors.ray import RayExecutor, _check_models
 
-    with pytest.raises(ValueError, match="Ray Client"):
-        RayExecutor(address="ray://head:10001")
+    assert RayExecutor(address="ray://head:10001").client
+    assert not RayExecutor(address="auto").client
     with pytest.raises(ValueError, match="credentials"):
         _check_models(ScriptedChatModel(default="x"))
     with pytest.raises(ValueError, match="credentials"):
@@ -102,3 +102,20 @@ def test_cache_service_replays_a_lost_attempts_calls_as_paid(tmp_path):
     assert service.cache.spent()["calls"] == 1  # the ledger row, once
     assert hit[0].message.response_metadata.get(CACHE_HIT_KEY)
     service.close()
+
+
+def test_cli_names_a_bad_executor(tmp_path):
+    from typer.testing import CliRunner
+
+    from ann_langgraph import save_spec
+    from ann_langgraph.cli import app
+    from tests.conftest import agent, make_spec
+
+    spec = save_spec(make_spec([{"name": "a", "agents": [agent("a")]}]), tmp_path / "s.yaml")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "x", "target": "y"}\n')
+    base = ["eval", str(spec), "--dataset", str(data), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*base, "--executor", "dask"])
+    assert result.exit_code == 2 and "unknown executor 'dask'" in result.output
+    result = CliRunner().invoke(app, [*base, "--requests-in-flight", "3"])
+    assert result.exit_code == 2 and "applies to --executor ray" in result.output

@@ -68,6 +68,21 @@ def cluster():
     os.environ.pop("ANN_TEST_SECRET_KEY", None)
 
 
+def evaluate_and_meanwhile(probe, after_calls: int, action, *args, **kwargs):
+    """``evaluate(*args, **kwargs)`` in a thread; once the probe has counted ``after_calls``
+    model calls, ``action()`` (kill a worker, remove a node); the report when it ends."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("report", evaluate(*args, **kwargs)))
+    thread.start()
+    deadline = time.monotonic() + 90
+    while len(ray.get(probe.stats.remote())["calls"]) < after_calls:
+        assert time.monotonic() < deadline and thread.is_alive(), "the run ended too soon"
+        time.sleep(0.05)
+    action()
+    thread.join(300)
+    return box["report"]
+
+
 def _executor(**kw) -> RayExecutor:
     return RayExecutor(setup="tests.ray_support:setup", **kw)
 
@@ -113,21 +128,18 @@ def test_a_killed_worker_loses_nothing_and_pays_nothing_twice(cluster, tmp_path)
     spec, rows = _spec("scripted-math-slow", layers=2), _rows(24)
     with _executor(examples_in_flight=8, workers=2) as ex:
         victim = ex.worker_pids()[0]
-        box: dict = {}
-        thread = threading.Thread(
-            target=lambda: box.setdefault(
-                "report",
-                evaluate(spec, rows, "numeric_match", progress=False, executor=ex, cache=cache),
-            )
+        report = evaluate_and_meanwhile(
+            cluster,
+            12,
+            lambda: os.kill(victim, signal.SIGKILL),  # mid-run: examples half done there
+            spec,
+            rows,
+            "numeric_match",
+            progress=False,
+            executor=ex,
+            cache=cache,
         )
-        thread.start()
-        deadline = time.monotonic() + 60
-        while len(ray.get(cluster.stats.remote())["calls"]) < 12 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(victim, signal.SIGKILL)  # mid-run: some examples half done on that worker
-        thread.join(180)
         retried = ex.attempts
-    report = box["report"]
     assert retried >= 1
     assert report.n == 24 and report.errors == 0
     assert [r.id for r in report.results] == [r["id"] for r in rows]
@@ -170,3 +182,66 @@ def test_secrets_stay_out_of_payloads_logs_and_run_files(cluster, tmp_path):
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     leaked = [p for p in logs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert not leaked
+
+
+def test_cli_eval_on_ray_against_an_openai_compatible_endpoint(cluster, tmp_path, monkeypatch):
+    """``ann eval --executor ray`` end to end: workers resolve the spec's models-table entry
+    (a loopback OpenAI-compatible server) themselves, and the report is the local one."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ann_langgraph import save_spec
+    from ann_langgraph.cli import app
+    from tests.test_openai_compatible import FakeOpenAI
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(var, raising=False)
+    fake = FakeOpenAI()
+    fake.thread.start()
+    try:
+        spec = GraphSpec.model_validate(
+            {
+                "name": "served",
+                "description": "Answer.",
+                "answer_format": "last_number",
+                "models": {"default": {"model": "openai:served", "base_url": fake.url}},
+                "layers": [{"name": "a", "agents": [{"id": "a", "role": "A", "prompt": "Go."}]}],
+            }
+        )
+        spec_path = save_spec(spec, tmp_path / "spec.yaml")
+        data = tmp_path / "data.jsonl"
+        data.write_text(
+            "".join(
+                json.dumps({"input": f"q{i}", "target": 42 if i % 2 else 7}) + "\n"
+                for i in range(10)
+            )
+        )
+        reports = {}
+        for executor in ("local", "ray"):
+            result = CliRunner().invoke(
+                app,
+                [
+                    "eval",
+                    str(spec_path),
+                    "--dataset",
+                    str(data),
+                    "--metric",
+                    "numeric_match",
+                    "--executor",
+                    executor,
+                    "--requests-in-flight" if executor == "ray" else "--concurrency",
+                    "2",
+                    "--out",
+                    str(tmp_path / executor),
+                    "--json",
+                ],
+            )
+            assert result.exit_code == 0, result.output
+            reports[executor] = json.loads(result.output)
+        assert len(fake.chat_requests()) == 20
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()
+    assert reports["ray"]["mean"] == reports["local"]["mean"] == 0.5
+    assert reports["ray"]["n"] == 10

@@ -4,19 +4,16 @@ loopback): every example is still scored once and every paid call counted once."
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from ann_langgraph import evaluate  # noqa: E402
 from ann_langgraph.cache import SQLiteLLMCache  # noqa: E402
 from ann_langgraph.executors.ray import RayExecutor  # noqa: E402
 from tests.ray_support import PROBE, Probe, setup  # noqa: E402
-from tests.test_ray_executor import _rows, _spec  # noqa: E402
+from tests.test_ray_executor import _rows, _spec, evaluate_and_meanwhile  # noqa: E402
 
 pytestmark = pytest.mark.ray_cluster
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,21 +55,18 @@ def test_removing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
             a["NodeID"] for a in ray.nodes() if a["Alive"] and a["Resources"].get("CPU", 0) > 0
         }
         assert len(nodes) == 2
-        box: dict = {}
-        thread = threading.Thread(
-            target=lambda: box.setdefault(
-                "report",
-                evaluate(spec, rows, "numeric_match", progress=False, executor=ex, cache=cache),
-            )
+        report = evaluate_and_meanwhile(
+            probe,
+            12,
+            lambda: cluster.remove_node(worker),
+            spec,
+            rows,
+            "numeric_match",
+            progress=False,
+            executor=ex,
+            cache=cache,
         )
-        thread.start()
-        deadline = time.monotonic() + 90
-        while len(ray.get(probe.stats.remote())["calls"]) < 12 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cluster.remove_node(worker)
-        thread.join(300)
         retried = ex.attempts
-    report = box["report"]
     assert not report.errors, report.results[0].error
     assert retried >= 1
     assert report.n == 30 and report.errors == 0

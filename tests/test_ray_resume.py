@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("ray")
 
 from tests.test_train_resume import (
+    SCENARIO,
     _comparable,
     _history_rows,
     _kill_when_quiet,
@@ -32,86 +33,36 @@ from tests.test_train_resume import (
 pytestmark = pytest.mark.ray_cluster
 ROOT = Path(__file__).resolve().parents[1]
 
-MODELS = textwrap.dedent(
-    r'''
-    """The scenario's models: a scripted executor (registered by name) and optimizer."""
-    import hashlib
-    import json
-    import os
-    import re
-    import threading
-    import time
-    from pathlib import Path
+MODELS = (
+    textwrap.dedent(
+        """
+        import hashlib
+        import json
+        import os
+        import re
+        import threading
+        import time
+        from pathlib import Path
 
-    from ann_langgraph.models import register_model
-    from ann_langgraph.testing import ScriptedChatModel
+        from ann_langgraph.models import register_model
+        from ann_langgraph.testing import ScriptedChatModel
 
-    LOG, HOLD = Path(os.environ["ANN_RESUME_LOG"]), Path(os.environ["ANN_RESUME_HOLD"])
-    lock = threading.Lock()
-
-
-    def log(line):
-        with lock, LOG.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-
-
-    def paid(role, answer):
-        def respond(messages, **kw):
-            while HOLD.exists():
-                time.sleep(0.01)
-            text = "\n".join(str(m.content) for m in messages) + json.dumps(
-                kw.get("tools") or [], sort_keys=True
+        LOG, HOLD = Path(os.environ["ANN_RESUME_LOG"]), Path(os.environ["ANN_RESUME_HOLD"])
+        SLEEP = 0.05
+        lock = threading.Lock()
+        """
+    )
+    + SCENARIO
+    + textwrap.dedent(
+        """
+        def setup():
+            register_model(
+                "resume-exec",
+                lambda: ScriptedChatModel(respond=paid("exec", executor), model_name="executor"),
+                replace=True,
             )
-            key = hashlib.sha256(text.encode()).hexdigest()[:16]
-            log(f"B {role} {key}")
-            with lock, LOG.with_suffix(".pids").open("a", encoding="utf-8") as fh:
-                fh.write(f"{role} {os.getpid()}\n")
-            time.sleep(0.05)
-            out = answer(messages)
-            log(f"E {role} {key}")
-            return out
-
-        return respond
-
-
-    def executor(messages):
-        system, question = messages[0].content, messages[-1].content
-        n = int(re.search(r"What is (\d+)", question).group(1))
-        level = int(re.search(r"LEVEL (\d+)", system).group(1))
-        if "BAD" in system:
-            return "Answer: 0"
-        return f"Answer: {n + 1}" if n % 4 <= level else f"Answer: {n}"
-
-
-    def optimizer(messages):
-        text = "\n".join(str(m.content) for m in messages)
-        if "global critic" in text:
-            return {
-                "summary": "Some numbers come out one too low.",
-                "blame": [{"layer": "solve", "reason": "the solver forgets to add one"}],
-            }
-        level = int(re.search(r"LEVEL (\d+)", text).group(1))
-        history = re.findall(r"(ACCEPTED|REJECTED)", text.split("HISTORY OF EARLIER EDITS", 1)[-1])
-        helpful = bool(history) and history[-1] == "REJECTED"
-        prompt = (
-            f"Add one to the number. LEVEL {level + 1}"
-            if helpful
-            else f"Add one to the number. LEVEL {level} BAD"
-        )
-        return {
-            "rationale": "helpful" if helpful else "harmful",
-            "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
-        }
-
-
-    def setup():
-        register_model(
-            "resume-exec",
-            lambda: ScriptedChatModel(respond=paid("exec", executor), model_name="executor"),
-            replace=True,
-        )
-    '''
+        """
+    )
 )
 
 DRIVER = textwrap.dedent(

@@ -25,26 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-DRIVER = textwrap.dedent(
+# The scenario's models (needs LOG, HOLD, SLEEP and lock defined before it): shared with
+# test_ray_resume, whose workers import it as a module.
+SCENARIO = textwrap.dedent(
     r'''
-    """Train a small spec with slow scripted models; log every paid model call."""
-    import hashlib
-    import json
-    import re
-    import sys
-    import threading
-    import time
-    from pathlib import Path
-
-    import ann_langgraph as ann
-    from ann_langgraph.testing import ScriptedChatModel
-
-    run_dir, log_path, hold_path, out_path, resume = sys.argv[1:6]
-    LOG, HOLD = Path(log_path), Path(hold_path)
-    SLEEP = 0.05
-    lock = threading.Lock()
-
-
     def log(line):
         with lock, LOG.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -62,6 +46,8 @@ DRIVER = textwrap.dedent(
             )
             key = hashlib.sha256(text.encode()).hexdigest()[:16]
             log(f"B {role} {key}")
+            with lock, LOG.with_suffix(".pids").open("a", encoding="utf-8") as fh:
+                fh.write(f"{role} {os.getpid()}\n")
             time.sleep(SLEEP)
             out = answer(messages)
             log(f"E {role} {key}")
@@ -99,63 +85,90 @@ DRIVER = textwrap.dedent(
             "rationale": "helpful" if helpful else "harmful",
             "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
         }
-
-
-    spec = ann.GraphSpec.model_validate(
-        {
-            "name": "resume-test",
-            "description": "add one",
-            "answer_format": "last_number",
-            "layers": [
-                {
-                    "name": "solve",
-                    "agents": [
-                        {"id": "solver", "role": "a solver", "prompt": "Add one to the number. LEVEL 0"}
-                    ],
-                }
-            ],
-        }
-    )
-
-
-    def data(n, prefix):
-        return [
-            {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
-            for i in range(n)
-        ]
-
-
-    result = ann.train(
-        spec,
-        train=data(12, "t"),
-        val=data(8, "v"),
-        metric="numeric_match",
-        models=ScriptedChatModel(respond=paid("exec", executor), model_name="executor"),
-        optimizer_model=ScriptedChatModel(respond=paid("opt", optimizer), model_name="optimizer"),
-        epochs=2,
-        batch_size=4,
-        run_dir=run_dir,
-        resume=resume == "1",
-        config=ann.OptimizerConfig(
-            seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False
-        ),
-        progress=False,
-    )
-    Path(out_path).write_text(
-        json.dumps(
-            {
-                "best_fingerprint": result.best_spec.fingerprint,
-                "best_score": result.best_score,
-                "history": result.history,
-                "versions": result.versions,
-                "usage": result.usage,
-                "paid": result.paid,
-                "stop_reason": result.stop_reason,
-            },
-            default=str,
-        )
-    )
     '''
+)
+
+DRIVER = (
+    textwrap.dedent(
+        r'''
+        """Train a small spec with slow scripted models; log every paid model call."""
+        import hashlib
+        import json
+        import os
+        import re
+        import sys
+        import threading
+        import time
+        from pathlib import Path
+
+        import ann_langgraph as ann
+        from ann_langgraph.testing import ScriptedChatModel
+
+        run_dir, log_path, hold_path, out_path, resume = sys.argv[1:6]
+        LOG, HOLD = Path(log_path), Path(hold_path)
+        SLEEP = 0.05
+        lock = threading.Lock()
+        '''
+    )
+    + SCENARIO
+    + textwrap.dedent(
+        r"""
+        spec = ann.GraphSpec.model_validate(
+            {
+                "name": "resume-test",
+                "description": "add one",
+                "answer_format": "last_number",
+                "layers": [
+                    {
+                        "name": "solve",
+                        "agents": [
+                            {"id": "solver", "role": "a solver", "prompt": "Add one to the number. LEVEL 0"}
+                        ],
+                    }
+                ],
+            }
+        )
+
+
+        def data(n, prefix):
+            return [
+                {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
+                for i in range(n)
+            ]
+
+
+        result = ann.train(
+            spec,
+            train=data(12, "t"),
+            val=data(8, "v"),
+            metric="numeric_match",
+            models=ScriptedChatModel(respond=paid("exec", executor), model_name="executor"),
+            optimizer_model=ScriptedChatModel(respond=paid("opt", optimizer), model_name="optimizer"),
+            epochs=2,
+            batch_size=4,
+            run_dir=run_dir,
+            resume=resume == "1",
+            config=ann.OptimizerConfig(
+                seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False
+            ),
+            progress=False,
+        )
+        Path(out_path).write_text(
+            json.dumps(
+                {
+                    "best_fingerprint": result.best_spec.fingerprint,
+                    "best_score": result.best_score,
+                    "history": result.history,
+                    "versions": result.versions,
+                    "usage": result.usage,
+                    "paid": result.paid,
+                    "stop_reason": result.stop_reason,
+                },
+                default=str,
+            )
+        )
+        """
+    )
 )
 
 

@@ -42,6 +42,7 @@ __all__ = ["DEFAULT_IN_FLIGHT", "RayExecutor"]
 #: caller does not say.
 DEFAULT_IN_FLIGHT = 32
 _GRAPHS_PER_WORKER = 8
+_FLOW_BACK_S = 5.0  # Ray Client: how often new cache entries are copied to the driver
 _REST_S = 10.0  # an actor that failed is not given new examples for this long (if others live)
 
 
@@ -156,7 +157,9 @@ class RayExecutor(Executor):
     """Examples on a Ray cluster; see the module docstring for what travels and what stays.
 
     ``address``: ``None`` (``RAY_ADDRESS``, else a local Ray started here and stopped at
-    :meth:`close`), ``"auto"`` or ``"HOST:PORT"`` of a cluster this machine is a node of.
+    :meth:`close`), ``"auto"`` or ``"HOST:PORT"`` of a cluster this machine is a node of, or
+    ``"ray://HOST:PORT"`` (Ray Client, from outside the cluster: the cache's new entries then
+    flow back to this process's file every few seconds and after each evaluation).
     ``examples_in_flight``: examples running at once across the cluster (the default for
     ``concurrency``). ``requests_in_flight``: model requests at once, cluster-wide: one number
     for every model, or ``{"openai": 16, "openai:gpt-4o": 4, "*": 32}`` (keys: provider,
@@ -183,15 +186,12 @@ class RayExecutor(Executor):
         runtime_env: Mapping[str, Any] | None = None,
         init_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if address is not None and address.startswith("ray://"):
-            raise ValueError(
-                "Ray Client addresses (ray://) are not supported yet: the response cache and "
-                "the limiter run on the driver's node, so run the driver on a node of the "
-                "cluster and use 'ray:auto' (or RAY_ADDRESS)"
-            )
         if examples_in_flight < 1 or max_attempts < 1:
             raise ValueError("examples_in_flight and max_attempts must be at least 1")
         self.address = address
+        # Ray Client: this process is outside the cluster, so its cache file is not reachable
+        # from there; the cache service holds a copy and new entries flow back after each run
+        self.client = bool(address and address.startswith("ray://"))
         self.examples_in_flight = examples_in_flight
         self.requests_in_flight = _limits(requests_in_flight)
         self.tokens_per_minute = _limits(tokens_per_minute)
@@ -214,6 +214,11 @@ class RayExecutor(Executor):
         ray = _import_ray()
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline, no prompt
+            if self.client:  # Ray Client takes few options
+                extra = {"runtime_env": self.runtime_env} if self.runtime_env else {}
+                ray.init(address=self.address, **extra, **self.init_options)
+                self._owns_ray = True  # our connection: disconnect at close
+                return ray
             options: dict[str, Any] = {
                 "include_dashboard": False,
                 "log_to_driver": False,
@@ -230,6 +235,7 @@ class RayExecutor(Executor):
         return ray
 
     def _here(self, ray: Any) -> Any:
+        """Pinned to the driver's node (with Ray Client: the node serving this client)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return NodeAffinitySchedulingStrategy(
@@ -280,12 +286,24 @@ class RayExecutor(Executor):
         path = str(cache.path.resolve())
         with self._lock:
             if path not in self._services:
+                actor = ray.remote(CacheService).options(
+                    num_cpus=0, scheduling_strategy=self._here(ray), max_concurrency=1
+                )
                 self._services[path] = (
-                    ray.remote(CacheService)
-                    .options(num_cpus=0, scheduling_strategy=self._here(ray), max_concurrency=1)
-                    .remote(path)
+                    actor.remote(":memory:", seed=cache.entries())
+                    if self.client
+                    else actor.remote(path)
                 )
             return self._services[path]
+
+    def _bring_home(self, ray: Any, service: Any, cache: Any) -> None:
+        """Ray Client: copy the entries (and ledger rows) the workers stored into the
+        driver's own cache file."""
+        if not self.client or service is None:
+            return
+        fresh = ray.get(service.drain.remote())
+        if fresh:
+            cache.add_entries([entry for entry, _ in fresh], [row for _, row in fresh])
 
     def default_concurrency(self, spec_or_graph: Any, models: Any) -> int:
         return self.examples_in_flight
@@ -381,10 +399,19 @@ class RayExecutor(Executor):
             outcomes[index] = outcome
             on_result(index, outcome)
 
+        async def bring_home_often() -> None:  # a driver killed mid-run loses little
+            while True:
+                await asyncio.sleep(_FLOW_BACK_S)
+                await asyncio.to_thread(self._bring_home, ray, service, job.cache)
+
+        home = asyncio.create_task(bring_home_often()) if self.client and service else None
         try:
             await asyncio.gather(*(one(i, ex) for i, ex in enumerate(examples)))
         finally:
+            if home is not None:
+                home.cancel()
             if service is not None:
+                self._bring_home(ray, service, job.cache)
                 self._fold_counters(ray, service, job.cache)
         return [o for o in outcomes if o is not None]
 

@@ -1,9 +1,10 @@
 """The two things every Ray worker of one run shares, as actors on the driver's node.
 
 - :class:`CacheService` holds the run's response cache (the driver's ``SQLiteLLMCache`` file,
-  opened again on the driver's node) and :class:`ClusterCache` is its stand-in on the workers:
-  a paid call is stored (and its ledger row written) the moment it returns, wherever it ran,
-  so an example retried after its worker died replays that call instead of paying again. The
+  opened again on the driver's node; for a driver outside the cluster, a copy in memory whose
+  new entries flow back to the driver's file) and :class:`ClusterCache` is its stand-in on the
+  workers: a paid call is stored (and its ledger row written) the moment it returns, wherever
+  it ran, so an example retried after its worker died replays that call instead of paying again. The
   service remembers which attempt of which example stored each entry in this run: when a later
   attempt of the *same* example reads it, the call is handed back as paid (no hit marker), so
   the report counts the lost attempt's calls exactly once, as the ledger does.
@@ -52,8 +53,15 @@ current_attempt: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Co
 class CacheService:
     """The run's response cache, served to the workers (a Ray actor on the driver's node)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, seed: list[tuple[str, int, str, float]] | None = None) -> None:
+        """``path``: the driver's cache file (the service runs on its node). ``seed``: for a
+        driver on another machine (Ray Client), an in-memory cache holding the driver's entries;
+        what the workers store then waits in :meth:`drain` for the driver to copy home."""
         self.cache = SQLiteLLMCache(path)
+        self.flow_back = seed is not None
+        if seed:
+            self.cache.add_entries(seed)
+        self.fresh: list[tuple[Any, Any]] = []
         self.written: dict[str, tuple[str, str]] = {}
 
     def lookup(
@@ -78,8 +86,16 @@ class CacheService:
     ) -> None:
         with sample_scope(sample):
             self.cache.update(prompt, llm_string, return_val)
+        key = cache_key(prompt, llm_string, sample)
         if attempt is not None:
-            self.written[cache_key(prompt, llm_string, sample)] = attempt
+            self.written[key] = attempt
+        if self.flow_back:
+            self.fresh.append(self.cache.last_write(key))
+
+    def drain(self) -> list[tuple[Any, Any]]:
+        """``(entry, ledger row)`` of every call stored since the last drain (flow-back mode)."""
+        out, self.fresh = self.fresh, []
+        return out
 
     def counters(self) -> tuple[int, int, int]:
         """``(hits, misses, writes)`` since the last call (then reset)."""
