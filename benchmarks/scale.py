@@ -109,7 +109,7 @@ def main() -> None:
     print(f"stand-in latency {args.latency:.3f} s per call; examples = {args.per_slot} x N")
     print(
         f"{'N':>5} {'n':>5} {'local ex/s':>11} {'ray ex/s':>9} {'ray/local':>9} "
-        f"{'overhead/ex':>12} {'peak calls':>10}"
+        f"{'ray ms/ex':>10} {'local ms/ex':>11} {'peak calls':>10}"
     )
     for n_flight in levels:
         rows = _rows(args.per_slot * n_flight)
