@@ -39,7 +39,7 @@ from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
 from ann_langgraph.evaluate import EvalReport, default_concurrency, evaluate
-from ann_langgraph.executors import parse_executor, resolve_executor
+from ann_langgraph.executors import Executor, parse_executor, resolve_executor
 from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric
 from ann_langgraph.models import ModelsArg, model_label
@@ -166,7 +166,8 @@ class _Runner:
 
             self.model_name = f"{config.model} ({model_label(init_model(config.model))})"
         self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
-        self.executor = resolve_executor(config.executor)
+        self.executor: Executor = resolve_executor(config.executor)
+        self.owns_executor = True
         self.reused: set[str] = set()
 
     def method_dir(self, method: str) -> Path:
@@ -420,7 +421,8 @@ class _Runner:
         return runners[method]()
 
     def close(self) -> None:
-        self.executor.close()
+        if self.owns_executor:
+            self.executor.close()
         if self.cache is not None:
             self.cache.close()
 
@@ -485,6 +487,7 @@ def run_compare(
     progress: bool = True,
     console: Console | None = None,
     command: str | None = None,
+    executor: Executor | None = None,
 ) -> CompareResult:
     """Run ``config.methods`` on the same examples and write the table to ``out_dir``.
 
@@ -493,6 +496,7 @@ def run_compare(
 
     ``models`` (optional) replaces ``config.model`` for the ANN-based methods with a chat model
     object or mapping (tests pass a scripted model); ``config.model`` stays the label.
+    ``executor`` (optional) replaces the one ``config.executor`` names (the caller closes it).
     Raises for problems with the inputs (unknown benchmark/method/split, missing data); a
     method's own failure is recorded in its row instead.
     """
@@ -507,6 +511,8 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     command = command or config_command(config, out)
     runner = _Runner(config, bench, split, examples, out, models, progress, console)
+    if executor is not None:  # one the caller made (and closes): e.g. a RayExecutor with setup=
+        runner.executor, runner.owns_executor = executor, False
     runner.executor.start()
     summaries: list[RunSummary] = []
     facts = {

@@ -245,3 +245,47 @@ def test_cli_eval_on_ray_against_an_openai_compatible_endpoint(cluster, tmp_path
         fake.server.server_close()
     assert reports["ray"]["mean"] == reports["local"]["mean"] == 0.5
     assert reports["ray"]["n"] == 10
+
+
+def test_per_example_timeouts_hold_on_the_workers(cluster):
+    with _executor(examples_in_flight=4) as ex:
+        report = evaluate(
+            _spec("scripted-math-slow"),
+            _rows(4),
+            "numeric_match",
+            progress=False,
+            executor=ex,
+            timeout_s=0.1,
+        )
+    assert report.errors == 4
+    assert all(r.error == "timeout: no answer within 0.1s" for r in report.results)
+
+
+def test_evals_compare_on_ray_matches_the_local_table(cluster, tmp_path):
+    from evals.compare import CompareConfig, run_compare
+    from tests.conftest import benchmark_folder
+
+    data = benchmark_folder("gsm8k")
+    rows = {}
+    for name in ("local", "ray"):
+        config = CompareConfig(
+            benchmark="gsm8k",
+            model="scripted-math",
+            limit=6,
+            data_dir=str(data),
+            methods=["io", "cot"],
+            executor=name,
+        )
+        with _executor(examples_in_flight=4) as ex:
+            result = run_compare(
+                config,
+                out_dir=tmp_path / name,
+                progress=False,
+                executor=ex if name == "ray" else None,
+            )
+        rows[name] = [
+            (s.method, s.mean, s.n, s.errors, s.tokens_per_example) for s in result.summaries
+        ]
+        assert all(s.status == "ok" for s in result.summaries)
+    assert rows["ray"] == rows["local"]
+    assert "--executor ray" in (tmp_path / "ray" / "compare.md").read_text()
