@@ -1,0 +1,247 @@
+"""``ann eval``: score a spec on a benchmark split or a dataset."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..local import LocalModelError
+from ..models import ModelError
+from ..spec import SpecError, save_spec
+from ._common import (
+    ExecutorOpt,
+    ModelOpt,
+    RequestsOpt,
+    SpecArg,
+    _check_models,
+    _dataset,
+    _executor,
+    _fail,
+    _load,
+    _metric_for,
+    _models_override,
+    app,
+    console,
+    err_console,
+)
+
+
+def _evals_module() -> Any:
+    """The ``evals`` package (benchmarks, baselines, report tables), imported on demand."""
+    try:
+        import evals
+        import evals.baselines
+        import evals.report
+    except ImportError as exc:
+        raise _fail(
+            f"the evals package is not available ({exc}); install ann-langgraph from a checkout "
+            "(pip install -e '.[evals]')"
+        ) from None
+    return evals
+
+
+def _eval_examples(
+    evals: Any, benchmark: str, split: str | None, data_dir: Path | None, limit: int | None
+) -> tuple[Any, str, list[dict[str, Any]]]:
+    try:
+        bench = evals.get_benchmark(benchmark)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
+    except ImportError as exc:
+        raise _fail(f"benchmark {benchmark!r} needs a missing package: {exc}") from None
+    split_name = split or bench.default_eval_split
+    try:
+        rows = bench.load(split_name, data_dir=data_dir, limit=limit)
+    except (OSError, ValueError) as exc:  # DataNotFoundError, UnknownSplitError, bad rows
+        raise _fail(str(exc)) from None
+    if not rows:
+        raise _fail(f"benchmark {benchmark!r} split {split_name!r} has no examples")
+    return bench, split_name, rows
+
+
+@app.command("eval")
+def eval_command(
+    spec_path: SpecArg,
+    benchmark: Annotated[
+        str | None,
+        typer.Option("--benchmark", "-b", help="A benchmark name (gsm8k, math, mmlu-ml, ...)."),
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="Your own examples (JSONL/JSON) instead.")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Metric name for --dataset (see `ann metrics`; default exact_match)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Benchmark split (default: the benchmark's eval split).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N examples.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Benchmark data folder (default: $ANN_DATA_DIR, ...)."),
+    ] = None,
+    model: ModelOpt = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Examples run at once [default: 1 on local, else 4]."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds per example before it counts as failed.")
+    ] = 300.0,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Turn the response cache off.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Results folder (default: runs/eval-<spec>-<data>-<time>)."
+        ),
+    ] = None,
+    langsmith_experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--langsmith-experiment",
+            help="Record the run as a LangSmith experiment with this name (needs --dataset "
+            "langsmith:<name> and LANGSMITH_API_KEY).",
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    executor: ExecutorOpt = "local",
+    requests_in_flight: RequestsOpt = None,
+) -> None:
+    """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
+    from ..cache import SQLiteLLMCache
+    from ..evaluate import default_concurrency, evaluate
+    from ..langsmith_io import LangSmithError
+    from ..tracing import save_records
+
+    evals = _evals_module()
+    spec = _load(spec_path)
+    if (benchmark is None) == (dataset is None):
+        raise _fail("give exactly one of --benchmark NAME or --dataset FILE")
+    bench = None
+    extras: dict[str, Any] = {}
+    breakdown: tuple[str, ...] = ()
+    if benchmark is not None:
+        if metric is not None:
+            raise _fail("--metric applies to --dataset; a benchmark brings its own metric")
+        bench, split_name, rows = _eval_examples(evals, benchmark, split, data_dir, limit)
+        score = bench.metric()
+        extras = {name: factory() for name, factory in bench.extra_metrics.items()}
+        breakdown = tuple(bench.breakdown)
+        source, data_label = f"{bench.name} ({split_name})", bench.name
+    else:
+        assert dataset is not None
+        if split is not None or data_dir is not None:
+            raise _fail("--split and --data-dir apply to --benchmark, not --dataset")
+        rows = _dataset(dataset, "dataset")[:limit]
+        score = _metric_for(metric or "exact_match", spec)
+        split_name, source, data_label = "", str(dataset), dataset.stem
+    models = _models_override(model)
+    _check_models(spec, models)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = out or Path("runs") / f"eval-{spec.name}-{data_label}-{stamp}"
+    target.mkdir(parents=True, exist_ok=True)
+    command = ["ann", "eval", str(spec_path)]
+    command += (
+        ["--benchmark", bench.name, "--split", split_name] if bench else ["--dataset", str(dataset)]
+    )
+    if metric:
+        command += ["--metric", metric]
+    if limit:
+        command += ["--limit", str(limit)]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    for value in model or []:
+        command += ["--model", value]
+    cache = None if no_cache else SQLiteLLMCache(target / "cache.sqlite")
+    if bench is not None and spec.answer_format != bench.answer_format and not json_output:
+        err_console.print(
+            f"[yellow]note:[/] the spec extracts answers as '{spec.answer_format}', the "
+            f"benchmark expects '{bench.answer_format}'",
+            highlight=False,
+        )
+    runner = _executor(executor, requests_in_flight)
+    try:
+        report = evaluate(
+            spec,
+            rows,
+            score,
+            models=models,
+            concurrency=concurrency
+            or (
+                runner.default_concurrency(spec, models)
+                if runner.name != "local"
+                else default_concurrency(spec, models, otherwise=4)
+            ),
+            timeout_s=timeout,
+            cache=cache,
+            progress=not json_output,
+            metadata={"ann_eval": data_label},
+            experiment=langsmith_experiment,
+            executor=runner,
+        )
+    except (ModelError, SpecError, LocalModelError, LangSmithError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted (nothing written)", 130) from None
+    finally:
+        runner.close()
+        if cache is not None:
+            cache.close()
+    import shlex
+
+    facts = {
+        "spec": f"{spec.name} ({spec_path}, fingerprint {spec.fingerprint})",
+        "data": source,
+        "model": " ".join(model or []) or f"spec's own ({spec.models.get('default', '?')})",
+        "n": report.n,
+        "command": shlex.join(command),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    summary, result_rows = evals.report.summarize(
+        report,
+        rows,
+        method=spec.name,
+        extra_metrics=extras,
+        breakdown=breakdown,
+        details={k: v for k, v in facts.items() if k != "n"},
+    )
+    evals.report.write_jsonl(target / "results.jsonl", result_rows)
+    save_records(report.records, target / "records.jsonl")
+    save_spec(spec, target / "spec.yaml")
+    (target / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    title = f"Evaluation of {spec.name} on {source}"
+    evals.report.write_text(
+        target / "summary.md", evals.report.eval_markdown(summary, title=title, facts=facts)
+    )
+    if json_output:
+        payload = {**summary.model_dump(mode="json"), "out": str(target)}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        console.print(
+            f"[bold]{summary.metric or 'score'}[/] {100 * summary.mean:.1f}% "
+            f"(95% CI {100 * summary.ci_low:.1f}-{100 * summary.ci_high:.1f}%), n={summary.n}"
+            + (f", [red]{summary.errors} errors[/]" if summary.errors else ""),
+            highlight=False,
+        )
+        console.print(
+            f"{summary.tokens} tokens ({summary.input_tokens} in + {summary.output_tokens} out), "
+            f"{summary.calls} calls ({summary.cached_calls} cached), ${summary.cost_usd:.4f}, "
+            f"{summary.wall_time_s:.1f}s wall; per example {summary.tokens_per_example:.0f} "
+            f"tokens, ${summary.cost_per_example:.5f}",
+            highlight=False,
+        )
+        for name, value in summary.extra_metrics.items():
+            console.print(f"{name}: {100 * value:.1f}%", highlight=False)
+        for table in evals.report.breakdown_tables(summary):
+            console.print(table)
+        console.print(f"results: {target}/results.jsonl, summary.json, summary.md")
+    if report.n and report.errors == report.n:
+        first = next((r.error for r in report.results if r.error), "")
+        raise _fail(f"every example failed; first error: {first}", 1)
