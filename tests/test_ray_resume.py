@@ -94,35 +94,13 @@ DRIVER = textwrap.dedent(
         )
     else:
         executor = "local"
-    spec = ann.GraphSpec.model_validate(
-        {
-            "name": "resume-test",
-            "description": "add one",
-            "answer_format": "last_number",
-            "models": {"default": "resume-exec"},
-            "layers": [
-                {
-                    "name": "solve",
-                    "agents": [
-                        {"id": "solver", "role": "a solver", "prompt": "Add one to the number. LEVEL 0"}
-                    ],
-                }
-            ],
-        }
-    )
-
-
-    def data(n, prefix):
-        return [
-            {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
-            for i in range(n)
-        ]
+    spec = ann.GraphSpec.model_validate({**m.SPEC, "models": {"default": "resume-exec"}})
 
 
     result = ann.train(
         spec,
-        train=data(12, "t"),
-        val=data(8, "v"),
+        train=m.data(12, "t"),
+        val=m.data(8, "v"),
         metric="numeric_match",
         models="resume-exec",
         optimizer_model=ScriptedChatModel(respond=m.paid("opt", m.optimizer), model_name="optimizer"),

@@ -85,6 +85,28 @@ SCENARIO = textwrap.dedent(
             "rationale": "helpful" if helpful else "harmful",
             "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
         }
+
+
+    SPEC = {
+        "name": "resume-test",
+        "description": "add one",
+        "answer_format": "last_number",
+        "layers": [
+            {
+                "name": "solve",
+                "agents": [
+                    {"id": "solver", "role": "a solver", "prompt": "Add one to the number. LEVEL 0"}
+                ],
+            }
+        ],
+    }
+
+
+    def data(n, prefix):
+        return [
+            {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
+            for i in range(n)
+        ]
     '''
 )
 
@@ -113,28 +135,7 @@ DRIVER = (
     + SCENARIO
     + textwrap.dedent(
         r"""
-        spec = ann.GraphSpec.model_validate(
-            {
-                "name": "resume-test",
-                "description": "add one",
-                "answer_format": "last_number",
-                "layers": [
-                    {
-                        "name": "solve",
-                        "agents": [
-                            {"id": "solver", "role": "a solver", "prompt": "Add one to the number. LEVEL 0"}
-                        ],
-                    }
-                ],
-            }
-        )
-
-
-        def data(n, prefix):
-            return [
-                {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
-                for i in range(n)
-            ]
+        spec = ann.GraphSpec.model_validate(SPEC)
 
 
         result = ann.train(
