@@ -119,3 +119,13 @@ def test_cli_names_a_bad_executor(tmp_path):
     assert result.exit_code == 2 and "unknown executor 'dask'" in result.output
     result = CliRunner().invoke(app, [*base, "--requests-in-flight", "3"])
     assert result.exit_code == 2 and "applies to --executor ray" in result.output
+
+
+def test_embedded_model_on_more_workers_than_nodes_is_named():
+    pytest.importorskip("ray")
+    from ann_langgraph.executors.ray import engines_warning
+
+    assert engines_warning(1, 1) is None
+    assert engines_warning(3, 3) is None
+    text = engines_warning(4, 1)
+    assert text and "4 engines" in text and "RayExecutor(workers=1)" in text

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -207,6 +208,7 @@ class RayExecutor(Executor):
         self._services: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.attempts = 0  # examples re-run after a worker died (this executor's life)
+        self._warned = False
         self.last_payload: dict[str, Any] = {}  # what the last evaluation sent (diagnostics)
 
     # -- cluster ------------------------------------------------------------------------
@@ -308,6 +310,21 @@ class RayExecutor(Executor):
     def default_concurrency(self, spec_or_graph: Any, models: Any) -> int:
         return self.examples_in_flight
 
+    def _warn_engines(self, job: EvalJob) -> None:
+        """Once: an embedded-model spec starts one engine per worker process."""
+        from ..models import ModelResolver
+
+        if self._warned or job.spec is None:
+            return
+        if not ModelResolver(job.spec, job.models).only_embedded():
+            return
+        ray = self._ray()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        text = engines_warning(len(self._ensure_pool()), nodes)
+        if text:
+            self._warned = True
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+
     def worker_pids(self) -> list[int]:
         """The pool's worker process ids (for tests and diagnostics)."""
         ray = self._ray()
@@ -329,6 +346,7 @@ class RayExecutor(Executor):
                 "spec file), not a compiled graph"
             )
         models = _check_models(job.models)
+        self._warn_engines(job)
         # Ray starts (or connects) here, not in a helper thread: ray.init wants the thread that
         # will stay (a process whose Ray was started from a passing thread exits with it).
         pool = self._ensure_pool()
@@ -459,3 +477,15 @@ def _limits(value: int | Mapping[str, int] | None) -> dict[str, int] | None:
     if any(v < 1 for v in out.values()):
         raise ValueError("a limit must be at least 1")
     return out
+
+
+def engines_warning(workers: int, nodes: int) -> str | None:
+    """What to say when an embedded-model run has more worker processes than nodes."""
+    if workers <= max(1, nodes):
+        return None
+    return (
+        f"the embedded model is served per worker process: {workers} workers on {nodes} "
+        f"node(s) start {workers} engines that share those cores; pass "
+        f"RayExecutor(workers={max(1, nodes)}) (one per node), or serve the model once per "
+        "node behind an OpenAI-compatible URL"
+    )
