@@ -79,7 +79,6 @@ DEFAULT_CONCURRENCY = 8  # examples at once on provider models (the embedded one
 Z95 = 1.959963984540054
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
-_ERROR_LIMIT = 2000
 T = TypeVar("T")
 
 
@@ -423,6 +422,8 @@ async def aevaluate(
     if session is not None and runner.name != "local":
         _warn_no_langsmith(runner.name)
         session = None
+    if session is not None:
+        extra_md = {**extra_md, **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint)}
     job = EvalJob(
         graph=graph,
         spec=spec_or_graph if isinstance(spec_or_graph, GraphSpec) else None,
@@ -434,7 +435,6 @@ async def aevaluate(
         metadata=extra_md,
         output_layer=output_layer,
         cache=cache,
-        eval_id=eval_id,
     )
     done_scores: list[float] = []
     errors = 0
@@ -445,12 +445,6 @@ async def aevaluate(
             return [recorder, tracker]
         link = example.get("langsmith_example_id") if experiment else None
         return [session.tracer(recorder=recorder, example_id=link), tracker]
-
-    if session is not None:
-        job.metadata = {
-            **extra_md,
-            **session.metadata(ann_eval_id=eval_id, ann_spec=fingerprint),
-        }
 
     with _progress(progress) as bar:
         task_id = bar.add_task("eval", total=len(examples), mean=0.0, errors=0)

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
-from ann_langgraph.evaluate import EvalReport, default_concurrency, evaluate
+from ann_langgraph.evaluate import EvalReport, evaluate
 from ann_langgraph.executors import Executor, parse_executor, resolve_executor
 from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric
@@ -216,11 +216,7 @@ class _Runner:
             self.metric,
             models=models,
             concurrency=self.config.concurrency
-            or (
-                default_concurrency(spec, models, otherwise=4)
-                if self.executor.name == "local"
-                else self.executor.default_concurrency(spec, models)
-            ),
+            or self.executor.default_concurrency(spec, models, otherwise=4),
             timeout_s=self.config.timeout_s,
             cache=self.cache,
             progress=self.progress,

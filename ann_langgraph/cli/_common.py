@@ -176,22 +176,17 @@ def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
 
 def _executor(text: str, requests_in_flight: int | None) -> Any:
     """The executor ``--executor`` names (a clear error for a bad one or a missing extra)."""
-    from ..executors import LocalExecutor, parse_executor
+    from ..executors import resolve_executor
 
+    if requests_in_flight is not None and text.strip() in ("", "local"):
+        raise _fail("--requests-in-flight applies to --executor ray")
+    options = {"requests_in_flight": requests_in_flight} if requests_in_flight else {}
     try:
-        kind, address = parse_executor(text)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    if kind == "local":
-        if requests_in_flight is not None:
-            raise _fail("--requests-in-flight applies to --executor ray")
-        return LocalExecutor()
-    try:
-        from ..executors.ray import DEFAULT_IN_FLIGHT, RayExecutor, _import_ray
+        runner = resolve_executor(text, **options)
+        if runner.name == "ray":
+            from ..executors.ray import _import_ray
 
-        _import_ray()
-        return RayExecutor(
-            address=address, requests_in_flight=requests_in_flight or DEFAULT_IN_FLIGHT
-        )
+            _import_ray()  # a missing extra says so now, not mid-run
     except (ImportError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    return runner

@@ -116,7 +116,7 @@ def eval_command(
 ) -> None:
     """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
     from ..cache import SQLiteLLMCache
-    from ..evaluate import default_concurrency, evaluate
+    from ..evaluate import evaluate
     from ..langsmith_io import LangSmithError
     from ..tracing import save_records
 
@@ -173,12 +173,7 @@ def eval_command(
             rows,
             score,
             models=models,
-            concurrency=concurrency
-            or (
-                runner.default_concurrency(spec, models)
-                if runner.name != "local"
-                else default_concurrency(spec, models, otherwise=4)
-            ),
+            concurrency=concurrency or runner.default_concurrency(spec, models, otherwise=4),
             timeout_s=timeout,
             cache=cache,
             progress=not json_output,

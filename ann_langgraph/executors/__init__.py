@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import EvalJob, ExampleOutcome, ExampleResult, Executor, OnResult, run_example
 from .local import LocalExecutor
 
@@ -50,17 +52,20 @@ def parse_executor(text: str) -> tuple[str, str | None]:
     )
 
 
-def resolve_executor(executor: Executor | str | None) -> Executor:
-    """The executor an ``executor=`` argument names (a new one for a string)."""
+def resolve_executor(executor: Executor | str | None, **ray_options: Any) -> Executor:
+    """The executor an ``executor=`` argument names (a new one for a string); ``ray_options``
+    go to ``RayExecutor`` (``ValueError`` if the string names the local executor)."""
     if isinstance(executor, Executor):
         return executor
     if executor is None:
-        return LocalExecutor()
+        executor = "local"
     if not isinstance(executor, str):
         raise TypeError(f"executor must be an Executor or a string, got {type(executor).__name__}")
     kind, address = parse_executor(executor)
     if kind == "local":
+        if ray_options:
+            raise ValueError(f"{', '.join(sorted(ray_options))} applies to the ray executor only")
         return LocalExecutor()
     from .ray import RayExecutor
 
-    return RayExecutor(address=address)
+    return RayExecutor(address=address, **ray_options)

@@ -88,7 +88,6 @@ class EvalJob:
     metadata: dict[str, Any]
     output_layer: str | None
     cache: Any = None
-    eval_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 #: Called on the driver as each example finishes: (dataset index, outcome).
@@ -117,12 +116,16 @@ class Executor(ABC):
         records so far. Executors that run examples elsewhere collect records and hits there
         and return them in the outcomes instead."""
 
-    def default_concurrency(self, spec_or_graph: Any, models: Any) -> int:
-        """Examples in flight when the caller does not say (``evaluate.default_concurrency``:
-        the embedded server's slots, else 8)."""
-        from ..evaluate import default_concurrency
+    def default_concurrency(
+        self, spec_or_graph: Any, models: Any, *, otherwise: int | None = None
+    ) -> int:
+        """Examples in flight when the caller does not say: ``evaluate.default_concurrency``
+        (the embedded server's slots; ``otherwise``, default 8, for other models)."""
+        from ..evaluate import DEFAULT_CONCURRENCY, default_concurrency
 
-        return default_concurrency(spec_or_graph, models)
+        return default_concurrency(
+            spec_or_graph, models, otherwise=DEFAULT_CONCURRENCY if otherwise is None else otherwise
+        )
 
     def start(self) -> None:  # noqa: B027 - most executors hold nothing
         """Start (or connect) what the executor needs; call it from the thread that will stay
@@ -173,8 +176,6 @@ async def run_example(
     *,
     callbacks: list[Any],
     records: Callable[[], Sequence[ExecutionRecord]],
-    metadata: Mapping[str, Any] | None = None,
-    root_id: uuid.UUID | None = None,
     gate: contextlib.AbstractAsyncContextManager[Any] | None = None,
 ) -> ExampleResult:
     """Invoke ``graph`` on one example under the job's timeout and score it with its metric.
@@ -185,8 +186,8 @@ async def run_example(
     invoke only (not the metric), as the concurrency limit of the examples.
     """
     example_id = example["id"]
-    root_id = root_id or uuid.uuid4()
-    md: dict[str, Any] = {**job.metadata, **(metadata or {}), "ann_example_id": example_id}
+    root_id = uuid.uuid4()
+    md: dict[str, Any] = {**job.metadata, "ann_example_id": example_id}
     config: dict[str, Any] = {
         "callbacks": callbacks,
         "metadata": md,

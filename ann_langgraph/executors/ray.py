@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -120,17 +121,7 @@ class ExampleWorker:
             )
             self.threads_set = True
         graph = await asyncio.to_thread(self._graph, payload)
-        job = EvalJob(
-            graph=graph,
-            spec=None,
-            models=None,
-            metric=payload["metric"],
-            metric_name=payload["metric_name"],
-            timeout_s=payload["timeout_s"],
-            concurrency=payload["concurrency"],
-            metadata=payload["metadata"],
-            output_layer=payload["output_layer"],
-        )
+        job = dataclasses.replace(payload["job"], graph=graph)
         recorder, tracker = TraceRecorder(), _CacheHitTracker()
         callbacks: list[Any] = [recorder, tracker]
         if self.limiter is not None:
@@ -307,7 +298,10 @@ class RayExecutor(Executor):
         if fresh:
             cache.add_entries([entry for entry, _ in fresh], [row for _, row in fresh])
 
-    def default_concurrency(self, spec_or_graph: Any, models: Any) -> int:
+    def default_concurrency(
+        self, spec_or_graph: Any, models: Any, *, otherwise: int | None = None
+    ) -> int:
+        """``examples_in_flight``, whatever the models (the cluster's own bound)."""
         return self.examples_in_flight
 
     def _warn_engines(self, job: EvalJob) -> None:
@@ -358,12 +352,8 @@ class RayExecutor(Executor):
             "spec": spec_json,
             "models": models,
             "cache": service,
-            "metric": job.metric,
-            "metric_name": job.metric_name,
-            "timeout_s": job.timeout_s,
-            "concurrency": job.concurrency,
-            "metadata": job.metadata,
-            "output_layer": job.output_layer,
+            # the rest of the job as it is, less what is compiled, resolved or opened there
+            "job": dataclasses.replace(job, graph=None, spec=None, models=None, cache=None),
         }
         self.last_payload = payload
         payload_ref = ray.put(payload)

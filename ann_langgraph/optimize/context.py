@@ -8,8 +8,8 @@ from typing import Any
 
 from langchain_core.runnables import Runnable
 
-from ..evaluate import EvalReport, default_concurrency, evaluate
-from ..executors import Executor
+from ..evaluate import EvalReport, evaluate
+from ..executors import Executor, LocalExecutor
 from ..langsmith_io import LangSmithSession
 from ..metrics import Metric
 from ..models import ModelsArg
@@ -50,10 +50,8 @@ class OptimizerContext:
             self.metric,
             models=self.models,
             concurrency=self.cfg.concurrency
-            or (
-                self.executor.default_concurrency(spec, self.models)
-                if self.executor is not None
-                else default_concurrency(spec, self.models, otherwise=4)
+            or (self.executor or LocalExecutor()).default_concurrency(
+                spec, self.models, otherwise=4
             ),
             timeout_s=self.cfg.timeout_s,
             cache=self.cache,
