@@ -449,11 +449,19 @@ async def aevaluate(
     with _progress(progress) as bar:
         task_id = bar.add_task("eval", total=len(examples), mean=0.0, errors=0)
 
+        feedback: list[asyncio.Future[None]] = []
+
         def on_result(_index: int, outcome: ExampleOutcome) -> None:
             nonlocal errors
             done_scores.append(outcome.result.score)
             errors += outcome.result.error is not None
             bar.update(task_id, advance=1, mean=sum(done_scores) / len(done_scores), errors=errors)
+            if session is not None:  # as each example finishes: a crash later loses none
+                feedback.append(
+                    asyncio.ensure_future(
+                        asyncio.to_thread(_send_feedback, session, outcome.result, mname)
+                    )
+                )
 
         try:
             outcomes = await runner.run(
@@ -466,14 +474,11 @@ async def aevaluate(
         finally:
             if runner is not executor:  # made here from a name: ours to close
                 runner.close()
+            await asyncio.gather(*feedback)
     for outcome in outcomes:  # what ran elsewhere comes back with its records and hits
         recorder.extend(outcome.records)
         tracker.hit_runs.update(outcome.hit_runs)
     results = [o.result for o in outcomes]
-    if session is not None:
-        for result in results:
-            await asyncio.to_thread(_send_feedback, session, result, mname)
-
     if session is not None:
         await asyncio.to_thread(session.finish if experiment else session.flush)
     wall = time.perf_counter() - started

@@ -427,3 +427,17 @@ def test_cli_eval_records_a_langsmith_experiment(standin, tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "langsmith:<name>" in bad.output
+
+
+class _Halt(BaseException):
+    """Stands for an interrupt that ends an evaluation part-way (not caught per example)."""
+
+
+def test_feedback_goes_out_as_each_example_finishes_so_an_interrupted_run_keeps_it(standin):
+    model = ScriptedChatModel(rules=[(r"halt", _Halt())], default="Answer: 3")
+    examples = [EXAMPLES[0], {"id": "e9", "input": "halt", "target": "3"}]
+    with pytest.raises(_Halt):
+        ann.evaluate(three_layer(), examples, graded, models=model, concurrency=1, progress=False)
+    assert [(f["key"], f["score"], f["comment"]) for f in standin.feedback] == [
+        ("graded", 1.0, "right")
+    ]
