@@ -28,7 +28,14 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from ann_langgraph.local import LocalChatModel, LocalModelError, LocalServer, engine, find_gguf
+from ann_langgraph.local import (
+    LocalChatModel,
+    LocalModelError,
+    LocalServer,
+    ModelLoadError,
+    engine,
+    find_gguf,
+)
 from ann_langgraph.local import server as server_module
 from ann_langgraph.local.chat import _Plan
 
@@ -313,6 +320,45 @@ def test_the_fallback_server_really_answers(
             out = model.invoke("Say hi.")
             assert out.usage_metadata and 0 < out.usage_metadata["output_tokens"] <= 8
     assert any(issubclass(w.category, server_module.EngineFallbackWarning) for w in caught)
+
+
+_LOAD_LOG = """\
+0.00.004.965 E common_fit_params: encountered an error while trying to fit params: failed to load model
+0.00.004.972 E gguf_init_from_reader: invalid magic characters: 'Ue??', expected 'GGUF'
+0.00.004.977 E llama_model_load: error loading model: llama_model_loader: failed to load model
+0.00.004.980 I srv    operator(): operator(): cleaning up before exit...
+0.00.006.207 E srv  llama_server: exiting due to model loading error"""
+
+
+def test_a_model_load_failure_is_told_apart_from_an_engine_failure() -> None:
+    assert (
+        server_module._model_load_error(_LOAD_LOG)
+        == "gguf_init_from_reader: invalid magic characters: 'Ue??', expected 'GGUF'"
+    )
+    python_log = "ValueError: Failed to load model from file: /m.gguf"
+    assert server_module._model_load_error(python_log) == python_log
+    engine_log = "error while loading shared libraries: libgomp.so.1: cannot open shared object"
+    assert server_module._model_load_error(engine_log) is None
+    assert server_module._model_load_error("illegal instruction (core dumped)") is None
+
+
+def test_a_broken_model_file_is_an_error_not_a_fallback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The engine cannot load a broken file; the python server could not either, so falling
+    back would only hide the cause behind a second failure."""
+    _engine_or_skip()
+    monkeypatch.delenv("ANN_LOCAL_ENGINE", raising=False)
+    monkeypatch.setattr(server_module, "_WARNED_FALLBACK", threading.Event())
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(200))
+    srv = LocalServer(bad, n_ctx=512, slots=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelLoadError, match=r"broken.gguf could not be loaded"):
+            srv.start()
+    assert srv.engine == "llama-server" and not srv.is_running()
+    assert not [w for w in caught if issubclass(w.category, server_module.EngineFallbackWarning)]
 
 
 # --------------------------------------------------------------------------- the real engine

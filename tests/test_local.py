@@ -30,6 +30,7 @@ from ann_langgraph.local import (
     LocalChatModel,
     LocalModelError,
     LocalServer,
+    ModelLoadError,
     find_gguf,
     get_local_server,
     is_local_model,
@@ -293,9 +294,9 @@ def test_a_broken_model_file_fails_with_the_log_tail(tmp_path: Any) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(64))
     server = LocalServer(bad, start_timeout=60)
-    with pytest.raises(LocalModelError, match="exited with code") as info:
+    with pytest.raises(ModelLoadError, match=r"could not be loaded.*exited with code") as info:
         server.start()
-    assert "Log " in str(info.value)
+    assert "Log " in str(info.value) and "broken.gguf" in str(info.value)
     assert not server.is_running() and server.pid is None
     log = server.log_path
     assert log is not None and log.exists()

@@ -20,7 +20,7 @@ from .catalogue import (
     parse_local_string,
 )
 from .chat import DEFAULT_MAX_TOKENS, LocalChatModel, is_local_model, local_chat_model
-from .errors import LocalModelError
+from .errors import LocalModelError, ModelLoadError
 from .server import (
     DEFAULT_N_CTX,
     ENV_THREADS,
@@ -42,6 +42,7 @@ __all__ = [
     "LocalChatModel",
     "LocalModelError",
     "LocalServer",
+    "ModelLoadError",
     "UnknownEmbeddedModel",
     "cache_dir",
     "entry_for",

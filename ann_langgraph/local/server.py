@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,7 +45,7 @@ from .engine import (
     find_llama_server,
     resolve_llama_server,
 )
-from .errors import LocalModelError
+from .errors import LocalModelError, ModelLoadError
 from .weights import find_gguf
 
 __all__ = [
@@ -350,6 +351,8 @@ class LocalServer:
             if self.engine == "llama-server" and fallback:
                 try:
                     self._start_process(model_path, began)
+                except ModelLoadError:
+                    raise
                 except LocalModelError as exc:
                     reason = str(exc).split(". Log ")[0].strip()
                     _warn_fallback(f"{reason} (log {self.log_path})")
@@ -536,6 +539,15 @@ class LocalServer:
                 lowered = tail.lower()
                 if "address already in use" in lowered or "couldn't bind" in lowered:
                     raise _PortTaken
+                load_error = _model_load_error(tail)
+                if load_error is not None:
+                    raise ModelLoadError(
+                        f"the model file {self.model_path} could not be loaded (the server exited"
+                        f" with code {code}): {load_error} "
+                        "(a broken, truncated or non-GGUF file, or an architecture this llama.cpp "
+                        f"does not know; any other server would fail the same way). "
+                        f"Log {self.log_path}:\n{tail}"
+                    )
                 hint = ""
                 if "No module named" in tail:
                     hint = f"; {_INSTALL_RUNTIME}"
@@ -591,6 +603,20 @@ class LocalServer:
             return "(no log)"
         data = path.read_bytes()[-limit:]
         return data.decode("utf-8", "replace").strip() or "(empty log)"
+
+
+_LOAD_FAILED = ("exiting due to model loading error", "error loading model", "failed to load model")
+_LOAD_CAUSES = ("invalid", "unknown", "unsupported", "not a gguf", "truncated", "corrupt")
+
+
+def _model_load_error(log_tail: str) -> str | None:
+    """The most telling line of a model-load failure in a server's log, else ``None``."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    failed = [line for line in lines if any(m in line.lower() for m in _LOAD_FAILED)]
+    if not failed:
+        return None
+    cause = next((ln for ln in lines if any(c in ln.lower() for c in _LOAD_CAUSES)), failed[0])
+    return re.sub(r"^[\d.]+ [A-Z] ", "", cause)  # llama.cpp's "0.00.004.972 E " prefix
 
 
 def _env_threads() -> int | None:
