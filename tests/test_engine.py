@@ -322,6 +322,40 @@ def test_the_fallback_server_really_answers(
     assert any(issubclass(w.category, server_module.EngineFallbackWarning) for w in caught)
 
 
+@needs_cmake
+def test_a_failed_engine_start_falls_back_and_keeps_its_log_in_the_cache(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    crash = '#include <stdio.h>\nint main(void) { puts("boom: no slots today"); return 3; }\n'
+    monkeypatch.setenv("ANN_LLAMA_CPP_SOURCE", str(_fake_source(tmp_path / "src", body=crash)))
+    monkeypatch.setattr(server_module, "_WARNED_FALLBACK", threading.Event())
+    made: list[Path] = []
+    real_mkdtemp = server_module.tempfile.mkdtemp
+
+    def mkdtemp(*args: Any, **kwargs: Any) -> str:
+        made.append(Path(real_mkdtemp(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(server_module.tempfile, "mkdtemp", mkdtemp)
+    bad = tmp_path / "m.gguf"
+    bad.write_bytes(b"GGUF" + bytes(64))  # the fallback then fails on the file itself
+    srv = LocalServer(bad, n_ctx=512, slots=1, start_timeout=60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(LocalModelError):
+            srv.start()
+    srv.stop()
+    fallbacks = [w for w in caught if issubclass(w.category, server_module.EngineFallbackWarning)]
+    assert len(fallbacks) == 1
+    kept = isolated_cache / "engine" / "last-start-failure.log"
+    assert f"(log {kept})" in str(fallbacks[0].message) and "exited with code 3" in str(
+        fallbacks[0].message
+    )
+    assert "boom: no slots today" in kept.read_text()
+    assert srv.engine == "python" and len(made) >= 2
+    assert not made[0].exists()  # the engine's temporary folder is not left in /tmp
+
+
 _LOAD_LOG = """\
 0.00.004.965 E common_fit_params: encountered an error while trying to fit params: failed to load model
 0.00.004.972 E gguf_init_from_reader: invalid magic characters: 'Ue??', expected 'GGUF'

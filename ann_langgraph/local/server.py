@@ -46,7 +46,7 @@ from .engine import (
     resolve_llama_server,
 )
 from .errors import LocalModelError, ModelLoadError
-from .weights import find_gguf
+from .weights import cache_dir, find_gguf
 
 __all__ = [
     "DEFAULT_N_CTX",
@@ -355,7 +355,7 @@ class LocalServer:
                     raise
                 except LocalModelError as exc:
                     reason = str(exc).split(". Log ")[0].strip()
-                    _warn_fallback(f"{reason} (log {self.log_path})")
+                    _warn_fallback(f"{reason} (log {self._keep_failed_log()})")
                     self._use_python()
                 else:
                     self._started(began)
@@ -390,6 +390,21 @@ class LocalServer:
             return False
         self.engine = "llama-server"
         return self._may_fall_back
+
+    def _keep_failed_log(self) -> Path | None:
+        """Move the failed engine's log into the cache (the warning cites it) and drop its
+        temporary folder; where the cache is not writable the folder stays and is cited."""
+        log = self.log_path
+        if log is None or not log.exists():
+            return log
+        kept = cache_dir() / "engine" / "last-start-failure.log"
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, kept)
+        except OSError:
+            return log
+        self._cleanup()
+        return kept
 
     def _use_python(self) -> None:
         self.engine = "python"
