@@ -433,7 +433,7 @@ class _Progress:
         batch = (state.get("batch") or {}).get("mean")
         text = (
             f"epoch {state.get('epoch', 0) + 1} step {state.get('step', 0) + 1} | {node} | "
-            f"batch {batch if batch is None else f'{batch:.2f}'} | "
+            f"batch {'-' if batch is None else f'{batch:.2f}'} | "
             f"best val {state.get('best_score', 0):.3f} (v{state.get('version', 0)}) | "
             f"{accepted} accepted, {rejected} rejected | {tokens} tok, "
             f"${float(usage.get('cost_usd', 0)):.4f}"

@@ -141,6 +141,16 @@ def test_progress_in_a_log_is_a_plain_line_per_step(tmp_path, capsys, monkeypatc
     assert len(result.history) == 2
 
 
+def test_progress_before_the_first_batch_shows_a_dash_not_none(tmp_path, capsys, monkeypatch):
+    from ann_langgraph import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # a line per update
+    run(tmp_path, optimizer("Add one. MAGIC."), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert any("| setup | batch - |" in line for line in lines)
+    assert not any("None" in line for line in lines)
+
+
 def test_harmful_patch_is_rolled_back_and_spec_unchanged(tmp_path):
     result = run(tmp_path, optimizer("BAD prompt."))
     assert result.best_score == pytest.approx(0.5)
