@@ -303,7 +303,7 @@ def default_concurrency(
         return otherwise
     if not ModelResolver(spec_or_graph, models).only_embedded():
         return otherwise
-    from .local.server import planned_slots
+    from .local.registry import planned_slots
 
     return planned_slots()
 

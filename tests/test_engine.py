@@ -36,7 +36,10 @@ from ann_langgraph.local import (
     engine,
     find_gguf,
 )
+from ann_langgraph.local import launch as launch_module
+from ann_langgraph.local import registry as registry_module
 from ann_langgraph.local import server as server_module
+from ann_langgraph.local import slots as slots_module
 from ann_langgraph.local.chat import _Plan
 
 local_model = pytest.mark.local_model
@@ -90,37 +93,37 @@ def test_engine_choice_from_the_environment(
 def test_slots_come_from_cores_memory_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANN_LOCAL_SLOTS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(server_module, "_available_memory", lambda: 64 * 2**30)
-    assert server_module.default_slots(8192) == 4  # two per core
+    monkeypatch.setattr(slots_module, "available_memory", lambda: 64 * 2**30)
+    assert slots_module.default_slots(8192) == 4  # two per core
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert server_module.default_slots(8192) == 8  # capped
+    assert slots_module.default_slots(8192) == 8  # capped
     # 8192 tokens x 64 KiB = 512 MiB a slot, KV at most a quarter of 3 GiB: one slot
-    monkeypatch.setattr(server_module, "_available_memory", lambda: 3 * 2**30)
-    assert server_module.default_slots(8192) == 1
+    monkeypatch.setattr(slots_module, "available_memory", lambda: 3 * 2**30)
+    assert slots_module.default_slots(8192) == 1
     monkeypatch.setenv("ANN_LOCAL_SLOTS", "3")
-    assert server_module.default_slots(8192) == 3
+    assert slots_module.default_slots(8192) == 3
     monkeypatch.setenv("ANN_LOCAL_SLOTS", "0")
     with pytest.raises(LocalModelError, match="ANN_LOCAL_SLOTS"):
-        server_module.default_slots()
+        slots_module.default_slots()
 
 
 def test_planned_slots_follow_the_engine_that_would_run(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("ANN_LOCAL_SLOTS", "3")
-    monkeypatch.setattr(server_module, "_SERVERS", {})  # no server of an earlier test counts
-    assert server_module.planned_slots() == 1  # nothing built yet: the fallback serves one
+    monkeypatch.setattr(registry_module, "_SERVERS", {})  # no server of an earlier test counts
+    assert registry_module.planned_slots() == 1  # nothing built yet: the fallback serves one
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setenv("ANN_LOCAL_ENGINE", str(binary))
-    assert server_module.planned_slots() == 3
+    assert registry_module.planned_slots() == 3
     monkeypatch.setenv("ANN_LOCAL_ENGINE", "python")
-    assert server_module.planned_slots() == 1
+    assert registry_module.planned_slots() == 1
     running = LocalServer(tmp_path / "m.gguf", engine="llama-server", slots=2)
     monkeypatch.setattr(running, "is_running", lambda: True)
-    monkeypatch.setattr(server_module, "_SERVERS", {tmp_path / "m.gguf": running})
-    assert server_module.planned_slots() == 2  # a running server answers for itself
+    monkeypatch.setattr(registry_module, "_SERVERS", {tmp_path / "m.gguf": running})
+    assert registry_module.planned_slots() == 2  # a running server answers for itself
 
 
 def test_default_concurrency_on_the_embedded_model_is_its_slots(
@@ -130,7 +133,7 @@ def test_default_concurrency_on_the_embedded_model_is_its_slots(
     from tests.conftest import agent, make_spec
 
     spec = make_spec([{"name": "a", "agents": [agent("x")]}], models={"default": "local"})
-    monkeypatch.setattr(server_module, "planned_slots", lambda n_ctx=0: 5)
+    monkeypatch.setattr(registry_module, "planned_slots", lambda n_ctx=0: 5)
     assert default_concurrency(spec) == 5
     assert default_concurrency(spec, "openai:gpt-4o-mini", otherwise=7) == 7
 
@@ -275,7 +278,7 @@ def _unbuildable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ANN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("ANN_LLAMA_CPP_SOURCE", str(tmp_path / "no-such-source"))
     monkeypatch.delenv("ANN_LOCAL_ENGINE", raising=False)
-    monkeypatch.setattr(server_module, "_WARNED_FALLBACK", threading.Event())
+    monkeypatch.setattr(launch_module, "_WARNED_FALLBACK", threading.Event())
 
 
 def test_auto_falls_back_with_one_warning_when_the_engine_cannot_be_built(
@@ -328,7 +331,7 @@ def test_a_failed_engine_start_falls_back_and_keeps_its_log_in_the_cache(
 ) -> None:
     crash = '#include <stdio.h>\nint main(void) { puts("boom: no slots today"); return 3; }\n'
     monkeypatch.setenv("ANN_LLAMA_CPP_SOURCE", str(_fake_source(tmp_path / "src", body=crash)))
-    monkeypatch.setattr(server_module, "_WARNED_FALLBACK", threading.Event())
+    monkeypatch.setattr(launch_module, "_WARNED_FALLBACK", threading.Event())
     made: list[Path] = []
     real_mkdtemp = server_module.tempfile.mkdtemp
 
@@ -366,14 +369,14 @@ _LOAD_LOG = """\
 
 def test_a_model_load_failure_is_told_apart_from_an_engine_failure() -> None:
     assert (
-        server_module._model_load_error(_LOAD_LOG)
+        launch_module.model_load_error(_LOAD_LOG)
         == "gguf_init_from_reader: invalid magic characters: 'Ue??', expected 'GGUF'"
     )
     python_log = "ValueError: Failed to load model from file: /m.gguf"
-    assert server_module._model_load_error(python_log) == python_log
+    assert launch_module.model_load_error(python_log) == python_log
     engine_log = "error while loading shared libraries: libgomp.so.1: cannot open shared object"
-    assert server_module._model_load_error(engine_log) is None
-    assert server_module._model_load_error("illegal instruction (core dumped)") is None
+    assert launch_module.model_load_error(engine_log) is None
+    assert launch_module.model_load_error("illegal instruction (core dumped)") is None
 
 
 def test_a_broken_model_file_is_an_error_not_a_fallback(
@@ -383,7 +386,7 @@ def test_a_broken_model_file_is_an_error_not_a_fallback(
     back would only hide the cause behind a second failure."""
     _engine_or_skip()
     monkeypatch.delenv("ANN_LOCAL_ENGINE", raising=False)
-    monkeypatch.setattr(server_module, "_WARNED_FALLBACK", threading.Event())
+    monkeypatch.setattr(launch_module, "_WARNED_FALLBACK", threading.Event())
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + bytes(200))
     srv = LocalServer(bad, n_ctx=512, slots=1)

@@ -132,11 +132,11 @@ def test_default_concurrency_is_the_slots_only_when_every_model_is_the_embedded_
     monkeypatch,
 ):
     from ann_langgraph.local import LocalChatModel
-    from ann_langgraph.local import server as server_module
+    from ann_langgraph.local import registry as registry_module
     from ann_langgraph.spec import ModelConfig
 
     # the embedded server's slots (3 here), decided without starting or building anything
-    monkeypatch.setattr(server_module, "planned_slots", lambda n_ctx=0: 3)
+    monkeypatch.setattr(registry_module, "planned_slots", lambda n_ctx=0: 3)
     spec = one_layer_spec()  # its models table says default: local
     assert spec.models["default"] == "local"
     assert default_concurrency(spec) == 3

@@ -39,7 +39,7 @@ from ann_langgraph.local import (
     weights,
 )
 from ann_langgraph.local import chat as chat_module
-from ann_langgraph.local import server as server_module
+from ann_langgraph.local import launch as launch_module
 
 local_model = pytest.mark.local_model
 
@@ -115,9 +115,9 @@ def test_missing_server_runtime_names_the_fix(
     monkeypatch.setenv("ANN_LOCAL_ENGINE", "python")  # the fallback's own runtime is missing
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 16)
-    real = server_module.importlib.util.find_spec
+    real = launch_module.importlib.util.find_spec
     monkeypatch.setattr(
-        server_module.importlib.util,
+        launch_module.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llama_cpp" else real(name, *a),
     )

@@ -93,7 +93,7 @@ def engine_command(
     import json as _json
 
     from ..local.engine import EngineUnavailable, build_llama_server, engine_status
-    from ..local.server import default_slots
+    from ..local.slots import default_slots
 
     if build:
         try:

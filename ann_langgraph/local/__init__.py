@@ -3,8 +3,11 @@
 ``"local"`` is the catalogue's default entry (Qwen2.5-Coder-1.5B-Instruct); ``"local:NAME"``
 names another (``local:smollm2``, the tiny model the test suite uses); ``ANN_LOCAL_MODEL``
 overrides ``"local"`` with a catalogue name or a path to any GGUF. Parts, one concept each:
-``catalogue`` (entries, names), ``weights`` (locate or assemble a file), ``server`` (the child
-process), ``chat`` (the LangChain chat model).
+``catalogue`` (entries, names), ``weights`` (locate or assemble a file), ``engine`` (build and
+find llama-server), ``slots`` (threads, parallel slots, the request gate), ``launch`` (what
+starting a process needs: fallback, watchdog, ports, log reading), ``server`` (the child
+process), ``registry`` (one server per model file per process, its clients), ``chat`` (the
+LangChain chat model).
 """
 
 from __future__ import annotations
@@ -21,13 +24,9 @@ from .catalogue import (
 )
 from .chat import DEFAULT_MAX_TOKENS, LocalChatModel, is_local_model, local_chat_model
 from .errors import LocalModelError, ModelLoadError
-from .server import (
-    DEFAULT_N_CTX,
-    ENV_THREADS,
-    LocalServer,
-    get_local_server,
-    shutdown_local_server,
-)
+from .registry import get_local_server, shutdown_local_server
+from .server import LocalServer
+from .slots import DEFAULT_N_CTX, ENV_THREADS
 from .weights import ENV_CACHE_DIR, cache_dir, find_gguf, installed_path, locate
 
 __all__ = [

@@ -55,7 +55,8 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from .catalogue import ENV_MODEL, EmbeddedModel, entry_for
-from .server import LocalServer, _client, get_local_server
+from .registry import client_for, get_local_server
+from .server import LocalServer
 from .weights import find_gguf
 
 __all__ = ["DEFAULT_MAX_TOKENS", "LocalChatModel", "is_local_model", "local_chat_model"]
@@ -259,7 +260,7 @@ class LocalChatModel(BaseChatModel):
         stop: list[str] | None,
         kwargs: dict[str, Any],
     ) -> ChatResult:
-        client = _client(server.url, self.timeout, self.max_retries)
+        client = client_for(server.url, self.timeout, self.max_retries)
         plan = _Plan.build(self, messages, stop, kwargs, mode=_mode(server))
         with server.gate.hold():
             if plan.decision is None:
@@ -276,7 +277,7 @@ class LocalChatModel(BaseChatModel):
         stop: list[str] | None,
         kwargs: dict[str, Any],
     ) -> ChatResult:
-        client = _client(server.url, self.timeout, self.max_retries)
+        client = client_for(server.url, self.timeout, self.max_retries)
         plan = _Plan.build(self, messages, stop, kwargs, mode=_mode(server))
         async with server.gate.ahold():
             if plan.decision is None:

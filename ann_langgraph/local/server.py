@@ -15,232 +15,54 @@ while idle (``--poll 0``, ``OMP_WAIT_POLICY=PASSIVE``), so two processes share t
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import contextlib
-import http.client
-import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
-import weakref
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from .engine import (
-    EngineUnavailable,
-    cpu_flags_line,
-    engine_choice,
-    find_llama_server,
-    resolve_llama_server,
-)
+from .engine import EngineUnavailable, engine_choice, resolve_llama_server
 from .errors import LocalModelError, ModelLoadError
+from .launch import (
+    INSTALL_RUNTIME,
+    NO_EXTRA_BUFFERS,
+    SERVER_ENV_OVERRIDES,
+    WATCHDOG,
+    EngineFallbackWarning,
+    PortTaken,
+    check_server_runtime,
+    cpu_has_amx,
+    first_line,
+    free_port,
+    model_load_error,
+    probe_models,
+    warn_fallback,
+)
+from .slots import DEFAULT_N_CTX, RequestGate, default_slots, env_threads
 from .weights import cache_dir, find_gguf
 
-__all__ = [
-    "DEFAULT_N_CTX",
-    "ENV_SLOTS",
-    "ENV_THREADS",
-    "EngineFallbackWarning",
-    "LocalServer",
-    "default_slots",
-    "get_local_server",
-    "planned_slots",
-    "shutdown_local_server",
-]
+__all__ = ["ALIAS", "DEFAULT_N_CTX", "EngineFallbackWarning", "LocalServer"]
 
 Engine = Literal["llama-server", "python"]
 
 _log = logging.getLogger(__name__)
 
-# llama.cpp's worker threads spin-wait on each other: on a busy machine, one thread per core is
-# much slower than fewer threads (measured on 2 cores under load: 1-20 tokens/s with 2 threads,
-# a steady 30-50 with 1). The default stays one per core; this overrides it.
-ENV_THREADS = "ANN_LOCAL_THREADS"
-# Parallel slots of the engine (requests it decodes together); default from cores and memory.
-ENV_SLOTS = "ANN_LOCAL_SLOTS"
-_MAX_SLOTS = 8
 # Host-memory prompt cache of the engine (MiB): idle slots' prompts are kept there so a request
 # can resume any earlier prefix, not only its own slot's.
 _CACHE_RAM_MIB = 2048
-# Context for a GGUF that is not in the catalogue (catalogue entries carry their own).
-DEFAULT_N_CTX = 8192
-_ALIAS = "local"
-_INSTALL_RUNTIME = (
-    'install it with `pip install "llama-cpp-python[server]"` (compiles from source, about '
-    "4 minutes) or `make install`"
-)
-# Modules `python -m llama_cpp.server` imports; checked without importing them (llama_cpp
-# loads its shared library on import).
-_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
-# `llama_cpp.server.__main__` reads these and they override the config file.
-_SERVER_ENV_OVERRIDES = ("HOST", "PORT", "CONFIG_FILE")
+ALIAS = "local"  # the model name both servers answer to
 
-
-def _check_server_runtime() -> None:
-    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise LocalModelError(
-            f"the embedded model server needs llama-cpp-python with its server extra "
-            f"(missing in {sys.executable}: {', '.join(missing)}); {_INSTALL_RUNTIME}"
-        )
-
-
-# --------------------------------------------------------------------------- the server
-
-_WATCHDOG = """
-import os, shutil, signal, sys, time
-parent, workdir = int(sys.argv[1]), sys.argv[2]
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-while os.getppid() == parent:
-    time.sleep(0.5)
-group = os.getpgid(0)
-os.killpg(group, signal.SIGTERM)
-for _ in range(50):
-    time.sleep(0.1)
-    try:
-        with open(f"/proc/{group}/stat") as fh:
-            if fh.read().rpartition(")")[2].split()[0] in "ZX":
-                break
-        os.kill(group, 0)
-    except (OSError, IndexError):
-        break
-shutil.rmtree(workdir, ignore_errors=True)
-os.killpg(group, signal.SIGKILL)
-"""
-
-
-class _RequestGate:
-    """At most ``slots`` requests in flight per server, for threads and event loops alike.
-
-    The server queues requests itself, but a client-side queue keeps the request timeout about
-    generation rather than waiting, and keeps a multi-step tool call on a warm prompt cache.
-    """
-
-    def __init__(self, slots: int = 1) -> None:
-        self.slots = slots
-        self._lock = threading.BoundedSemaphore(slots)
-        self._guard = threading.Lock()
-        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            # A blocking call on an event-loop thread could wait on a task of that same loop
-            # forever; skip the gate there (the server still queues).
-            yield
-            return
-        with self._lock:
-            yield
-
-    @contextlib.asynccontextmanager
-    async def ahold(self) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        with self._guard:
-            loop_lock = self._loop_locks.get(loop)
-            if loop_lock is None:
-                loop_lock = self._loop_locks[loop] = asyncio.Lock()
-        async with loop_lock:  # FIFO among this loop's tasks; one of them polls below
-            delay = 0.002
-            while not self._lock.acquire(blocking=False):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-            try:
-                yield
-            finally:
-                self._lock.release()
-
-
-_LIVE_SERVERS: set[LocalServer] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-class EngineFallbackWarning(RuntimeWarning):
-    """llama-server could not be used; llama-cpp-python's slower server runs instead."""
-
-
-_FALLBACK_LOSSES = (
-    "one request at a time instead of parallel slots, no prompt reuse across requests, and "
-    "tool calls and JSON schemas emulated by ann instead of done by the engine"
-)
-_WARNED_FALLBACK = threading.Event()
-
-
-def _warn_fallback(reason: str) -> None:
-    if _WARNED_FALLBACK.is_set():
-        return
-    _WARNED_FALLBACK.set()
-    warnings.warn(
-        f"ann: llama-server (the embedded engine) is unavailable: {reason}. Using "
-        f"llama-cpp-python's server instead: {_FALLBACK_LOSSES}. Build the engine with "
-        "`ann engine --build`, or set ANN_LOCAL_ENGINE=python to choose the fallback quietly.",
-        EngineFallbackWarning,
-        stacklevel=3,
-    )
-
-
-def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
-    """Parallel slots: ``ANN_LOCAL_SLOTS``, else twice the cores (at most 8), fewer when memory
-    is short (each slot keeps ``n_ctx`` tokens of KV cache, budgeted at 64 KiB a token)."""
-    chosen = _env_positive_int(ENV_SLOTS)
-    if chosen is not None:
-        return chosen
-    slots = min(_MAX_SLOTS, 2 * (os.cpu_count() or 1))
-    available = _available_memory()
-    if available is not None:
-        per_slot = n_ctx * 64 * 1024
-        slots = min(slots, max(1, available // (4 * per_slot)))  # KV at most a quarter of it
-    return max(1, slots)
-
-
-def planned_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
-    """The slots a server started now would serve, decided without starting or building it.
-
-    A running server answers for itself; otherwise llama-server's slots when its binary is
-    ready (or given), else 1 (the fallback serves one request at a time; a first use that
-    builds the engine starts from 1 and is right from then on).
-    """
-    with _SERVERS_LOCK:
-        running = [s for s in _SERVERS.values() if s.is_running()]
-    if running:
-        return running[0].slots
-    try:
-        choice, explicit = engine_choice()
-    except LocalModelError:
-        return 1
-    if choice == "python":
-        return 1
-    if explicit is not None or find_llama_server() is not None:
-        return default_slots(n_ctx)
-    return 1
-
-
-def _available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+# Every started server until it is stopped (``registry.shutdown_local_server`` stops them all).
+LIVE_SERVERS: set[LocalServer] = set()
+LIVE_LOCK = threading.Lock()
 
 
 class LocalServer:
@@ -269,7 +91,7 @@ class LocalServer:
     ) -> None:
         self._model_path = Path(model_path) if model_path is not None else None
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or _env_threads() or os.cpu_count() or 1
+        self.n_threads = n_threads or env_threads() or os.cpu_count() or 1
         self.host = host
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -278,7 +100,7 @@ class LocalServer:
         self.binary: Path | None = None
         self._may_fall_back = False
         self.slots = 1 if engine == "python" else (slots or default_slots(n_ctx))
-        self.gate = _RequestGate(self.slots)
+        self.gate = RequestGate(self.slots)
         self.start_seconds: float | None = None
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -316,7 +138,7 @@ class LocalServer:
 
     @property
     def model_alias(self) -> str:
-        return _ALIAS
+        return ALIAS
 
     def is_running(self) -> bool:
         proc = self._proc
@@ -355,13 +177,13 @@ class LocalServer:
                     raise
                 except LocalModelError as exc:
                     reason = str(exc).split(". Log ")[0].strip()
-                    _warn_fallback(f"{reason} (log {self._keep_failed_log()})")
+                    warn_fallback(f"{reason} (log {self._keep_failed_log()})")
                     self._use_python()
                 else:
                     self._started(began)
                     return self
             if self.engine == "python":
-                _check_server_runtime()
+                check_server_runtime()
             self._start_process(model_path, began)
             self._started(began)
             return self
@@ -385,7 +207,7 @@ class LocalServer:
         except EngineUnavailable as exc:
             if choice != "auto":
                 raise
-            _warn_fallback(_first_line(exc))
+            warn_fallback(first_line(exc))
             self._use_python()
             return False
         self.engine = "llama-server"
@@ -410,12 +232,12 @@ class LocalServer:
         self.engine = "python"
         self.binary = None
         self.slots = 1
-        self.gate = _RequestGate(1)
+        self.gate = RequestGate(1)
 
     def _started(self, began: float) -> None:
         self.start_seconds = time.monotonic() - began
-        with _LIVE_LOCK:
-            _LIVE_SERVERS.add(self)
+        with LIVE_LOCK:
+            LIVE_SERVERS.add(self)
 
     def _start_process(self, model_path: Path, began: float) -> None:
         """Spawn and wait for readiness, retrying a taken port (``start`` holds the lock)."""
@@ -423,7 +245,7 @@ class LocalServer:
             try:
                 self._spawn(model_path)
                 self._wait_ready(began + self.start_timeout)
-            except _PortTaken:
+            except PortTaken:
                 self._cleanup()
                 if attempt == 2:
                     raise LocalModelError(
@@ -440,8 +262,8 @@ class LocalServer:
     def stop(self) -> None:
         """Terminate the server's process group, kill it after ``stop_grace`` seconds."""
         with self._lock:
-            with _LIVE_LOCK:
-                _LIVE_SERVERS.discard(self)
+            with LIVE_LOCK:
+                LIVE_SERVERS.discard(self)
             if self._proc is None:
                 self._cleanup()  # e.g. the workdir kept for a failed start's log
                 return
@@ -467,8 +289,8 @@ class LocalServer:
 
     def _spawn(self, model_path: Path) -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="ann-local-"))
-        self._port = _free_port(self.host)
-        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+        self._port = free_port(self.host)
+        env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_OVERRIDES}
         # Idle OpenMP threads sleep instead of spinning: two processes on two cores share them
         # (measured: a second server's request took 40 s instead of 1 s beside a busy one).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -491,7 +313,7 @@ class LocalServer:
             )
             try:
                 self._watchdog = subprocess.Popen(
-                    [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self._workdir)],
+                    [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(self._workdir)],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -508,7 +330,7 @@ class LocalServer:
             "--model", str(model_path),
             "--host", self.host,
             "--port", str(self._port),
-            "--alias", _ALIAS,
+            "--alias", ALIAS,
             # every slot gets the full n_ctx (the KV cache is split evenly among slots)
             "--ctx-size", str(self.n_ctx * self.slots),
             "--parallel", str(self.slots),
@@ -530,7 +352,7 @@ class LocalServer:
             "models": [
                 {
                     "model": str(model_path),
-                    "model_alias": _ALIAS,
+                    "model_alias": ALIAS,
                     "n_ctx": self.n_ctx,
                     "n_threads": self.n_threads,
                     "n_threads_batch": self.n_threads,
@@ -540,8 +362,8 @@ class LocalServer:
         }
         config_path = self._workdir / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
-        if _cpu_has_amx():
-            return [sys.executable, "-c", _NO_EXTRA_BUFFERS, "--config_file", str(config_path)]
+        if cpu_has_amx():
+            return [sys.executable, "-c", NO_EXTRA_BUFFERS, "--config_file", str(config_path)]
         return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)]
 
     def _wait_ready(self, deadline: float) -> None:
@@ -553,8 +375,8 @@ class LocalServer:
                 tail = self._log_tail()
                 lowered = tail.lower()
                 if "address already in use" in lowered or "couldn't bind" in lowered:
-                    raise _PortTaken
-                load_error = _model_load_error(tail)
+                    raise PortTaken
+                load_error = model_load_error(tail)
                 if load_error is not None:
                     raise ModelLoadError(
                         f"the model file {self.model_path} could not be loaded (the server exited"
@@ -565,16 +387,16 @@ class LocalServer:
                     )
                 hint = ""
                 if "No module named" in tail:
-                    hint = f"; {_INSTALL_RUNTIME}"
+                    hint = f"; {INSTALL_RUNTIME}"
                 raise LocalModelError(
                     f"the local model server exited with code {code} while starting{hint}. "
                     f"Log {self.log_path}:\n{tail}"
                 )
-            models = _probe_models(self.host, self._port, timeout=2.0)
+            models = probe_models(self.host, self._port, timeout=2.0)
             if models is not None:
-                if _ALIAS in models:
+                if ALIAS in models:
                     return
-                raise _PortTaken  # someone else answered on our port
+                raise PortTaken  # someone else answered on our port
             if time.monotonic() > deadline:
                 raise LocalModelError(
                     f"the local model server did not become ready within {self.start_timeout:.0f}"
@@ -618,180 +440,3 @@ class LocalServer:
             return "(no log)"
         data = path.read_bytes()[-limit:]
         return data.decode("utf-8", "replace").strip() or "(empty log)"
-
-
-_LOAD_FAILED = ("exiting due to model loading error", "error loading model", "failed to load model")
-_LOAD_CAUSES = ("invalid", "unknown", "unsupported", "not a gguf", "truncated", "corrupt")
-
-
-def _model_load_error(log_tail: str) -> str | None:
-    """The most telling line of a model-load failure in a server's log, else ``None``."""
-    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
-    failed = [line for line in lines if any(m in line.lower() for m in _LOAD_FAILED)]
-    if not failed:
-        return None
-    cause = next((ln for ln in lines if any(c in ln.lower() for c in _LOAD_CAUSES)), failed[0])
-    return re.sub(r"^[\d.]+ [A-Z] ", "", cause)  # llama.cpp's "0.00.004.972 E " prefix
-
-
-def _env_threads() -> int | None:
-    return _env_positive_int(ENV_THREADS)
-
-
-def _env_positive_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise LocalModelError(f"{name}={raw!r} must be a positive integer")
-    return value
-
-
-# llama-cpp-python's server crashed (SIGSEGV in ggml's AMX matmul, llama-cpp-python 0.3.36) at
-# its first request on a CPU with AMX; its settings cannot turn the extra (AMX/repack) weight
-# buffers off, so the server is started with them off from the model's default parameters.
-_NO_EXTRA_BUFFERS = """
-import runpy, sys
-import llama_cpp.llama_cpp as lib
-_default = lib.llama_model_default_params
-def _params():
-    params = _default()
-    params.use_extra_bufts = False
-    return params
-lib.llama_model_default_params = _params
-sys.argv[0] = "llama_cpp.server"
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-"""
-
-
-def _cpu_has_amx() -> bool:
-    return any(flag.startswith("amx_") for flag in cpu_flags_line().split())
-
-
-class _PortTaken(Exception):
-    pass
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _probe_models(host: str, port: int, *, timeout: float) -> list[str] | None:
-    """Model ids served at host:port, or None if nothing answers (no proxies: plain http.client)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", "/v1/models")
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            return None
-        return [str(item.get("id")) for item in json.loads(body).get("data", [])]
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-    finally:
-        conn.close()
-
-
-_SERVERS: dict[Path, LocalServer] = {}
-_SERVERS_LOCK = threading.Lock()
-
-
-def get_local_server(
-    model_path: str | os.PathLike[str] | None = None, *, n_ctx: int | None = None
-) -> LocalServer:
-    """The process-wide server for ``model_path`` (default: ``find_gguf()``), started on demand.
-
-    Thread-safe; a server whose process died is restarted. ``n_ctx`` applies when the server
-    is first created (default: the catalogue entry's, else ``DEFAULT_N_CTX``).
-    """
-    if _EXITING.is_set():
-        raise LocalModelError("the interpreter is exiting: not starting the local model server")
-    path = Path(model_path).resolve() if model_path is not None else find_gguf()
-    with _SERVERS_LOCK:
-        server = _SERVERS.get(path)
-        if server is None:
-            server = _SERVERS[path] = LocalServer(path, n_ctx=n_ctx or _n_ctx_for(path))
-    if not server.is_running():
-        server.start()  # LocalServer serializes concurrent starts itself
-    return server
-
-
-def _n_ctx_for(path: Path) -> int:
-    """The catalogue's context size for a served file, else the generic default."""
-    from .catalogue import CATALOGUE
-
-    for entry in CATALOGUE.values():
-        if entry.file_name == path.name:
-            return entry.n_ctx
-    return DEFAULT_N_CTX
-
-
-def shutdown_local_server() -> None:
-    """Stop every server this process started (the singletons and any live ``LocalServer``)."""
-    with _SERVERS_LOCK:
-        servers = list(_SERVERS.values())
-        _SERVERS.clear()
-    with _LIVE_LOCK:
-        servers += [s for s in _LIVE_SERVERS if s not in servers]
-    for server in servers:
-        server.stop()
-    with _CLIENTS_LOCK:
-        clients = list(_CLIENTS.values())
-        _CLIENTS.clear()
-    for client in clients:  # drop kept-alive sockets to the stopped server
-        with contextlib.suppress(Exception):
-            client.http_client.close()
-
-
-_EXITING = threading.Event()
-
-
-def _shutdown_at_exit() -> None:
-    _EXITING.set()  # a request failing on the stopped server must not start a new one
-    shutdown_local_server()
-
-
-atexit.register(_shutdown_at_exit)
-
-
-# --------------------------------------------------------------------------- OpenAI client
-
-_CLIENTS: dict[tuple[str, float, int], Any] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
-def _client(url: str, timeout: float, max_retries: int) -> Any:
-    """A cached ``ChatOpenAI`` for the server (one per URL/timeout/retries)."""
-    key = (url, timeout, max_retries)
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            import httpx
-            from langchain_openai import ChatOpenAI
-
-            client = _CLIENTS[key] = ChatOpenAI(
-                model=_ALIAS,
-                base_url=url + "/v1",
-                api_key="not-needed",  # type: ignore[arg-type]
-                timeout=timeout,
-                max_retries=max_retries,
-                # Loopback only: never route through an HTTP(S)_PROXY from the environment.
-                # No pooled async connections: they would be tied to the first event loop.
-                http_client=httpx.Client(trust_env=False, timeout=timeout),
-                http_async_client=httpx.AsyncClient(
-                    trust_env=False,
-                    timeout=timeout,
-                    limits=httpx.Limits(max_keepalive_connections=0),
-                ),
-            )
-        return client
