@@ -7,7 +7,8 @@ from .aggregators import aggregator_descriptions, aggregator_names, register_agg
 from .answers import extract_answer
 from .cache import SQLiteLLMCache
 from .compile import build_graph, compile_graph
-from .evaluate import EvalReport, aevaluate, evaluate, load_dataset
+from .datasets import load_dataset
+from .evaluate import EvalReport, aevaluate, evaluate
 from .metrics import Score, get_metric, metric_names, register_metric
 from .models import ModelError, init_model, register_model
 from .node import as_node

@@ -42,14 +42,17 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.load import Serializable, dumps, loads
 from langchain_core.messages import AIMessage, AIMessageChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, LLMResult
 
 __all__ = [
     "CACHE_HIT_KEY",
+    "CacheHitTracker",
     "SQLiteCache",
     "SQLiteLLMCache",
     "cache_key",
@@ -407,3 +410,21 @@ def _usage_of(return_val: RETURN_VAL_TYPE, llm_string: str) -> tuple[str, int, i
 
 #: Short alias.
 SQLiteCache = SQLiteLLMCache
+
+
+class CacheHitTracker(BaseCallbackHandler):
+    """Remembers which LLM runs were served from the cache (by the message's hit marker)."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hit_runs: set[str] = set()
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        for batch in response.generations:
+            for gen in batch:
+                if is_cache_hit(getattr(gen, "message", None)):
+                    with self._lock:
+                        self.hit_runs.add(str(run_id))
+                    return

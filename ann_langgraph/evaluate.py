@@ -32,37 +32,26 @@ reach ``recorder`` but not the report).
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from uuid import UUID
 
 from langchain_core.caches import BaseCache
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.outputs import LLMResult
 from pydantic import BaseModel, Field
 
-from .cache import is_cache_hit
+from .cache import CacheHitTracker
+from .datasets import load_dataset, prepare_dataset
 from .executors import EvalJob, ExampleOutcome, ExampleResult, Executor, resolve_executor
-from .langsmith_io import (
-    LangSmithSession,
-    experiment_dataset_id,
-    is_langsmith_dataset,
-    load_dataset_spec,
-    new_run_id,
-)
+from .langsmith_io import LangSmithSession, experiment_dataset_id, new_run_id
 from .metrics import Metric, get_metric, metric_name
 from .models import ModelResolver, ModelsArg
 from .pricing import Price, cost_usd
 from .progress import PlainLines, rich_bar, stderr_is_terminal
 from .spec import GraphSpec
+from .stats import confidence_interval
 from .tracing import ExecutionRecord, TraceRecorder
 
 __all__ = [
@@ -76,9 +65,6 @@ __all__ = [
 ]
 
 DEFAULT_CONCURRENCY = 8  # examples at once on provider models (the embedded one gets 1)
-Z95 = 1.959963984540054
-BOOTSTRAP_SAMPLES = 2000
-BOOTSTRAP_SEED = 0
 T = TypeVar("T")
 
 
@@ -126,163 +112,6 @@ class EvalReport(BaseModel):
             f"{self.input_tokens + self.output_tokens} tokens, {self.calls} calls{cached}, "
             f"${self.cost_usd:.4f}, {self.wall_time_s:.1f}s{errors}"
         )
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def confidence_interval(scores: list[float]) -> tuple[float, float]:
-    """95% interval for the mean: Wilson score interval when every score is 0 or 1, else a
-    percentile bootstrap (2000 resamples, fixed seed, so reports are reproducible).
-    ``(0.0, 1.0)`` for no scores."""
-    n = len(scores)
-    if n == 0:
-        return 0.0, 1.0
-    if all(s in (0.0, 1.0) for s in scores):
-        p = sum(scores) / n
-        z2 = Z95 * Z95
-        denom = 1 + z2 / n
-        center = (p + z2 / (2 * n)) / denom
-        half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-        return max(0.0, center - half), min(1.0, center + half)
-    rng = random.Random(BOOTSTRAP_SEED)
-    means = sorted(sum(rng.choices(scores, k=n)) / n for _ in range(BOOTSTRAP_SAMPLES))
-    return _quantile(means, 0.025), _quantile(means, 0.975)
-
-
-# -- datasets ------------------------------------------------------------------------------
-
-
-def _normalize_row(row: Any, where: str, index: int) -> dict[str, Any]:
-    if not isinstance(row, Mapping):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    out = dict(row)
-    text = row.get("input", row.get("question"))
-    if text is None:
-        raise ValueError(f"{where}: no 'input' (or 'question') field")
-    if not isinstance(text, str):
-        raise ValueError(f"{where}: 'input' must be a string, got {type(text).__name__}")
-    out["input"] = text
-    out["target"] = row.get("target", row.get("answer"))
-    raw_id = row.get("id")
-    out["id"] = str(index) if raw_id is None else str(raw_id)
-    _check_files(out, where)
-    return out
-
-
-def _check_files(row: dict[str, Any], where: str) -> None:
-    """``files`` (optional): ``{name in the sandbox: host path}`` handed to the python tool."""
-    files = row.get("files")
-    if files is None:
-        return
-    if not isinstance(files, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str | Path) for k, v in files.items()
-    ):
-        raise ValueError(f"{where}: 'files' must map file names to host paths")
-    row["files"] = {k: str(v) for k, v in files.items()}
-
-
-def load_dataset(path: str | Path) -> list[dict[str, Any]]:
-    """Examples from a JSONL file (one object per line) or a JSON file (a list of objects, or
-    an object with an ``examples``/``data`` list), or from a LangSmith dataset:
-    ``"langsmith:<name>[?input=KEY&target=KEY&split=NAME&limit=N]"`` (field mapping in
-    ``ann_langgraph.langsmith_io.load_langsmith_dataset``; needs ``LANGSMITH_API_KEY``).
-
-    Each row needs ``input`` (alias ``question``); ``target`` (alias ``answer``) and ``id``
-    are optional (the id defaults to the row's position, counting from 0); other keys are kept.
-    ``files`` (``{name: path}``, for the python tool) paths are relative to the file's folder.
-    Bad rows raise ``ValueError`` naming ``file:line`` (JSONL) or ``file[item]`` (JSON).
-    """
-    if is_langsmith_dataset(str(path)) and not Path(path).exists():
-        remote = load_dataset_spec(str(path))
-        _check_unique(remote, str(path))
-        return remote
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".json"):
-        raise ValueError(f"{p}: unsupported dataset file type (use .jsonl or .json)")
-    text = p.read_text(encoding="utf-8")
-    rows: list[dict[str, Any]] = []
-    if suffix in (".jsonl", ".ndjson"):
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
-            rows.append(_normalize_row(row, f"{p}:{lineno}", len(rows)))
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        if isinstance(data, Mapping):
-            lists = [data[k] for k in ("examples", "data") if isinstance(data.get(k), list)]
-            if not lists:
-                raise ValueError(f"{p}: expected a list of examples (or an 'examples' list)")
-            data = lists[0]
-        if not isinstance(data, list):
-            raise ValueError(f"{p}: expected a list of examples, got {type(data).__name__}")
-        rows = [_normalize_row(row, f"{p}[{i}]", i) for i, row in enumerate(data)]
-    _check_unique(rows, str(p))
-    for row in rows:  # relative file paths are relative to the dataset file
-        if row.get("files"):
-            row["files"] = {k: str(p.parent / v) for k, v in row["files"].items()}
-    return rows
-
-
-def _check_unique(rows: list[dict[str, Any]], where: str) -> None:
-    seen: set[str] = set()
-    for row in rows:
-        if row["id"] in seen:
-            raise ValueError(f"{where}: duplicate example id {row['id']!r}")
-        seen.add(row["id"])
-
-
-def _prepare_dataset(dataset: Iterable[Mapping[str, Any]] | str | Path) -> list[dict[str, Any]]:
-    if isinstance(dataset, str | Path):
-        return load_dataset(dataset)
-    rows: list[dict[str, Any]] = []
-    for i, row in enumerate(dataset):
-        if not isinstance(row, Mapping):
-            raise ValueError(f"dataset[{i}]: expected a dict, got {type(row).__name__}")
-        if not isinstance(row.get("input"), str):
-            raise ValueError(f"dataset[{i}]: 'input' must be a string")
-        out = dict(row)
-        out["id"] = str(i) if row.get("id") is None else str(row["id"])
-        _check_files(out, f"dataset[{i}]")
-        rows.append(out)
-    _check_unique(rows, "dataset")
-    return rows
-
-
-# -- callbacks -----------------------------------------------------------------------------
-
-
-class _CacheHitTracker(BaseCallbackHandler):
-    """Remembers which LLM runs were served from the cache (by the message's hit marker)."""
-
-    run_inline = True
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.hit_runs: set[str] = set()
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        for batch in response.generations:
-            for gen in batch:
-                if is_cache_hit(getattr(gen, "message", None)):
-                    with self._lock:
-                        self.hit_runs.add(str(run_id))
-                    return
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -400,7 +229,7 @@ async def aevaluate(
     if timeout_s is not None and timeout_s <= 0:
         raise ValueError("timeout_s must be positive (or None for no timeout)")
     score_fn: Metric = get_metric(metric) if isinstance(metric, str) else metric
-    examples = _prepare_dataset(dataset)
+    examples = prepare_dataset(dataset)
     if isinstance(spec_or_graph, str | Path | dict):
         from .compile import _coerce_spec
 
@@ -411,7 +240,7 @@ async def aevaluate(
     graph = _resolve_graph(spec_or_graph, models, cache) if runner.name == "local" else None
     recorder = recorder if recorder is not None else TraceRecorder()
     before = {r.run_id for r in recorder.records}
-    tracker = _CacheHitTracker()
+    tracker = CacheHitTracker()
     extra_md = dict(metadata or {})
     fingerprint = spec_or_graph.fingerprint if isinstance(spec_or_graph, GraphSpec) else None
     label = spec_or_graph.name if isinstance(spec_or_graph, GraphSpec) else "graph"

@@ -160,7 +160,7 @@ def train(
     if trace_source not in ("auto", "local", "langsmith"):
         raise ValueError(f"trace_source must be auto, local or langsmith, not {trace_source!r}")
     if isinstance(train, str | Path) or isinstance(val, str | Path):
-        from .evaluate import load_dataset
+        from .datasets import load_dataset
 
         train = load_dataset(train) if isinstance(train, str | Path) else train
         val = load_dataset(val) if isinstance(val, str | Path) else val
@@ -168,7 +168,7 @@ def train(
     val_rows = _with_ids(val, "val-")
     test_rows: list[dict[str, Any]] | None = None
     if test is not None:
-        from .evaluate import load_dataset
+        from .datasets import load_dataset
         from .heldout import check_disjoint
 
         test_rows = _with_ids(load_dataset(test) if isinstance(test, str | Path) else test, "test-")

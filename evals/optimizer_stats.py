@@ -22,8 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ann_langgraph.evaluate import confidence_interval
 from ann_langgraph.report import learning_stats
+from ann_langgraph.stats import confidence_interval
 
 app = typer.Typer(add_completion=False)
 

@@ -183,16 +183,20 @@ def test_unparseable_answers_score_zero_instead_of_aborting_the_run(tmp_path, op
 
 
 def test_dspy_model_caps_answers_like_the_other_methods(monkeypatch):
-    """On the embedded model DSPy gets the same answer cap as every other method (256), so its
-    row is not paid for with longer answers; provider models get 512."""
+    """On the embedded model DSPy gets the same answer cap as every other method (the catalogue
+    entry's: 512 for the default 1.5B model, 256 for SmolLM2), so its row is not paid for with
+    longer answers; provider models get 512."""
     from ann_langgraph import local
     from evals.dspy_baseline import DEFAULT_MAX_TOKENS, dspy_model
 
     fake = SimpleNamespace(model_alias="local", url="http://127.0.0.1:9")
-    monkeypatch.setattr(local, "get_local_server", lambda: fake)
+    monkeypatch.setattr(local, "get_local_server", lambda *a, **kw: fake)
+    monkeypatch.setattr(local, "find_gguf", lambda *a, **kw: Path("model.gguf"))
+    monkeypatch.delenv("ANN_LOCAL_MODEL", raising=False)
     embedded = dspy_model("local")
     assert embedded.model == "openai/local" and embedded.kwargs["api_base"] == fake.url + "/v1"
-    assert embedded.kwargs["max_tokens"] == local.DEFAULT_MAX_TOKENS == 256
+    assert embedded.kwargs["max_tokens"] == local.entry_for("qwen2.5-coder-1.5b").max_tokens == 512
+    assert dspy_model("local:smollm2").kwargs["max_tokens"] == 256
     provider = dspy_model("openai:gpt-4o-mini")
     assert provider.model == "openai/gpt-4o-mini"
     assert provider.kwargs["max_tokens"] == DEFAULT_MAX_TOKENS == 512
@@ -245,8 +249,9 @@ def test_the_embedded_server_receives_the_answer_cap(monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         fake = SimpleNamespace(model_alias="local", url=f"http://127.0.0.1:{server.server_port}")
-        monkeypatch.setattr(local, "get_local_server", lambda: fake)
-        lm = dspy_model("local", cache=False)
+        monkeypatch.setattr(local, "get_local_server", lambda *a, **kw: fake)
+        monkeypatch.setattr(local, "find_gguf", lambda *a, **kw: Path("model.gguf"))
+        lm = dspy_model("local:smollm2", cache=False)
         assert lm("hi")
     finally:
         server.shutdown()

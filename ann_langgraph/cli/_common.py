@@ -162,7 +162,7 @@ def _command_recorder(spec: GraphSpec) -> Any:
 
 
 def _dataset(path: Path, what: str) -> list[dict[str, Any]]:
-    from ..evaluate import load_dataset
+    from ..datasets import load_dataset
     from ..langsmith_io import LangSmithError
 
     try:

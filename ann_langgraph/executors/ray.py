@@ -110,7 +110,7 @@ class ExampleWorker:
             return graph
 
     async def run(self, payload: dict[str, Any], example: dict[str, Any], attempt: str) -> dict:
-        from ..evaluate import _CacheHitTracker
+        from ..cache import CacheHitTracker
         from ..tracing import TraceRecorder
         from .base import run_example
         from .services import LimitGate, current_attempt
@@ -122,7 +122,7 @@ class ExampleWorker:
             self.threads_set = True
         graph = await asyncio.to_thread(self._graph, payload)
         job = dataclasses.replace(payload["job"], graph=graph)
-        recorder, tracker = TraceRecorder(), _CacheHitTracker()
+        recorder, tracker = TraceRecorder(), CacheHitTracker()
         callbacks: list[Any] = [recorder, tracker]
         if self.limiter is not None:
             callbacks.append(LimitGate(self.limiter, self.limits))

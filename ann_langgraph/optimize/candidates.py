@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate import confidence_interval
 from ..spec import GraphSpec
+from ..stats import confidence_interval
 from .context import OptimizerContext
 from .decide import paired_active, sign_test_p
 from .state import OptimizerState, add_usage, usage_of
