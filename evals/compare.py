@@ -4,10 +4,11 @@
 
 runs, on the same evaluation examples and the same model: ``io`` (one agent), ``cot``
 (chain-of-thought), ``cot-sc`` (5 CoT samples, majority vote), ``ann`` (the benchmark's starter
-spec, untrained), ``ann-trained`` (that spec after ``ann.train`` on the benchmark's train/val
-splits) and, on request, ``dspy`` (a DSPy chain-of-thought program compiled by one of its
-optimizers; needs the ``dspy`` extra). Everything except DSPy runs through
-``ann_langgraph.evaluate``, so tokens, calls, cache hits and cost are counted the same way.
+spec, or your own with ``--spec FILE``, untrained), ``ann-trained`` (that spec after
+``ann.train`` on the benchmark's train/val splits) and, on request, ``dspy`` (a DSPy
+chain-of-thought program compiled by one of its optimizers; needs the ``dspy`` extra).
+Everything except DSPy runs through ``ann_langgraph.evaluate``, so tokens, calls, cache hits
+and cost are counted the same way.
 
 The output folder (``--out``, default ``runs/compare-<benchmark>-<timestamp>``) holds::
 
@@ -79,6 +80,10 @@ class CompareConfig(BaseModel):
     limit: int | None = Field(default=40, ge=1)
     data_dir: str | None = None
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    spec: str | None = Field(
+        default=None,
+        description="Starting spec of the ann and ann-trained rows (default: the benchmark's).",
+    )
     seed: int = 0
     concurrency: int | None = Field(
         default=None, ge=1, description="Examples at once (default: 1 on local, else 4)."
@@ -255,7 +260,7 @@ class _Runner:
             options = {**options, "optimizer": self.config.dspy_optimizer_for_model()}
             options.pop("optimizer_model")
             return self.key(method, options)
-        start = load_spec(self.bench.spec_path).fingerprint
+        start = self.starter().fingerprint
         if method == "ann":
             return self.key(method, {"spec": start})
         return self.key(method, {"spec": start, "train": options})
@@ -285,8 +290,14 @@ class _Runner:
         )
 
     def ann(self) -> RunSummary:
-        spec = load_spec(self.bench.spec_path)
-        return self.spec_method("ann", spec, {"spec_path": str(self.bench.spec)})
+        return self.spec_method("ann", self.starter(), {"spec_path": str(self.starter_path())})
+
+    def starter_path(self) -> Path:
+        """The spec the ``ann`` row scores and ``ann-trained`` starts from."""
+        return Path(self.config.spec) if self.config.spec else self.bench.spec_path
+
+    def starter(self) -> GraphSpec:
+        return load_spec(self.starter_path())
 
     def split_rows(self, which: str) -> list[dict[str, Any]]:
         cfg = self.config
@@ -322,7 +333,7 @@ class _Runner:
         from ann_langgraph.train import train
 
         cfg = self.config
-        start = load_spec(self.bench.spec_path)
+        start = self.starter()
         key = self.key_for("ann-trained")
         old = self.reusable("ann-trained", key)
         if old is not None:
@@ -439,6 +450,7 @@ _FLAGS = {
     "split": "--split",
     "limit": "--limit",
     "data_dir": "--data-dir",
+    "spec": "--spec",
     "seed": "--seed",
     "concurrency": "--concurrency",
     "timeout_s": "--timeout",
@@ -612,6 +624,15 @@ def main(
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluation examples.")] = 40,
     split: Annotated[str | None, typer.Option(help="Evaluation split.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Benchmark data.")] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            exists=True,
+            dir_okay=False,
+            help="Starting spec of ann/ann-trained [default: graphs/<benchmark>.yaml].",
+        ),
+    ] = None,
     methods: Annotated[
         str,
         typer.Option(
@@ -675,6 +696,7 @@ def main(
             split=split,
             limit=limit,
             data_dir=str(data_dir) if data_dir else None,
+            spec=str(spec.resolve()) if spec else None,
             methods=chosen,
             seed=seed,
             concurrency=concurrency,

@@ -430,3 +430,29 @@ def test_the_embedded_model_is_keyed_by_its_file(tmp_path, monkeypatch):
     tiny, capable = name_for("smollm2"), name_for("qwen2.5-coder-1.5b")
     assert tiny.startswith("local (") and "SmolLM2" in tiny
     assert "qwen2.5-coder-1.5b" in capable and tiny != capable
+
+
+def test_compare_takes_your_own_starting_spec(tmp_path, scripted):
+    """--spec replaces the benchmark's starter for the ann and ann-trained rows only; the run is
+    keyed by that spec, so switching specs in one folder never reuses the other's rows."""
+    _toy(tmp_path)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(TOY_SPEC.replace("Add the numbers.", "Add the numbers. EXPLICIT"))
+    out = tmp_path / "out"
+    own = run_compare(
+        _config(tmp_path, methods=["ann", "io"], spec=str(mine)), out_dir=out, progress=False
+    )
+    by = {s.method: s for s in own.summaries}
+    assert by["ann"].mean == 1.0 and by["io"].mean == 0.0  # the toy adder answers right now
+    assert by["ann"].details["spec_path"] == str(mine)
+    saved = ann.load_spec(out / "methods" / "ann" / "spec.yaml")
+    assert saved.fingerprint == ann.load_spec(mine).fingerprint
+    default = run_compare(_config(tmp_path, methods=["ann"]), out_dir=out, progress=False)
+    assert default.summaries[-1].method == "ann" and default.summaries[-1].mean == 0.0
+    command = json.loads((out / "compare.json").read_text())["facts"]["command"]
+    assert "--spec" not in command
+    assert f"--spec {mine}" in config_command(_config(tmp_path, spec=str(mine)), out)
+    missing = CliRunner().invoke(
+        app, ["--benchmark", "toy-add", "--spec", str(tmp_path / "nope.yaml")]
+    )
+    assert missing.exit_code == 2 and "nope.yaml" in missing.output
