@@ -40,7 +40,7 @@ from ann_langgraph.local import launch as launch_module
 from ann_langgraph.local import registry as registry_module
 from ann_langgraph.local import server as server_module
 from ann_langgraph.local import slots as slots_module
-from ann_langgraph.local.chat import _Plan
+from ann_langgraph.local.protocol import Plan
 
 local_model = pytest.mark.local_model
 needs_cmake = pytest.mark.skipif(
@@ -141,9 +141,9 @@ def test_default_concurrency_on_the_embedded_model_is_its_slots(
 # --------------------------------------------------------------------------- requests
 
 
-def _plan(kwargs: dict[str, Any], *, mode: Any) -> _Plan:
+def _plan(kwargs: dict[str, Any], *, mode: Any) -> Plan:
     model = LocalChatModel(embedded="smollm2")
-    return _Plan.build(model, [HumanMessage("hi")], None, kwargs, mode=mode)
+    return Plan.build(model, [HumanMessage("hi")], None, kwargs, mode=mode)
 
 
 def test_engine_requests_use_its_json_schema_grammars() -> None:

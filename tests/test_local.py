@@ -38,8 +38,8 @@ from ann_langgraph.local import (
     shutdown_local_server,
     weights,
 )
-from ann_langgraph.local import chat as chat_module
 from ann_langgraph.local import launch as launch_module
+from ann_langgraph.local import protocol as protocol_module
 
 local_model = pytest.mark.local_model
 
@@ -154,7 +154,7 @@ def test_constructing_and_binding_starts_nothing(monkeypatch: pytest.MonkeyPatch
 
 
 def test_tool_choice_normalization() -> None:
-    norm = chat_module._normalize_tool_choice
+    norm = protocol_module.normalize_tool_choice
     named = {"type": "function", "function": {"name": "calculator"}}
     assert norm(None, ["calculator"]) == "auto"
     assert norm("none", ["calculator"]) == "none"
@@ -174,7 +174,7 @@ def test_history_with_tool_calls_is_made_renderable() -> None:
         ),
         ToolMessage("391", tool_call_id="c1"),
     ]
-    prepared = chat_module._prepare_messages(history)
+    prepared = protocol_module._prepare_messages(history)
     assert prepared[1].content == 'functions.calculator:\n{"expression": "17*23"}'
     assert isinstance(prepared[1], AIMessage)
     assert not prepared[1].tool_calls  # otherwise langchain-openai sends content=null -> 500
@@ -235,14 +235,14 @@ def test_a_prompt_over_4096_tokens_is_accepted(server: LocalServer, model: Local
 def test_seed_follows_the_sample_index() -> None:
     """Sample i is drawn with seed + i: repeatable without the cache, distinct per voter."""
     from ann_langgraph.cache import sample_scope
-    from ann_langgraph.local.chat import _Plan
+    from ann_langgraph.local.protocol import Plan
 
     model = LocalChatModel(seed=5)
     msgs = [HumanMessage("hi")]
-    assert _Plan.build(model, msgs, None, {})._base["seed"] == 5
+    assert Plan.build(model, msgs, None, {})._base["seed"] == 5
     with sample_scope(3):
-        assert _Plan.build(model, msgs, None, {})._base["seed"] == 8
-    assert "seed" not in _Plan.build(LocalChatModel(seed=None), msgs, None, {})._base
+        assert Plan.build(model, msgs, None, {})._base["seed"] == 8
+    assert "seed" not in Plan.build(LocalChatModel(seed=None), msgs, None, {})._base
 
 
 @local_model

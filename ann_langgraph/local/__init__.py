@@ -6,8 +6,8 @@ overrides ``"local"`` with a catalogue name or a path to any GGUF. Parts, one co
 ``catalogue`` (entries, names), ``weights`` (locate or assemble a file), ``engine`` (build and
 find llama-server), ``slots`` (threads, parallel slots, the request gate), ``launch`` (what
 starting a process needs: fallback, watchdog, ports, log reading), ``server`` (the child
-process), ``registry`` (one server per model file per process, its clients), ``chat`` (the
-LangChain chat model).
+process), ``registry`` (one server per model file per process, its clients), ``protocol`` (how
+a call with tools or a schema becomes server requests), ``chat`` (the LangChain chat model).
 """
 
 from __future__ import annotations
