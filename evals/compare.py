@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from rich.console import Console
 
 from ann_langgraph.cache import SQLiteLLMCache
@@ -47,7 +46,14 @@ from ann_langgraph.models import ModelsArg, model_label
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .base import Benchmark, get_benchmark
-from .baselines import BASELINES, DEFAULT_SAMPLES, DEFAULT_SC_TEMPERATURE, baseline_spec
+from .baselines import BASELINES, baseline_spec
+from .compare_config import (
+    DEFAULT_METHODS,
+    METHODS,
+    CompareConfig,
+    check_methods,
+    config_command,
+)
 from .report import (
     RunSummary,
     compare_markdown,
@@ -64,57 +70,9 @@ __all__ = [
     "METHODS",
     "CompareConfig",
     "CompareResult",
+    "config_command",
     "run_compare",
 ]
-
-METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained", "dspy")
-DEFAULT_METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained")
-
-
-class CompareConfig(BaseModel):
-    """Everything that decides what a comparison runs (recorded in ``compare.json``)."""
-
-    benchmark: str
-    model: str = "local"
-    split: str | None = Field(default=None, description="Eval split (default: the benchmark's).")
-    limit: int | None = Field(default=40, ge=1)
-    data_dir: str | None = None
-    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
-    spec: str | None = Field(
-        default=None,
-        description="Starting spec of the ann and ann-trained rows (default: the benchmark's).",
-    )
-    seed: int = 0
-    concurrency: int | None = Field(
-        default=None, ge=1, description="Examples at once (default: 1 on local, else 4)."
-    )
-    timeout_s: float = Field(default=300.0, gt=0)
-    cache: bool = True
-    executor: str = Field(
-        default="local", description="Where examples run: local, ray, ray:HOST:PORT (not DSPy's)."
-    )
-    samples: int = Field(default=DEFAULT_SAMPLES, ge=1)
-    temperature: float = Field(default=DEFAULT_SC_TEMPERATURE, ge=0, le=2)
-    train_split: str = "train"
-    val_split: str = "val"
-    train_limit: int | None = Field(default=24, ge=1)
-    # 40 validation rows from the benchmark's training side: with 10 a one-patch "gain" was
-    # noise; 40 lets the paired sign test (on by default from 12) and early rejection work
-    val_limit: int | None = Field(default=40, ge=1)
-    epochs: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    optimizer_model: str | None = None
-    max_train_tokens: int | None = Field(default=None, ge=0)
-    max_train_calls: int | None = Field(default=None, ge=0)
-    max_train_usd: float | None = Field(default=None, ge=0)
-    # None: bootstrap-rs on the embedded model (MIPROv2's and COPRO's instruction proposers
-    # crash on its unparseable answers), MIPROv2 light elsewhere
-    dspy_optimizer: str | None = None
-
-    def dspy_optimizer_for_model(self) -> str:
-        if self.dspy_optimizer:
-            return self.dspy_optimizer
-        return "bootstrap-rs" if is_local_string(self.model) else "miprov2"
 
 
 class CompareResult(BaseModel):
@@ -434,59 +392,6 @@ class _Runner:
             self.cache.close()
 
 
-def _check_methods(methods: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
-        if method not in out:
-            out.append(method)
-    if not out:
-        raise ValueError("no methods to run")
-    return out
-
-
-_FLAGS = {
-    "split": "--split",
-    "limit": "--limit",
-    "data_dir": "--data-dir",
-    "spec": "--spec",
-    "seed": "--seed",
-    "concurrency": "--concurrency",
-    "timeout_s": "--timeout",
-    "executor": "--executor",
-    "samples": "--samples",
-    "temperature": "--temperature",
-    "train_split": "--train-split",
-    "val_split": "--val-split",
-    "train_limit": "--train-limit",
-    "val_limit": "--val-limit",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "optimizer_model": "--optimizer-model",
-    "max_train_tokens": "--max-train-tokens",
-    "max_train_calls": "--max-train-calls",
-    "max_train_usd": "--max-train-usd",
-    "dspy_optimizer": "--dspy-optimizer",
-}
-
-
-def config_command(config: CompareConfig, out: Path) -> str:
-    """The ``python -m evals.compare`` command line that runs ``config`` into ``out``."""
-    args = ["python", "-m", "evals.compare", "--benchmark", config.benchmark]
-    args += ["--model", config.model]
-    defaults = CompareConfig(benchmark=config.benchmark)
-    for name, flag in _FLAGS.items():
-        value = getattr(config, name)
-        if value != getattr(defaults, name) and value is not None:
-            args += [flag, str(value)]
-    if config.methods != defaults.methods:
-        args += ["--methods", ",".join(config.methods)]
-    if not config.cache:
-        args.append("--no-cache")
-    return shlex.join([*args, "--out", str(out)])
-
-
 def run_compare(
     config: CompareConfig,
     *,
@@ -509,7 +414,7 @@ def run_compare(
     method's own failure is recorded in its row instead.
     """
     console = console or Console(stderr=True)
-    methods = _check_methods(config.methods)
+    methods = check_methods(config.methods)
     bench = get_benchmark(config.benchmark)
     split = bench.split_name(config.split or bench.default_eval_split)
     examples = bench.load(split, data_dir=config.data_dir, limit=config.limit)
@@ -717,7 +622,7 @@ def main(
             max_train_usd=max_train_usd,
             dspy_optimizer=dspy_optimizer,
         )
-        _check_methods(config.methods)
+        check_methods(config.methods)
         parse_executor(config.executor)
         if not is_local_string(model):
             from ann_langgraph.models import ModelError, init_model
