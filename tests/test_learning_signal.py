@@ -274,15 +274,19 @@ def _executor() -> ScriptedChatModel:
     return ScriptedChatModel(respond=respond, model_name="executor")
 
 
-def _train(tmp_path, name, optimizer, **cfg):
+def _train(tmp_path, name, optimizer, *, wordy=False, **cfg):
     cfg.setdefault("bootstrap_demos", False)
     spec = make_spec(
         [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.")]}],
         answer_format="last_number",
     )
+    rows = data(4, "t")
+    if wordy:  # inputs long enough for a prompt to copy
+        for i, row in enumerate(rows):
+            row["input"] += f" Take the number {i} and add exactly one to it."
     return train(
         spec,
-        train=data(4, "t"),
+        train=rows,
         val=data(16, "v"),
         metric="numeric_match",
         models=_executor(),
@@ -385,3 +389,56 @@ def test_the_repairer_can_ask_for_demos_and_gets_real_ones(tmp_path):
     assert demos[0]["source"].startswith("train:t")
     prompt = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
     assert "CORRECT ANSWERS FROM TRAINING" in prompt
+
+
+# -- prompts that restate one training example ---------------------------------------------
+
+
+HARD_HATS = (
+    "In a truck, there are 26 pink hard hats, 15 green hard hats, and 24 yellow hard hats. "
+    "If Carl takes away 4 pink hard hats, and John takes away 6 pink hard hats and twice as "
+    "many green hard hats, how many hard hats remained in the truck?"
+)
+
+
+def _set_prompt(prompt: str) -> dict:
+    return {
+        "rationale": "r",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
+    }
+
+
+def test_a_prompt_that_restates_a_training_example_is_rejected():
+    """What the 1.5B repairer wrote on GSM8K (step 1 of the compare run), and prompts that
+    merely share words with the task, which must pass."""
+    from ann_langgraph.optimize.validate import copied_example_reason
+
+    train_rows = [{"id": "gsm8k-train-7", "input": HARD_HATS}, {"id": "x", "input": "What is 2?"}]
+    copied = _set_prompt(
+        "In a truck, there are 26 pink hard hats, 15 green hard hats, and 24 yellow hard hats. "
+        "After Carl and John take some away, how many hard hats are remaining?"
+    )
+    reason = copied_example_reason(copied, train_rows)
+    assert reason and "copies training example 'gsm8k-train-7'" in reason
+    assert "op 0 (set_prompt)" in reason
+    role = {"ops": [{"op": "set_role", "layer": "solve", "agent": "solver", "role": HARD_HATS}]}
+    assert "the role copies" in (copied_example_reason(role, train_rows) or "")
+    fine = _set_prompt(
+        "Read how many hard hats of each colour there are and what is taken away, then count "
+        "what remains step by step. End with the line 'Answer: <number>'."
+    )
+    assert copied_example_reason(fine, train_rows) is None
+    assert copied_example_reason(_set_prompt("Add one."), train_rows) is None
+
+
+def test_validation_rejects_a_copied_example_before_paying_for_it(tmp_path):
+    """The candidate is invalid with the reason, and no dry run or validation call is made."""
+    copying = opt_model(
+        _set_prompt("Solve: What is 0 plus one? Take the number 0 and add exactly one to it.")
+    )
+    result = _train(tmp_path, "copy", copying, wordy=True)
+    (cand,) = result.history[0]["candidates"]
+    assert cand["valid"] is False and "copies training example 't0'" in cand["reason"]
+    assert result.versions[-1]["version"] == 0  # nothing committed
+    control = _train(tmp_path, "control", _losing_optimizer(), early_rejection=False)
+    assert result.paid["calls"] < control.paid["calls"]  # neither dry run nor validation

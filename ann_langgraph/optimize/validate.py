@@ -1,5 +1,6 @@
-"""Format validation: a proposed patch must have real text, make sense for its layer, apply,
-compile and survive one dry run before it costs a validation evaluation.
+"""Format validation: a proposed patch must have real text (no placeholders, no restated
+training example), make sense for its layer, apply, compile and survive one dry run before it
+costs a validation evaluation.
 
 Small models filling a JSON schema often echo its placeholders (``"role": "string"``,
 ``"prompt": "Value2"``). Such a patch compiles and can even score higher on a small validation
@@ -19,7 +20,7 @@ from ..spec import GraphSpec, SpecError
 from .context import OptimizerContext
 from .state import OptimizerState, add_usage, usage_of
 
-__all__ = ["ValidateFormat", "placeholder_reason", "sense_reason"]
+__all__ = ["ValidateFormat", "copied_example_reason", "placeholder_reason", "sense_reason"]
 
 _PLACEHOLDER_WORDS = {
     "string", "str", "text", "value", "prompt", "role", "name", "id", "agent", "layer",
@@ -64,6 +65,42 @@ def placeholder_reason(patch: dict[str, Any]) -> str | None:
         clean = text.strip().strip("\"'.:").strip()
         if not clean or clean.lower() in _PLACEHOLDER_WORDS or _PLACEHOLDER.match(clean):
             return f"{where}: the {field} {text!r} is a placeholder, not an instruction"
+    return None
+
+
+# A prompt sharing this many consecutive words with a training input restates that example.
+COPIED_WORDS = 8
+_WORD = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*")
+
+
+def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def copied_example_reason(
+    patch: dict[str, Any], examples: list[dict[str, Any]], *, words: int = COPIED_WORDS
+) -> str | None:
+    """Why a prompt or role the patch writes restates one training example, or ``None``.
+
+    Measured on the 1.5B model (GSM8K, step 1): both repairers rewrote an agent's prompt into
+    the text of the one problem they were shown ("In a truck, there are 26 pink hard hats ...").
+    Such a prompt cannot hold for other inputs, and validating it costs a full evaluation.
+    """
+    seen = [(str(ex.get("id")), _shingles(str(ex.get("input", "")), words)) for ex in examples]
+    for where, field, text in _texts(patch):
+        mine = _shingles(text, words)
+        if not mine:
+            continue
+        for example_id, theirs in seen:
+            shared = mine & theirs
+            if shared:
+                quote = " ".join(next(iter(shared)))
+                return (
+                    f"{where}: the {field} copies training example {example_id!r} "
+                    f"({words}+ words in a row, e.g. {quote!r}); an instruction must hold for "
+                    "every input, not restate one"
+                )
     return None
 
 
@@ -179,7 +216,9 @@ class ValidateFormat:
             if prop.get("patch") is None:
                 cand["reason"] = f"no patch: {prop.get('error')}"
                 continue
-            placeholder = placeholder_reason(prop["patch"])
+            placeholder = placeholder_reason(prop["patch"]) or copied_example_reason(
+                prop["patch"], state["train"]
+            )
             if placeholder:
                 cand["reason"] = placeholder
                 continue
