@@ -113,7 +113,7 @@ class Plan:
         *,
         mode: Mode = "python",
     ) -> Plan:
-        """Requests for one call; ``mode`` as :func:`_mode` says."""
+        """Requests for one call; ``mode`` as :func:`server_mode` says."""
         kwargs = dict(kwargs)
         kwargs.pop("ls_structured_output_format", None)
         kwargs.pop("stream", None)
