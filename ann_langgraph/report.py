@@ -9,22 +9,34 @@ from .diff import diff_specs, format_diff
 from .optimize.momentum import describe_ops
 from .spec import GraphSpec
 
-__all__ = ["learning_stats", "plot_learning_curve", "write_report"]
+__all__ = ["learning_stats", "plot_learning_curve", "structured_calls", "write_report"]
+
+
+def structured_calls(history: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, bool]]:
+    """Every critic and repairer answer in a run's history: (row, who, parsed). A row's
+    ``attempts`` counts its calls, retries included."""
+    out: list[tuple[dict[str, Any], str, bool]] = []
+    for h in history:
+        step = h.get("global_step")
+        grad = h.get("gradient") or {}
+        rows = [(grad, f"step {step} critic")] if grad.get("attempts") else []
+        rows += [
+            (c, f"step {step} repair {c.get('layer')}")
+            for c in h.get("candidates", [])
+            if c.get("source", "repairer") == "repairer" and c.get("attempts")
+        ]
+        for row, who in rows:
+            ok = bool(row.get("parsed", row.get("error") in (None, "the critic blamed no layer")))
+            out.append((row, who, ok))
+    return out
 
 
 def learning_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
     """What a user needs to judge the optimizer itself: structured-output parse rate (critic
     and repairer calls, retries included) and what early rejection saved."""
-    calls = parsed = 0
-    for h in history:
-        grad = h.get("gradient") or {}
-        rows = [grad] if grad.get("attempts") else []
-        rows += [c for c in h.get("candidates", []) if c.get("source", "repairer") == "repairer"]
-        for row in rows:
-            attempts = int(row.get("attempts") or 0)
-            ok = bool(row.get("parsed", row.get("error") in (None, "the critic blamed no layer")))
-            calls += attempts
-            parsed += 1 if ok and attempts else 0
+    rows = structured_calls(history)
+    calls = sum(int(row["attempts"]) for row, _, _ in rows)
+    parsed = sum(1 for _, _, ok in rows if ok)
     stopped = [
         c["early_stop"] for h in history for c in h.get("candidates", []) if c.get("early_stop")
     ]

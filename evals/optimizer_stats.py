@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ann_langgraph.report import learning_stats
+from ann_langgraph.report import learning_stats, structured_calls
 from ann_langgraph.stats import confidence_interval
 
 app = typer.Typer(add_completion=False)
@@ -59,17 +59,7 @@ def _prompt_tokens(run_dir: Path) -> dict[str, int]:
 
 def parse_failures(history: list[dict[str, Any]]) -> list[str]:
     """Why each critic or repairer call that never parsed gave up (one line per call row)."""
-    out = []
-    for h in history:
-        step = h.get("global_step")
-        grad = h.get("gradient") or {}
-        if grad.get("attempts") and grad.get("parsed") is False:
-            out.append(f"step {step} critic: {grad.get('error')}")
-        for c in h.get("candidates", []):
-            repairer = c.get("source", "repairer") == "repairer"
-            if repairer and c.get("attempts") and c.get("parsed") is False:
-                out.append(f"step {step} repair {c.get('layer')}: {c.get('error')}")
-    return out
+    return [f"{who}: {row.get('error')}" for row, who, ok in structured_calls(history) if not ok]
 
 
 def run_stats(run_dir: Path) -> dict[str, Any]:
