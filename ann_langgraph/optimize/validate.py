@@ -78,6 +78,33 @@ def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
+class TrainingInputs:
+    """The training inputs as runs of ``words`` words, built once per validation step."""
+
+    def __init__(self, examples: list[dict[str, Any]], *, words: int = COPIED_WORDS) -> None:
+        self.words = words
+        self.runs = [
+            (str(ex.get("id")), _shingles(str(ex.get("input", "")), words)) for ex in examples
+        ]
+
+    def copied_reason(self, patch: dict[str, Any]) -> str | None:
+        """Why a prompt or role the patch writes restates one training example, or ``None``."""
+        for where, field, text in _texts(patch):
+            mine = _shingles(text, self.words)
+            if not mine:
+                continue
+            for example_id, theirs in self.runs:
+                shared = mine & theirs
+                if shared:
+                    quote = " ".join(next(iter(shared)))
+                    return (
+                        f"{where}: the {field} copies training example {example_id!r} "
+                        f"({self.words}+ words in a row, e.g. {quote!r}); an instruction must "
+                        "hold for every input, not restate one"
+                    )
+        return None
+
+
 def copied_example_reason(
     patch: dict[str, Any], examples: list[dict[str, Any]], *, words: int = COPIED_WORDS
 ) -> str | None:
@@ -87,21 +114,7 @@ def copied_example_reason(
     the text of the one problem they were shown ("In a truck, there are 26 pink hard hats ...").
     Such a prompt cannot hold for other inputs, and validating it costs a full evaluation.
     """
-    seen = [(str(ex.get("id")), _shingles(str(ex.get("input", "")), words)) for ex in examples]
-    for where, field, text in _texts(patch):
-        mine = _shingles(text, words)
-        if not mine:
-            continue
-        for example_id, theirs in seen:
-            shared = mine & theirs
-            if shared:
-                quote = " ".join(next(iter(shared)))
-                return (
-                    f"{where}: the {field} copies training example {example_id!r} "
-                    f"({words}+ words in a row, e.g. {quote!r}); an instruction must hold for "
-                    "every input, not restate one"
-                )
-    return None
+    return TrainingInputs(examples, words=words).copied_reason(patch)
 
 
 # Aggregators whose answer is a vote among agents: over one agent they are that agent.
@@ -202,6 +215,7 @@ class ValidateFormat:
         records = state["batch"].get("records") or []
         candidates = []
         usage: dict[str, Any] = {}
+        inputs: TrainingInputs | None = None  # built at the first patch to check
         for index, prop in enumerate(state.get("proposals") or []):
             cand: dict[str, Any] = {
                 "layer": prop["layer"],
@@ -216,9 +230,9 @@ class ValidateFormat:
             if prop.get("patch") is None:
                 cand["reason"] = f"no patch: {prop.get('error')}"
                 continue
-            placeholder = placeholder_reason(prop["patch"]) or copied_example_reason(
-                prop["patch"], state["train"]
-            )
+            if inputs is None:
+                inputs = TrainingInputs(state["train"])
+            placeholder = placeholder_reason(prop["patch"]) or inputs.copied_reason(prop["patch"])
             if placeholder:
                 cand["reason"] = placeholder
                 continue
