@@ -44,14 +44,12 @@ from .protocol import (
     server_mode,
 )
 from .registry import client_for, get_local_server
-from .server import LocalServer
+from .server import ALIAS, LocalServer
 from .weights import find_gguf
 
 __all__ = ["DEFAULT_MAX_TOKENS", "LocalChatModel", "is_local_model", "local_chat_model"]
 
 _log = logging.getLogger(__name__)
-
-_ALIAS = "local"
 
 
 class LocalChatModel(BaseChatModel):
@@ -142,7 +140,7 @@ class LocalChatModel(BaseChatModel):
         if entry is not None:
             return entry.file_name
         override = os.environ.get(ENV_MODEL, "").strip()
-        return Path(override).name if override else _ALIAS
+        return Path(override).name if override else ALIAS
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
