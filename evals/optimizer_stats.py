@@ -9,6 +9,9 @@ parse rate worth quoting pools several runs::
 
 Reads each run directory's ``history.jsonl`` (written after every step, so a run still going
 counts too) and the ledger in its ``cache.sqlite``; writes nothing unless ``--json`` is given.
+A JSON file in place of a directory adds the runs it holds: an earlier ``--json`` output or
+the ``optimizer.json`` of a recorded comparison (``evals.record``), so runs made on machines
+that are gone still pool.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ann_langgraph.stats import confidence_interval
 
 app = typer.Typer(add_completion=False)
 
-__all__ = ["parse_failures", "pool", "run_stats"]
+__all__ = ["parse_failures", "pool", "run_stats", "saved_stats", "stats_rows"]
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -55,6 +58,35 @@ def _prompt_tokens(run_dir: Path) -> dict[str, int]:
             "COALESCE(SUM(reused_input_tokens), 0) FROM spend"
         ).fetchone()
     return {"sent": int(sent), "reused": int(reused), "paid_calls": int(calls)}
+
+
+def saved_stats(path: Path) -> list[dict[str, Any]]:
+    """The per-run rows an earlier ``--json`` (or ``evals.record``) wrote to ``path``."""
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"{path}: not an optimizer_stats JSON ({exc})") from exc
+    need = {
+        "run_dir",
+        "steps",
+        "structured_calls",
+        "structured_parsed",
+        "parse_rate",
+        "prompt_sent",
+        "prompt_processed",
+        "calls_saved_est",
+        "failures",
+    }
+    for row in runs:
+        missing = need - set(row)
+        if missing:
+            raise typer.BadParameter(f"{path}: a run lacks {', '.join(sorted(missing))}")
+    return list(runs)
+
+
+def stats_rows(path: Path) -> list[dict[str, Any]]:
+    """A run directory's row, or the rows saved in a JSON file."""
+    return saved_stats(path) if path.is_file() else [run_stats(path)]
 
 
 def parse_failures(history: list[dict[str, Any]]) -> list[str]:
@@ -105,11 +137,14 @@ def _pct(x: float | None) -> str:
 
 @app.command()
 def main(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Training run directories.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Training run directories, or JSON files an earlier --json wrote."),
+    ],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write this JSON.")] = None,
 ) -> None:
     """Pool the optimizer's parse rate and prompt reuse over training runs."""
-    rows = [run_stats(d) for d in run_dirs]
+    rows = [row for path in run_dirs for row in stats_rows(path)]
     total = pool(rows)
     table = Table(title="Optimizer structured output and prompt reuse")
     for col in ("run", "steps", "calls", "parsed", "rate", "prompt sent", "processed"):

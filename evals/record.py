@@ -1,0 +1,95 @@
+"""Keep a comparison's finished rows without the benchmark's own text, so they can be committed
+and a later machine can finish the table.
+
+A learning table on the embedded model takes longer than one machine lives here, so the rows
+are recorded as they finish::
+
+    python -m evals.record /work/keep/compare-gsm8k benchmarks/results/gsm8k-qwen1.5b
+
+copies ``compare.md``/``compare.json`` and, per method, ``summary.json``, ``spec.yaml`` and
+``results.jsonl`` with each row's ``input`` and ``target`` removed (benchmark data is never
+committed; ids, scores, outputs and token counts stay). A training run adds ``best.yaml`` and
+``optimizer.json`` (its ``evals.optimizer_stats`` row: parse rate, prompt reuse), never its
+history or cache (they quote training examples). To carry on, copy the record to a new folder
+and pass it as ``evals.compare --out``: finished methods are reused (their keys still match)
+and the table, paired tests included, is rebuilt with the new rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .optimizer_stats import run_stats
+from .report import read_jsonl, write_jsonl, write_text
+
+__all__ = ["DATA_FIELDS", "record_compare"]
+
+# Fields of a results row that copy the benchmark's own data.
+DATA_FIELDS = ("input", "target")
+
+app = typer.Typer(add_completion=False)
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in DATA_FIELDS}
+
+
+def record_compare(src: str | Path, dest: str | Path) -> list[str]:
+    """Copy the finished rows of comparison folder ``src`` into ``dest``; return the methods.
+
+    Methods whose summary is missing or not ``ok`` are left out (a later run redoes them).
+    Replaces what ``dest`` held for those methods; other methods already in ``dest`` stay.
+    """
+    src, dest = Path(src), Path(dest)
+    if not (src / "compare.json").is_file():
+        raise ValueError(f"{src}: no compare.json (not an evals.compare folder?)")
+    dest.mkdir(parents=True, exist_ok=True)
+    kept: list[str] = []
+    for folder in sorted((src / "methods").glob("*")):
+        summary_path, results = folder / "summary.json", folder / "results.jsonl"
+        if not summary_path.is_file() or not results.is_file():
+            continue
+        if json.loads(summary_path.read_text(encoding="utf-8")).get("status") != "ok":
+            continue
+        out = dest / "methods" / folder.name
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(summary_path, out / "summary.json")
+        if (folder / "spec.yaml").is_file():
+            shutil.copyfile(folder / "spec.yaml", out / "spec.yaml")
+        write_jsonl(out / "results.jsonl", [_strip(r) for r in read_jsonl(results)])
+        run = folder / "run"
+        if (run / "history.jsonl").is_file():
+            if (run / "best.yaml").is_file():
+                shutil.copyfile(run / "best.yaml", out / "best.yaml")
+            stats = run_stats(run)
+            stats["run_dir"] = f"{dest.name}/{folder.name}"
+            write_text(out / "optimizer.json", json.dumps({"runs": [stats]}, indent=2) + "\n")
+        kept.append(folder.name)
+    for name in ("compare.md", "compare.json"):
+        shutil.copyfile(src / name, dest / name)
+    return kept
+
+
+@app.command()
+def main(
+    src: Annotated[Path, typer.Argument(help="An evals.compare output folder.")],
+    dest: Annotated[
+        Path, typer.Argument(help="Where the record goes (e.g. benchmarks/results/X).")
+    ],
+) -> None:
+    """Record a comparison's finished rows without benchmark text."""
+    try:
+        kept = record_compare(src, dest)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"recorded {', '.join(kept) or 'no finished methods'} into {dest}")
+
+
+if __name__ == "__main__":
+    app()

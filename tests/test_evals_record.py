@@ -1,0 +1,87 @@
+"""evals.record: a comparison's finished rows kept without benchmark text, and a later run that
+carries on from the record (scripted model, toy benchmark)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from evals.compare import run_compare
+from evals.optimizer_stats import app as stats_app
+from evals.record import app, record_compare
+from evals.report import read_jsonl
+from tests.test_evals_compare import _config, _toy, scripted  # noqa: F401 (fixture)
+
+
+def test_a_record_drops_benchmark_text_and_a_later_run_carries_on_from_it(
+    tmp_path,
+    scripted,  # noqa: F811
+):
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    config = _config(tmp_path, methods=["ann", "ann-trained"])
+    run_compare(config, out_dir=out, progress=False)
+    (out / "methods" / "io").mkdir()  # an unfinished method is not recorded
+    (out / "methods" / "io" / "summary.json").write_text('{"method": "io", "status": "error"}')
+
+    record = tmp_path / "record"
+    assert record_compare(out, record) == ["ann", "ann-trained"]
+    for method in ("ann", "ann-trained"):
+        rows = read_jsonl(record / "methods" / method / "results.jsonl")
+        assert len(rows) == 4
+        assert all("input" not in r and "target" not in r for r in rows)
+        assert all({"id", "score", "output"} <= set(r) for r in rows)
+    text = "\n".join(p.read_text() for p in record.rglob("*") if p.is_file())
+    assert "What is" not in text  # no question of the benchmark anywhere in the record
+    assert not (record / "methods" / "ann-trained" / "run").exists()
+    assert (record / "methods" / "ann-trained" / "best.yaml").is_file()
+    saved = json.loads((record / "methods" / "ann-trained" / "optimizer.json").read_text())
+    assert saved["runs"][0]["structured_calls"] >= 2  # the critic and one repairer
+
+    # a new machine: the record becomes the --out of a comparison that adds a method
+    again = tmp_path / "again"
+    shutil.copytree(record, again)
+    calls = len(scripted.calls)
+    log = Console(file=io.StringIO(), width=200)
+    result = run_compare(
+        config.model_copy(update={"methods": ["io", "ann", "ann-trained"]}),
+        out_dir=again,
+        progress=False,
+        console=log,
+    )
+    assert log.file.getvalue().count("(reused from an earlier run)") == 2
+    assert len(scripted.calls) == calls + 4  # only io ran
+    tests = {
+        (t["better"], t["than"]): t
+        for t in json.loads((again / "compare.json").read_text())["paired_tests"]
+    }
+    assert tests[("ann-trained", "ann")]["wins"] == 4  # paired from the recorded rows
+    assert [s.method for s in result.summaries] == ["io", "ann", "ann-trained"]
+
+    # the recorded optimizer stats pool with other runs in evals.optimizer_stats
+    pooled = tmp_path / "pooled.json"
+    args = [str(record / "methods" / "ann-trained" / "optimizer.json"), "--json", str(pooled)]
+    res = CliRunner().invoke(stats_app, args)
+    assert res.exit_code == 0, res.output
+    assert (
+        json.loads(pooled.read_text())["pooled"]["structured_calls"]
+        == saved["runs"][0]["structured_calls"]
+    )
+
+
+def test_not_a_comparison_folder_is_refused(tmp_path):
+    result = CliRunner().invoke(app, [str(tmp_path), str(tmp_path / "rec")])
+    assert result.exit_code == 2
+    assert "no compare.json" in result.output
+    assert not (tmp_path / "rec").exists()
+
+
+def test_a_json_that_is_not_saved_stats_is_refused(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": [{"run_dir": "x"}]}')
+    result = CliRunner().invoke(stats_app, [str(bad)], env={"COLUMNS": "300"})
+    assert result.exit_code != 0 and "lacks" in result.output
