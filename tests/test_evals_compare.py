@@ -417,14 +417,14 @@ def test_the_dspy_optimizer_defaults_to_one_the_model_can_run():
 def test_the_embedded_model_is_keyed_by_its_file(tmp_path, monkeypatch):
     """'local' meant SmolLM2 until it meant the 1.5B model: a comparison folder must not reuse
     one's rows for the other, so runs on local strings are keyed and labelled by the GGUF."""
-    from evals.compare import _Runner
+    from evals.compare_methods import MethodRunner
 
     bench = _toy(tmp_path)
 
     def name_for(env: str) -> str:
         monkeypatch.setenv("ANN_LOCAL_MODEL", env)
         cfg = CompareConfig(benchmark=bench.name, model="local", cache=False)
-        runner = _Runner(cfg, bench, "dev", _rows("dev", 2), tmp_path, None, False, Console())
+        runner = MethodRunner(cfg, bench, "dev", _rows("dev", 2), tmp_path, None, False, Console())
         return runner.model_name
 
     tiny, capable = name_for("smollm2"), name_for("qwen2.5-coder-1.5b")

@@ -1,0 +1,333 @@
+"""One comparison's methods, run on the same examples with a shared response cache: each method
+writes ``methods/<method>/`` (summary, per-example rows, spec) and a finished one is reused when
+its key (examples, model, options) matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ann_langgraph.cache import SQLiteLLMCache
+from ann_langgraph.evaluate import EvalReport, evaluate
+from ann_langgraph.executors import Executor, resolve_executor
+from ann_langgraph.local.catalogue import is_local_string
+from ann_langgraph.metrics import Metric
+from ann_langgraph.models import ModelsArg, model_label
+from ann_langgraph.spec import GraphSpec, load_spec, save_spec
+
+from .base import Benchmark
+from .baselines import BASELINES, baseline_spec
+from .compare_config import METHODS, CompareConfig
+from .report import RunSummary, summarize, write_jsonl, write_text
+
+__all__ = ["MethodRunner", "error_text"]
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) <= 2000 else text[:2000] + "...[truncated]"
+
+
+class MethodRunner:
+    """Runs the methods of one comparison, with the shared cache and per-method files."""
+
+    def __init__(
+        self,
+        config: CompareConfig,
+        bench: Benchmark,
+        split: str,
+        examples: list[dict[str, Any]],
+        out_dir: Path,
+        models: ModelsArg,
+        progress: bool,
+        console: Console,
+    ) -> None:
+        self.config = config
+        self.bench = bench
+        self.split = split
+        self.examples = examples
+        self.out_dir = out_dir
+        self.models = models
+        self.progress = progress
+        self.console = console
+        self.metric: Metric = bench.metric()
+        self.extras = {name: factory() for name, factory in bench.extra_metrics.items()}
+        self.ids_hash = _hash([str(ex["id"]) for ex in examples])
+        self.model_name = config.model if models is None else model_label(models)
+        if models is None and is_local_string(config.model):
+            # "local" changed meaning (SmolLM2 until 2026-12-03): key and label by the file
+            from ann_langgraph.models import init_model
+
+            self.model_name = f"{config.model} ({model_label(init_model(config.model))})"
+        self.cache = SQLiteLLMCache(out_dir / "cache.sqlite") if config.cache else None
+        self.executor: Executor = resolve_executor(config.executor)
+        self.owns_executor = True
+        self.reused: set[str] = set()
+
+    def method_dir(self, method: str) -> Path:
+        return self.out_dir / "methods" / method
+
+    def key(self, method: str, extra: Mapping[str, Any]) -> str:
+        return _hash(
+            {
+                "method": method,
+                "benchmark": self.bench.name,
+                "split": self.split,
+                "examples": self.ids_hash,
+                "model": self.model_name,
+                **extra,
+            }
+        )
+
+    def reusable(self, method: str, key: str) -> RunSummary | None:
+        """The finished run to reuse instead of running ``method`` (noted as reused)."""
+        old = self.finished(method, key)
+        if old is not None:
+            self.reused.add(method)
+        return old
+
+    def summary_path(self, method: str) -> Path:
+        return self.method_dir(method) / "summary.json"
+
+    def finished(self, method: str, key: str) -> RunSummary | None:
+        """The run of ``method`` saved in this folder, if it succeeded under ``key``."""
+        path = self.summary_path(method)
+        if not path.exists() or not (self.method_dir(method) / "results.jsonl").exists():
+            return None
+        try:
+            old = RunSummary.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        if old.status != "ok" or old.details.get("key") != key:
+            return None
+        return old
+
+    def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
+        models = self.models if self.models is not None else self.config.model
+        return evaluate(
+            spec,
+            self.examples,
+            self.metric,
+            models=models,
+            concurrency=self.config.concurrency
+            or self.executor.default_concurrency(spec, models, otherwise=4),
+            timeout_s=self.config.timeout_s,
+            cache=self.cache,
+            progress=self.progress,
+            metadata={"ann_compare_method": method},
+            executor=self.executor,
+        )
+
+    def finish(self, method: str, report: EvalReport, details: dict[str, Any]) -> RunSummary:
+        summary, rows = summarize(
+            report,
+            self.examples,
+            method=method,
+            extra_metrics=self.extras,
+            breakdown=self.bench.breakdown,
+            details=details,
+        )
+        folder = self.method_dir(method)
+        write_jsonl(folder / "results.jsonl", rows)
+        write_text(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
+        return summary
+
+    # -- methods -----------------------------------------------------------------------
+
+    def baseline_spec(self, method: str) -> GraphSpec:
+        options: dict[str, Any] = {}
+        if method == "cot-sc":
+            options = {"samples": self.config.samples, "temperature": self.config.temperature}
+        return baseline_spec(method, self.bench, model=self.config.model, **options)
+
+    def key_for(self, method: str) -> str:
+        """The key a finished run of ``method`` must carry to be reused for this config."""
+        if method in BASELINES:
+            return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
+        options = self.train_options()
+        if method == "dspy":  # no starter spec involved
+            options = {**options, "optimizer": self.config.dspy_optimizer_for_model()}
+            options.pop("optimizer_model")
+            return self.key(method, options)
+        start = self.starter().fingerprint
+        if method == "ann":
+            return self.key(method, {"spec": start})
+        return self.key(method, {"spec": start, "train": options})
+
+    def table(self, summaries: list[RunSummary]) -> list[RunSummary]:
+        """The methods earlier commands finished in this folder for the same examples, model
+        and options (canonical order), then this command's rows (in the order asked)."""
+        asked = set(self.config.methods)
+        # Only methods with a saved run: their keys may need files (the starter spec) that a
+        # comparison of other methods does not.
+        saved = [m for m in METHODS if m not in asked and self.summary_path(m).exists()]
+        earlier = [self.finished(m, self.key_for(m)) for m in saved]
+        return [row for row in earlier if row is not None] + list(summaries)
+
+    def baseline(self, method: str) -> RunSummary:
+        return self.spec_method(method, self.baseline_spec(method), {})
+
+    def spec_method(self, method: str, spec: GraphSpec, details: dict[str, Any]) -> RunSummary:
+        key = self.key_for(method)
+        old = self.reusable(method, key)
+        if old is not None:
+            return old
+        save_spec(spec, self.method_dir(method) / "spec.yaml")
+        report = self.evaluate_spec(spec, method)
+        return self.finish(
+            method, report, {**details, "key": key, "spec_fingerprint": spec.fingerprint}
+        )
+
+    def ann(self) -> RunSummary:
+        return self.spec_method("ann", self.starter(), {"spec_path": str(self.starter_path())})
+
+    def starter_path(self) -> Path:
+        """The spec the ``ann`` row scores and ``ann-trained`` starts from."""
+        return Path(self.config.spec) if self.config.spec else self.bench.spec_path
+
+    def starter(self) -> GraphSpec:
+        return load_spec(self.starter_path())
+
+    def split_rows(self, which: str) -> list[dict[str, Any]]:
+        cfg = self.config
+        split, limit = (
+            (cfg.train_split, cfg.train_limit)
+            if which == "train"
+            else (cfg.val_split, cfg.val_limit)
+        )
+        rows = self.bench.load(split, data_dir=cfg.data_dir, limit=limit)
+        overlap = {str(r["id"]) for r in rows} & {str(ex["id"]) for ex in self.examples}
+        if overlap and self.bench.split_name(split) == self.split:
+            raise ValueError(f"the {which} split {split!r} is the evaluation split")
+        if not rows:
+            raise ValueError(f"the {which} split {split!r} has no examples")
+        return rows
+
+    def train_options(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "train_split": cfg.train_split,
+            "val_split": cfg.val_split,
+            "train_limit": cfg.train_limit,
+            "val_limit": cfg.val_limit,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "optimizer_model": cfg.optimizer_model,
+            "seed": cfg.seed,
+            "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
+        }
+
+    def ann_trained(self) -> RunSummary:
+        from ann_langgraph.optimize.graph import Budget, OptimizerConfig
+        from ann_langgraph.train import train
+
+        cfg = self.config
+        start = self.starter()
+        key = self.key_for("ann-trained")
+        old = self.reusable("ann-trained", key)
+        if old is not None:
+            return old
+        train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
+        run_dir = self.method_dir("ann-trained") / "run"
+        model: Any = self.models if self.models is not None else cfg.model
+        result = train(
+            start,
+            train=train_rows,
+            val=val_rows,
+            metric=self.metric,
+            models=model,
+            optimizer_model=cfg.optimizer_model or model,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            run_dir=run_dir,
+            budget=Budget(
+                max_tokens=cfg.max_train_tokens,
+                max_calls=cfg.max_train_calls,
+                max_usd=cfg.max_train_usd,
+            ),
+            resume=(run_dir / "run.json").exists(),
+            cache=cfg.cache,
+            config=OptimizerConfig(
+                seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
+            ),
+            progress=self.progress,
+            executor=self.executor,
+        )
+        usage = result.usage
+        training = {
+            "run_dir": str(run_dir),
+            "train_n": len(train_rows),
+            "val_n": len(val_rows),
+            "baseline_score": result.baseline_score,
+            "best_score": result.best_score,
+            "steps": len(result.history),
+            "versions": len(result.versions),
+            "stop_reason": result.stop_reason,
+            "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
+            "calls": int(usage.get("calls", 0)),
+            "cached_calls": int(usage.get("cached_calls", 0)),
+            "cost_usd": float(usage.get("cost_usd", 0.0)),
+            "wall_time_s": result.wall_time_s,
+        }
+        save_spec(result.best_spec, self.method_dir("ann-trained") / "spec.yaml")
+        report = self.evaluate_spec(result.best_spec, "ann-trained")
+        return self.finish(
+            "ann-trained",
+            report,
+            {
+                "key": key,
+                "spec_fingerprint": result.best_spec.fingerprint,
+                "training": training,
+            },
+        )
+
+    def dspy(self) -> RunSummary:
+        from . import dspy_baseline
+
+        cfg = self.config
+        key = self.key_for("dspy")
+        old = self.reusable("dspy", key)
+        if old is not None:
+            return old
+        if self.models is not None and not isinstance(self.models, str):
+            raise ValueError("the DSPy baseline needs a model string (e.g. local, openai:...)")
+        outcome = dspy_baseline.run_dspy(
+            self.bench,
+            model=cfg.model,
+            train=self.split_rows("train"),
+            val=self.split_rows("val"),
+            examples=self.examples,
+            metric=self.metric,
+            optimizer=cfg.dspy_optimizer_for_model(),
+            seed=cfg.seed,
+            concurrency=cfg.concurrency or (1 if is_local_string(cfg.model) else 4),
+            out_dir=self.method_dir("dspy"),
+            progress=self.progress,
+        )
+        return self.finish("dspy", outcome.report, {"key": key, **outcome.details})
+
+    def run(self, method: str) -> RunSummary:
+        if method in BASELINES:
+            return self.baseline(method)
+        runners: dict[str, Callable[[], RunSummary]] = {
+            "ann": self.ann,
+            "ann-trained": self.ann_trained,
+            "dspy": self.dspy,
+        }
+        return runners[method]()
+
+    def close(self) -> None:
+        if self.owns_executor:
+            self.executor.close()
+        if self.cache is not None:
+            self.cache.close()
