@@ -26,6 +26,10 @@ from ann_langgraph.sandbox import (
     python_tool,
     run_python,
 )
+from ann_langgraph.sandbox import base as sandbox_base
+from ann_langgraph.sandbox import isolation as sandbox_isolation
+from ann_langgraph.sandbox import process as sandbox_process
+from ann_langgraph.sandbox import tool as sandbox_tool
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SLACK_S = 3.0
@@ -120,9 +124,9 @@ def test_files_are_provided_and_workdir_removed() -> None:
 def test_reports_read_the_same_on_every_run(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Tool output goes into prompts: a random path in it would make every re-run a cache miss.
     if mode == "degraded":
-        weak = sandbox._Plan(None, False, sys.executable, ("rlimits", "clean-env", "tmpdir"))
-        monkeypatch.setattr(sandbox, "_PLAN", weak)
-        monkeypatch.setattr(sandbox, "_WARNED", True)
+        weak = sandbox_base.Plan(None, False, sys.executable, ("rlimits", "clean-env", "tmpdir"))
+        monkeypatch.setattr(sandbox_isolation, "_PLAN", weak)
+        monkeypatch.setattr(sandbox_isolation, "_WARNED", True)
     code = "import os\nprint(os.getcwd())\nopen('x.txt', 'w').write('1')\n1/0"
     first, second = _run(code), _run(code)
     assert (first.stdout, first.stderr) == (second.stdout, second.stderr)
@@ -323,9 +327,9 @@ def test_cannot_regain_privileges(isolation: list[str]) -> None:
 
 
 def test_degraded_mode_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    weak = sandbox._Plan(None, False, sys.executable, ("rlimits", "clean-env", "tmpdir"))
-    monkeypatch.setattr(sandbox, "_PLAN", weak)
-    monkeypatch.setattr(sandbox, "_WARNED", False)
+    weak = sandbox_base.Plan(None, False, sys.executable, ("rlimits", "clean-env", "tmpdir"))
+    monkeypatch.setattr(sandbox_isolation, "_PLAN", weak)
+    monkeypatch.setattr(sandbox_isolation, "_WARNED", False)
     with pytest.warns(SandboxWarning, match="WITHOUT netns, pidns, mountns"):
         result = run_python("print('still runs')")
     assert result.stdout == "still runs\n"
@@ -351,13 +355,13 @@ def test_python_tool_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_args: object, **_kwargs: object) -> RunResult:
         raise OSError("no processes left")
 
-    monkeypatch.setattr(sandbox, "run_python", broken)
+    monkeypatch.setattr(sandbox_tool, "run_python", broken)
     assert python_tool.invoke({"code": "print(1)"}).startswith("error: ")
 
 
 def test_home_directories_are_hidden(isolation: list[str]) -> None:
     _require(isolation, "hidden-home")
-    hidden = sandbox._paths_to_hide(sandbox._plan().interpreter)
+    hidden = sandbox_process.paths_to_hide(sandbox_isolation._plan().interpreter)
     assert hidden
     code = (
         "import os\n"
