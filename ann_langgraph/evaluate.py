@@ -218,6 +218,7 @@ async def aevaluate(
     langsmith: LangSmithSession | Literal["auto"] | None = "auto",
     experiment: str | bool | None = None,
     executor: Executor | str | None = None,
+    on_result: Callable[[ExampleResult], None] | None = None,
 ) -> EvalReport:
     """Async :func:`evaluate` (same arguments and result), for code already in an event loop.
 
@@ -280,11 +281,13 @@ async def aevaluate(
 
         feedback: list[asyncio.Future[None]] = []
 
-        def on_result(_index: int, outcome: ExampleOutcome) -> None:
+        def finished(_index: int, outcome: ExampleOutcome) -> None:
             nonlocal errors
             done_scores.append(outcome.result.score)
             errors += outcome.result.error is not None
             bar.update(task_id, advance=1, mean=sum(done_scores) / len(done_scores), errors=errors)
+            if on_result is not None:
+                on_result(outcome.result)
             if session is not None:  # as each example finishes: a crash later loses none
                 feedback.append(
                     asyncio.ensure_future(
@@ -298,7 +301,7 @@ async def aevaluate(
                 examples,
                 callbacks=callbacks,
                 records=lambda: recorder.records,
-                on_result=on_result,
+                on_result=finished,
             )
         finally:
             if runner is not executor:  # made here from a name: ours to close
@@ -457,6 +460,7 @@ def evaluate(
     langsmith: LangSmithSession | Literal["auto"] | None = "auto",
     experiment: str | bool | None = None,
     executor: Executor | str | None = None,
+    on_result: Callable[[ExampleResult], None] | None = None,
 ) -> EvalReport:
     """Run ``spec_or_graph`` on every example of ``dataset`` and score it with ``metric``.
 
@@ -472,7 +476,8 @@ def evaluate(
     so the records name their example. ``prices`` extends the price table
     (``ann_langgraph.pricing``). Shows a transient progress bar on a terminal, or a plain line
     every minute when stderr is not one, unless ``progress=False``. Each example's root run id
-    is ``ExampleResult.run_id``.
+    is ``ExampleResult.run_id``. ``on_result`` (optional) is called with each example's result
+    as it finishes, in finishing order (for progress of your own; keep it quick).
 
     ``langsmith``: ``"auto"`` traces to a new project ``ann-<run id>`` when LangSmith is
     configured (else nothing is sent); a ``LangSmithSession`` traces to its project; ``None``
@@ -508,6 +513,7 @@ def evaluate(
             langsmith=langsmith,
             experiment=experiment,
             executor=executor,
+            on_result=on_result,
         ),
         threads=min(256, max(16, (concurrency or DEFAULT_CONCURRENCY) * 8)),
     )

@@ -230,6 +230,15 @@ def train(
     runner = resolve_executor(executor)
     try:
         runner.start()  # here, in the caller's thread: evaluations run in the graph's threads
+        reporter = _Progress(
+            enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
+        )
+
+        def events(kind: str, data: dict[str, Any]) -> None:
+            reporter.event(kind, data)
+            if on_event is not None:
+                on_event(kind, data)
+
         builder = create_optimizer(
             metric=metric,
             models=models,
@@ -238,7 +247,7 @@ def train(
             budget=budget,
             cache=response_cache,
             prices=prices,
-            on_event=on_event,
+            on_event=events,
             langsmith=session,
             trace_source=source,
             executor=runner,
@@ -272,9 +281,6 @@ def train(
                     "val": val_rows,
                     "ledger_since": meta["created"],
                 }
-            reporter = _Progress(
-                enabled=progress, epochs=cfg.epochs, steps=-(-len(train_rows) // cfg.batch_size)
-            )
             with reporter:
                 while True:
                     # A node's update arrives before the step's checkpoint is written, so
@@ -404,6 +410,7 @@ class _Progress:
         self._task: Any = None
         self._plain: PlainLines | None = None
         self._steps_seen = 0
+        self._last = "starting"
 
     def __enter__(self) -> _Progress:
         if not self.enabled:
@@ -422,6 +429,19 @@ class _Progress:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """Progress inside a node: an evaluation that takes minutes says how far it got."""
+        if kind != "evaluating" or (self._progress is None and self._plain is None):
+            return
+        text = f"{data['what']}: {data['done']}/{data['total']}, mean {data['mean']:.2f}"
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{self._last} | {text}")
+        elif self._plain is not None:
+            self._plain.print(
+                f"train {self._steps_seen}/{self.total} steps | {text} | ",
+                milestone=data["done"] == data["total"],
+            )
+
     def update(self, node: str, state: dict[str, Any]) -> None:
         if self._progress is None and self._plain is None:
             return
@@ -438,6 +458,7 @@ class _Progress:
             f"{accepted} accepted, {rejected} rejected | {tokens} tok, "
             f"${float(usage.get('cost_usd', 0)):.4f}"
         )
+        self._last = text
         if self._progress is not None:
             self._progress.update(self._task, completed=len(history), description=text)
         elif self._plain is not None:

@@ -469,3 +469,18 @@ def test_load_dataset_reads_the_shared_gsm8k_format():
     metric = numeric_match()
     final = data[0]["target"].rsplit("####", 1)[1].strip()
     assert metric(data[0], f"Answer: {final}").value == 1.0
+
+
+def test_on_result_hears_each_example_as_it_finishes():
+    seen: list[tuple[str, float]] = []
+    report = evaluate(
+        one_layer_spec(),
+        DATA,
+        "numeric_match",
+        models=scripted(),
+        concurrency=1,
+        progress=False,
+        on_result=lambda result: seen.append((result.id, result.score)),
+    )
+    assert seen == [(r.id, r.score) for r in report.results]  # one call each, finishing order
+    assert sorted(score for _, score in seen) == [0.0, 1.0, 1.0, 1.0]

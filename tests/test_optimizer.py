@@ -135,10 +135,31 @@ def test_progress_in_a_log_is_a_plain_line_per_step(tmp_path, capsys, monkeypatc
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()
-    assert [line.split(" | ")[0] for line in lines] == ["train 1/2 steps", "train 2/2 steps"]
-    assert "best val 1.000 (v1) | 1 accepted, 0 rejected" in lines[0]
+    steps = [line for line in lines if "best val" in line]
+    assert [line.split(" | ")[0] for line in steps] == ["train 1/2 steps", "train 2/2 steps"]
+    assert "best val 1.000 (v1) | 1 accepted, 0 rejected" in steps[0]
     assert re.search(r"elapsed 0m\d\ds$", lines[-1])
     assert len(result.history) == 2
+    # each evaluation inside a step says when it is done (minutes each on a real model)
+    evals = [line.split(" | ")[1] for line in lines if "best val" not in line]
+    assert evals[0] == "scoring the starting spec: 6/6, mean 0.50"
+    assert "forward pass on the minibatch: 4/4, mean 0.50" in evals
+    assert "validating candidate 1/1 (solve): 6/6, mean 1.00" in evals
+
+
+def test_progress_inside_a_long_evaluation(tmp_path, capsys, monkeypatch):
+    """Scoring the starting spec or a candidate takes many minutes on the embedded model: a
+    log shows how far it got, not silence until the step ends."""
+    from ann_langgraph import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # every event prints
+    run(tmp_path, optimizer("Add one. MAGIC."), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    start = [line for line in lines if "scoring the starting spec:" in line]
+    assert [line.split(" | ")[1].split(",")[0] for line in start] == [
+        f"scoring the starting spec: {k}/6" for k in range(1, 7)
+    ]
+    assert all(line.startswith("train 0/2 steps | ") for line in start)
 
 
 def test_progress_before_the_first_batch_shows_a_dash_not_none(tmp_path, capsys, monkeypatch):

@@ -80,6 +80,10 @@ class EvaluateCandidates:
                 report = ctx.run_eval(
                     spec,
                     val[start : start + size],
+                    label=f"validating candidate {index + 1}/{len(state['candidates'])} "
+                    f"({cand['layer']})",
+                    done_before=len(scores),
+                    total=len(val),
                     ann_phase="validate",
                     ann_epoch=state["epoch"],
                     ann_step=state["step"],

@@ -42,8 +42,33 @@ class OptimizerContext:
             self.on_event(kind, data)
 
     def run_eval(
-        self, spec: GraphSpec, examples: list[dict[str, Any]], **metadata: Any
+        self,
+        spec: GraphSpec,
+        examples: list[dict[str, Any]],
+        *,
+        label: str = "",
+        done_before: int = 0,
+        total: int | None = None,
+        **metadata: Any,
     ) -> EvalReport:
+        """Evaluate ``spec``; with a ``label``, emit an ``evaluating`` event per finished
+        example (``done_before`` of ``total`` were scored by earlier calls of the same
+        evaluation), so a long validation shows progress instead of minutes of silence."""
+        on_result = None
+        if label and self.on_event is not None:
+            scores: list[float] = []
+            of = total if total is not None else done_before + len(examples)
+
+            def on_result(result: Any) -> None:
+                scores.append(result.score)
+                self.emit(
+                    "evaluating",
+                    what=label,
+                    done=done_before + len(scores),
+                    total=of,
+                    mean=sum(scores) / len(scores),
+                )
+
         return evaluate(
             spec,
             examples,
@@ -60,6 +85,7 @@ class OptimizerContext:
             prices=self.prices,
             langsmith=self.langsmith,
             executor=self.executor,
+            on_result=on_result,
         )
 
     def llm_usage(self, raw_usage: dict[str, int]) -> dict[str, Any]:

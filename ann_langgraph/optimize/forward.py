@@ -41,7 +41,9 @@ class Setup:
         if "version" not in state:
             if not state.get("train") or not state.get("val"):
                 raise ValueError("the optimizer needs non-empty 'train' and 'val' example lists")
-            report = ctx.run_eval(spec, state["val"], ann_phase="baseline")
+            report = ctx.run_eval(
+                spec, state["val"], label="scoring the starting spec", ann_phase="baseline"
+            )
             update.update(
                 version=0,
                 best_score=report.mean,
@@ -142,6 +144,7 @@ class Forward:
         report = ctx.run_eval(
             spec,
             examples,
+            label="forward pass on the minibatch",
             ann_phase="forward",
             ann_epoch=state["epoch"],
             ann_step=state["step"],
