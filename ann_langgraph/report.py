@@ -36,7 +36,8 @@ def learning_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
     and repairer calls, retries included) and what early rejection saved."""
     rows = structured_calls(history)
     calls = sum(int(row["attempts"]) for row, _, _ in rows)
-    parsed = sum(1 for _, _, ok in rows if ok)
+    # a repairer row made more than one parsed call when it revised a rejected patch
+    parsed = sum(int(row.get("parsed_calls", 1 if ok else 0)) for row, _, ok in rows)
     stopped = [
         c["early_stop"] for h in history for c in h.get("candidates", []) if c.get("early_stop")
     ]

@@ -139,7 +139,10 @@ def test_train_command_improves_the_demo_spec_and_writes_the_run_dir(tmp_path):
     # without --json, in a log (not a terminal), each finished step prints a line on stderr
     plain = runner.invoke(app, [*args[:-3], "--run-dir", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output
-    assert re.findall(r"^train (\d)/2 steps \| ", plain.stderr, re.M) == ["1", "2"]
+    steps = re.findall(r"^train (\d)/2 steps \| .* best val", plain.stderr, re.M)
+    assert steps == ["1", "2"]
+    # and each evaluation inside a step when it finishes
+    assert re.search(r"^train 0/2 steps \| scoring the starting spec: ", plain.stderr, re.M)
 
 
 def test_train_rejects_bad_inputs_cleanly(tmp_path):

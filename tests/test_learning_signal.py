@@ -442,3 +442,37 @@ def test_validation_rejects_a_copied_example_before_paying_for_it(tmp_path):
     assert result.versions[-1]["version"] == 0  # nothing committed
     control = _train(tmp_path, "control", _losing_optimizer(), early_rejection=False)
     assert result.paid["calls"] < control.paid["calls"]  # neither dry run nor validation
+
+
+def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
+    """Told why its patch cannot work (it restates a training example), the repairer gets one
+    more try before format validation; the revised patch is the candidate, and the run's
+    parse-rate counts both calls."""
+    from ann_langgraph.report import learning_stats
+
+    general = "Add one to the number in the question. End with 'Answer: <number>'."
+    copying = "Solve: What is 0 plus one? Take the number 0 and add exactly one to it."
+    asked: list[str] = []
+
+    def respond(messages, **kw):
+        if "global critic" in str(messages[0].content):
+            return CRITIC
+        asked.append(str(messages[-1].content))
+        return _set_prompt(general if "rejected before testing" in asked[-1] else copying)
+
+    optimizer = ScriptedChatModel(respond=respond, model_name="optimizer")
+    result = _train(tmp_path, "revise", optimizer, wordy=True)
+    (cand,) = result.history[0]["candidates"]
+    assert len(cand["revisions"]) == 1 and "copies training example 't0'" in cand["revisions"][0]
+    assert cand["patch"]["ops"][0]["prompt"] == general and cand["valid"] is True
+    assert (cand["attempts"], cand["parsed_calls"]) == (2, 2)
+    assert len(asked) == 2 and "copies training example 't0'" in asked[1]
+    assert copying in asked[1]  # the rejected edit is shown back
+    stats = learning_stats(result.history)
+    assert (stats["structured_calls"], stats["structured_parsed"]) == (3, 3)  # critic + 2
+
+    asked.clear()
+    off = _train(tmp_path, "off", optimizer, wordy=True, revisions=0)
+    (cand,) = off.history[0]["candidates"]
+    assert cand["valid"] is False and "copies training example" in cand["reason"]
+    assert "revisions" not in cand and len(asked) == 1

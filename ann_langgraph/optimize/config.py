@@ -94,6 +94,13 @@ class OptimizerConfig(BaseModel):
     )
     timeout_s: float = Field(default=300.0, gt=0)
     structured_retries: int = Field(default=1, ge=0)
+    revisions: int = Field(
+        default=1,
+        ge=0,
+        description="Times a repairer is shown why its patch fails the checks that need no "
+        "model call (a restated training example, a placeholder, a vote over one agent...) and "
+        "asked for another, before format validation sees it.",
+    )
     max_output_tokens: int | None = Field(
         default=None,
         ge=64,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..aggregators.registry import aggregator_descriptions
@@ -14,6 +15,7 @@ __all__ = [
     "critic_prompt",
     "example_evidence",
     "repair_prompt",
+    "revision_prompt",
     "spec_outline",
 ]
 
@@ -36,7 +38,9 @@ REPAIR_SYSTEM = (
     "says exactly what the answer must look like, with an example in the expected form; when "
     "answers are cut off, ask for shorter answers or raise max_tokens. Change the aggregator "
     "or add agents only when the evidence shows the layer's structure is the problem. Keep "
-    "what works. Never repeat an edit the history says was rejected."
+    "what works. Never repeat an edit the history says was rejected. A prompt is an "
+    "instruction for every input of the task: never copy the numbers, names or wording of "
+    "one example into it."
 )
 
 
@@ -156,3 +160,14 @@ def repair_prompt(
         )
     parts.append(f"Propose edits to layer '{layer}' only, in the structured form requested.")
     return "\n\n".join(parts)
+
+
+def revision_prompt(layer: str, patch: dict[str, Any], reason: str) -> str:
+    """Why the repairer's own patch was rejected before testing, and the ask to try again."""
+    return (
+        f"Your edit to layer '{layer}' was rejected before testing: {reason}.\n"
+        f"Your edit was: {clip(json.dumps(patch.get('ops', []), ensure_ascii=False), 1200)}\n"
+        f"Propose a different edit to layer '{layer}' that fixes the reported failures and "
+        "avoids this problem. A prompt must be a general instruction that helps on every "
+        "input of the task, not a restatement of one example."
+    )

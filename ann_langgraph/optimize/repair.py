@@ -14,7 +14,8 @@ from .context import OptimizerContext
 from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import layer_patch_schema, to_patch
 from .state import evidence_records
-from .structured import invoke_structured
+from .structured import StructuredResult, invoke_structured
+from .validate import TrainingInputs, static_reason
 
 __all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for"]
 
@@ -76,28 +77,60 @@ class LocalRepair:
                 )
             ),
         ]
+        schema = layer_patch_schema(spec, layer, demo_agents=demo_agents, max_demos=cfg.max_demos)
         result = invoke_structured(
-            ctx.opt_model,
-            layer_patch_schema(spec, layer, demo_agents=demo_agents, max_demos=cfg.max_demos),
-            messages,
-            config,
-            retries=cfg.structured_retries,
+            ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
         )
+        patch, error = self._patch(result, pool, layer)
         proposal: dict[str, Any] = {
             "layer": layer,
-            "patch": None,
-            "error": result.error,
+            "patch": patch,
+            "error": error,
             "attempts": result.attempts,
             "parsed": result.value is not None,
+            "parsed_calls": int(result.value is not None),
             "source": "repairer",
         }
-        if result.value is not None:
-            try:
-                patch = to_patch(result.value, demos=lambda a, n: demos_for(pool, layer, a, n))
-                proposal["patch"] = patch.model_dump(mode="json")
-            except ValueError as exc:
-                proposal["error"] = f"not a valid patch: {exc}"
-        return {"proposals": [proposal], "usage": ctx.llm_usage(result.usage)}
+        usage = dict(result.usage)
+        # The cheapest fix of a patch that cannot work: tell the repairer why and ask again
+        # (the 1.5B model rewrote prompts into the one problem it was shown, step after step).
+        inputs = TrainingInputs(payload["batch"]["results"])  # what the optimizer was shown
+        revisions: list[str] = []
+        for _ in range(cfg.revisions):
+            if patch is None:
+                break  # nothing parsed: the structured retries already ran
+            reason, _spec = static_reason(spec, patch, inputs, records)
+            if reason is None:
+                break
+            revisions.append(reason)
+            messages = [*messages, HumanMessage(prompts.revision_prompt(layer, patch, reason))]
+            again = invoke_structured(
+                ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
+            )
+            usage = {k: usage.get(k, 0) + v for k, v in again.usage.items()}
+            proposal["attempts"] += again.attempts
+            proposal["parsed_calls"] += int(again.value is not None)
+            new_patch, new_error = self._patch(again, pool, layer)
+            if new_patch is None:  # keep the first patch: validation records its reason
+                proposal["error"] = f"revision gave no patch: {new_error}"
+                break
+            patch, proposal["patch"], proposal["error"] = new_patch, new_patch, None
+        if revisions:
+            proposal["revisions"] = revisions
+        return {"proposals": [proposal], "usage": ctx.llm_usage(usage)}
+
+    @staticmethod
+    def _patch(
+        result: StructuredResult, pool: Mapping[str, Any], layer: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The parsed answer as a patch dict, or why there is none."""
+        if result.value is None:
+            return None, result.error
+        try:
+            patch = to_patch(result.value, demos=lambda a, n: demos_for(pool, layer, a, n))
+        except ValueError as exc:
+            return None, f"not a valid patch: {exc}"
+        return patch.model_dump(mode="json"), None
 
 
 def bootstrap_ops(

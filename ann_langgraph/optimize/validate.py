@@ -20,7 +20,14 @@ from ..spec import GraphSpec, SpecError
 from .context import OptimizerContext
 from .state import OptimizerState, add_usage, usage_of
 
-__all__ = ["ValidateFormat", "copied_example_reason", "placeholder_reason", "sense_reason"]
+__all__ = [
+    "TrainingInputs",
+    "ValidateFormat",
+    "copied_example_reason",
+    "placeholder_reason",
+    "sense_reason",
+    "static_reason",
+]
 
 _PLACEHOLDER_WORDS = {
     "string", "str", "text", "value", "prompt", "role", "name", "id", "agent", "layer",
@@ -199,6 +206,30 @@ def sense_reason(
     return None
 
 
+def static_reason(
+    spec: GraphSpec,
+    patch: dict[str, Any],
+    inputs: TrainingInputs,
+    records: list[dict[str, Any]] | None = None,
+) -> tuple[str | None, GraphSpec | None]:
+    """The checks that need no model call: (why the patch is rejected, None) or (None, the
+    patched spec). Shared by format validation and by the repairer's revision of its own
+    rejected patch."""
+    reason = placeholder_reason(patch) or inputs.copied_reason(patch)
+    if reason:
+        return reason, None
+    try:
+        new_spec = apply_patch(spec, patch)
+    except (PatchError, SpecError) as exc:
+        return str(exc), None
+    if new_spec.fingerprint == spec.fingerprint:
+        return "the patch changes nothing", None
+    nonsense = sense_reason(spec, new_spec, patch, records)
+    if nonsense:
+        return nonsense, None
+    return None, new_spec
+
+
 class ValidateFormat:
     """Placeholders, sense, apply, compile and a one-example dry run; never crashes the loop."""
 
@@ -226,28 +257,23 @@ class ValidateFormat:
                 "attempts": prop.get("attempts", 0),
                 "parsed": prop.get("parsed", prop.get("patch") is not None),
             }
+            for key in ("parsed_calls", "revisions"):  # the repairer's own record
+                if prop.get(key) is not None:
+                    cand[key] = prop[key]
             candidates.append(cand)
             if prop.get("patch") is None:
                 cand["reason"] = f"no patch: {prop.get('error')}"
                 continue
             if inputs is None:
                 inputs = TrainingInputs(state["train"])
-            placeholder = placeholder_reason(prop["patch"]) or inputs.copied_reason(prop["patch"])
-            if placeholder:
-                cand["reason"] = placeholder
+            reason, new_spec = static_reason(spec, prop["patch"], inputs, records)
+            if new_spec is None:
+                cand["reason"] = reason
                 continue
             try:
-                new_spec = apply_patch(spec, prop["patch"])
                 compile_graph(new_spec, models=ctx.models)
             except (PatchError, SpecError) as exc:
                 cand["reason"] = str(exc)
-                continue
-            if new_spec.fingerprint == spec.fingerprint:
-                cand["reason"] = "the patch changes nothing"
-                continue
-            nonsense = sense_reason(spec, new_spec, prop["patch"], records)
-            if nonsense:
-                cand["reason"] = nonsense
                 continue
             dry = ctx.run_eval(
                 new_spec,
