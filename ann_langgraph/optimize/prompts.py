@@ -27,7 +27,9 @@ CRITIC_SYSTEM = (
     "content in the wrong form or format; extra text around the answer; an answer cut off at "
     "the token cap; no final answer at all. Quote one expected answer and one output as "
     "evidence. Blame at most three layers. Do not blame a layer for a failure its inputs "
-    "already contained."
+    "already contained. Say what goes wrong in words that hold for other inputs too (a step "
+    "skipped, a quantity misread, the answer not in the required form); do not re-solve the "
+    "examples."
 )
 
 REPAIR_SYSTEM = (
