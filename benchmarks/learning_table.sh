@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The learning table on the embedded model, a method at a time, carried over machines.
+#
+#   bash benchmarks/learning_table.sh [--dry-run] [SCRATCH_DIR] [TABLE ...]
+#
+# Each table (below) is an `evals.compare` folder under SCRATCH_DIR (default
+# /tmp/ann-learning-table), seeded from its record in benchmarks/results/<table>/ when there is
+# one. Methods run one at a time, in order; after each one that finishes, the folder is recorded
+# back into benchmarks/results/<table>/ (`python -m evals.record`: no benchmark text), so
+# committing that folder keeps the row when this machine is gone. A method already in the record
+# is reused, not run again; a killed method resumes from SCRATCH_DIR on the same machine. Run
+# it from the repository root with the venv active and ANN_DATA_DIR set (docs/benchmarks.md).
+# Two model-heavy jobs on two cores slow each other badly: run nothing else meanwhile.
+set -euo pipefail
+
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
+SCRATCH=${1:-/tmp/ann-learning-table}
+shift || true
+
+COMMON=(--model local --limit 40 --timeout 3600)
+declare -A ARGS METHODS
+# one-layer starters: one call per example, so a training run fits in a sitting on 2 cores
+ARGS[gsm8k-one-layer]="--benchmark gsm8k --spec graphs/gsm8k-one-layer.yaml --train-limit 24 --val-limit 24"
+METHODS[gsm8k-one-layer]="ann ann-trained io cot cot-sc dspy"
+ARGS[humaneval-one-layer]="--benchmark humaneval --spec graphs/humaneval-one-layer.yaml --train-limit 24 --val-limit 24"
+METHODS[humaneval-one-layer]="ann ann-trained io cot cot-sc dspy"
+ORDER=(gsm8k-one-layer humaneval-one-layer)
+if [ $# -gt 0 ]; then ORDER=("$@"); fi
+
+recorded() {  # is method $2 finished in record $1?
+  local summary="benchmarks/results/$1/methods/$2/summary.json"
+  [ -f "$summary" ] && grep -q '"status": "ok"' "$summary"
+}
+
+for table in "${ORDER[@]}"; do
+  if [ -z "${ARGS[$table]:-}" ]; then
+    echo "unknown table '$table' (known: ${!ARGS[*]})" >&2
+    exit 2
+  fi
+  out="$SCRATCH/$table"
+  mkdir -p "$out"
+  if [ -d "benchmarks/results/$table" ]; then cp -rn "benchmarks/results/$table/." "$out/"; fi
+  read -r -a args <<< "${ARGS[$table]}"
+  for method in ${METHODS[$table]}; do
+    if recorded "$table" "$method"; then
+      echo "== $table $method: in the record"
+      continue
+    fi
+    cmd=(python -m evals.compare "${COMMON[@]}" "${args[@]}" --methods "$method" --out "$out")
+    echo "== $(date -u +%FT%TZ) $table $method: ${cmd[*]}"
+    if [ "$DRY" = 1 ]; then continue; fi
+    if "${cmd[@]}"; then
+      python -m evals.record "$out" "benchmarks/results/$table"
+    else
+      echo "== $table $method failed (exit $?); the next method runs" >&2
+    fi
+  done
+done
