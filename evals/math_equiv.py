@@ -17,6 +17,9 @@ from fractions import Fraction
 
 from ann_langgraph.answers import extract_answer
 
+from .math_latex import normalize, normalize_parts
+from .math_symbolic import SYMBOLIC_TIMEOUT_S, close, sympy_equal
+
 __all__ = [
     "SYMBOLIC_TIMEOUT_S",
     "Verdict",
@@ -25,9 +28,6 @@ __all__ = [
     "last_boxed",
     "normalize",
 ]
-
-from .math_latex import normalize, normalize_parts
-from .math_symbolic import SYMBOLIC_TIMEOUT_S, close, sympy_equal
 
 
 def last_boxed(text: str | None) -> str | None:
