@@ -457,7 +457,7 @@ def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
     def respond(messages, **kw):
         if "global critic" in str(messages[0].content):
             return CRITIC
-        asked.append(str(messages[-1].content))
+        asked.append("\n".join(str(m.content) for m in messages))
         return _set_prompt(general if "rejected before testing" in asked[-1] else copying)
 
     optimizer = ScriptedChatModel(respond=respond, model_name="optimizer")
@@ -467,7 +467,11 @@ def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
     assert cand["patch"]["ops"][0]["prompt"] == general and cand["valid"] is True
     assert (cand["attempts"], cand["parsed_calls"]) == (2, 2)
     assert len(asked) == 2 and "copies training example 't0'" in asked[1]
-    assert copying in asked[1]  # the rejected edit is shown back
+    # asked afresh without the problems (or the copy): shown again, they get copied again
+    shown = "Take the number 1 and add exactly one to it."  # t1's input (t1 fails)
+    assert shown in asked[0] and shown not in asked[1]
+    assert "Input:" in asked[0] and "Input:" not in asked[1] and "Expected:" in asked[1]
+    assert "Your edit was:" not in asked[1]
     stats = learning_stats(result.history)
     assert (stats["structured_calls"], stats["structured_parsed"]) == (3, 3)  # critic + 2
 

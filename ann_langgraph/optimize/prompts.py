@@ -80,11 +80,16 @@ def example_evidence(
     *,
     chars: int,
     layer: str | None = None,
+    show_input: bool = True,
 ) -> str:
-    """One example: input, target, output, metric feedback, and per-layer steps (trimmed)."""
-    head = [
-        f"Example {result['id']} (score {result['score']:.2f})",
-        f"Input: {clip(str(result.get('input', '')), chars // 4)}",
+    """One example: input, target, output, metric feedback, and per-layer steps (trimmed).
+
+    Without ``show_input`` (a repairer that restated a problem, asked again) neither the input
+    nor the steps, which restate it, are shown: only how the answer failed."""
+    head = [f"Example {result['id']} (score {result['score']:.2f})"]
+    if show_input:
+        head.append(f"Input: {clip(str(result.get('input', '')), chars // 4)}")
+    head += [
         f"Expected: {clip(str(result.get('target', '')), chars // 8)}",
         f"Final output: {clip(str(result.get('output', '')), chars // 6)}",
     ]
@@ -99,7 +104,7 @@ def example_evidence(
             "Truncation: "
             + "; ".join(f"{r['layer']}/{r['agent_id']} {r['truncated']}" for r in cut[:3])
         )
-    steps = [r for r in records if layer is None or r["layer"] == layer]
+    steps = [r for r in records if show_input and (layer is None or r["layer"] == layer)]
     if steps:
         per_step = max(80, (chars // 2) // max(1, len(steps)))
         head.append("Steps:")
@@ -164,12 +169,20 @@ def repair_prompt(
     return "\n\n".join(parts)
 
 
-def revision_prompt(layer: str, patch: dict[str, Any], reason: str) -> str:
-    """Why the repairer's own patch was rejected before testing, and the ask to try again."""
-    return (
-        f"Your edit to layer '{layer}' was rejected before testing: {reason}.\n"
+def revision_prompt(
+    layer: str, patch: dict[str, Any], reason: str, *, show_patch: bool = True
+) -> str:
+    """Why the repairer's own patch was rejected before testing, and the ask to try again
+    (without the rejected edit when it restated an example: shown again, it is copied again)."""
+    shown = (
         f"Your edit was: {clip(json.dumps(patch.get('ops', []), ensure_ascii=False), 1200)}\n"
+        if show_patch
+        else ""
+    )
+    return (
+        f"Your edit to layer '{layer}' was rejected before testing: {reason}.\n{shown}"
         f"Propose a different edit to layer '{layer}' that fixes the reported failures and "
         "avoids this problem. A prompt must be a general instruction that helps on every "
-        "input of the task, not a restatement of one example."
+        "input of the task (how to work, what to check, what the answer must look like), not "
+        "a restatement of one example."
     )

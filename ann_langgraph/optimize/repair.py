@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from ..spec import GraphSpec
@@ -64,19 +64,23 @@ class LocalRepair:
                 for r in results
             ]
         demo_agents = _demo_agents(spec, layer, pool)
-        messages = [
-            SystemMessage(prompts.REPAIR_SYSTEM),
-            HumanMessage(
-                prompts.repair_prompt(
-                    spec,
-                    layer,
-                    gradient,
-                    evidence,
-                    momentum_summary(history),
-                    demos_available={a: len(pool[f"{layer}/{a}"]) for a in demo_agents},
-                )
-            ),
-        ]
+
+        def ask(shown: list[str]) -> list[BaseMessage]:
+            return [
+                SystemMessage(prompts.REPAIR_SYSTEM),
+                HumanMessage(
+                    prompts.repair_prompt(
+                        spec,
+                        layer,
+                        gradient,
+                        shown,
+                        momentum_summary(history),
+                        demos_available={a: len(pool[f"{layer}/{a}"]) for a in demo_agents},
+                    )
+                ),
+            ]
+
+        messages = ask(evidence)
         schema = layer_patch_schema(spec, layer, demo_agents=demo_agents, max_demos=cfg.max_demos)
         result = invoke_structured(
             ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
@@ -103,7 +107,14 @@ class LocalRepair:
             if reason is None:
                 break
             revisions.append(reason)
-            messages = [*messages, HumanMessage(prompts.revision_prompt(layer, patch, reason))]
+            copied = inputs.copied_reason(patch) is not None
+            if copied:  # ask afresh, shown only how answers failed, not the problems
+                per = max(300, layer_chars // max(1, len(results)))
+                messages = ask(
+                    [prompts.example_evidence(r, [], chars=per, show_input=False) for r in results]
+                )
+            note = prompts.revision_prompt(layer, patch, reason, show_patch=not copied)
+            messages = [*messages, HumanMessage(note)]
             again = invoke_structured(
                 ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
             )
