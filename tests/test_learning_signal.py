@@ -480,3 +480,22 @@ def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
     (cand,) = off.history[0]["candidates"]
     assert cand["valid"] is False and "copies training example" in cand["reason"]
     assert "revisions" not in cand and len(asked) == 1
+
+
+def test_a_layer_blamed_twice_keeps_each_distinct_reason_once(tmp_path):
+    same = "misreads the quantity asked for"
+    critic = {
+        "summary": "s",
+        "blame": [
+            {"layer": "solve", "reason": same},
+            {"layer": "solve", "reason": same},
+            {"layer": "solve", "reason": "skips the last step"},
+        ],
+    }
+    optimizer = ScriptedChatModel(
+        rules=[(r"global critic", critic), (r"repair one layer", _set_prompt("Add one."))],
+        model_name="optimizer",
+    )
+    result = _train(tmp_path, "twice", optimizer)
+    (blame,) = result.history[0]["gradient"]["blame"]
+    assert blame["reason"] == f"{same} skips the last step"

@@ -71,7 +71,9 @@ class GlobalCritic:
             by_layer: dict[str, dict[str, Any]] = {}
             for blame in value.get("blame", []):
                 if blame["layer"] in by_layer:  # one layer named twice: keep both reasons
-                    by_layer[blame["layer"]]["reason"] += " " + blame["reason"]
+                    kept = by_layer[blame["layer"]]
+                    if blame["reason"].strip() not in kept["reason"]:  # the 1.5B repeats itself
+                        kept["reason"] += " " + blame["reason"]
                 elif len(by_layer) < cfg.max_blamed_layers:
                     by_layer[blame["layer"]] = dict(blame)
             gradient["blame"] = list(by_layer.values())
