@@ -436,3 +436,30 @@ def test_report_says_how_many_prompt_tokens_the_server_processed(tmp_path):
         if line.startswith("- Prompt tokens:")
     )
     assert f"{sent} sent, {sent - reused} processed" in line
+
+
+def test_progress_of_a_chunked_validation_counts_every_chunk():
+    """A candidate is validated in chunks (early rejection): the progress event's count and
+    mean cover the chunks before, not only the one running."""
+    from ann_langgraph.metrics import get_metric
+    from ann_langgraph.optimize.config import Budget, OptimizerConfig
+    from ann_langgraph.optimize.context import OptimizerContext
+
+    events: list[dict] = []
+    ctx = OptimizerContext(
+        cfg=OptimizerConfig(concurrency=1),
+        budget=Budget(),
+        metric=get_metric("numeric_match"),
+        models=ScriptedChatModel(default="Answer: 0", model_name="executor"),
+        opt_model=ScriptedChatModel(default="-", model_name="optimizer"),
+        opt_label="optimizer",
+        on_event=lambda kind, data: events.append({"kind": kind, **data}),
+    )
+    spec = make_spec([{"name": "solve", "agents": [agent("solver")]}])
+    rows = [{"id": f"x{i}", "input": "q", "target": 5} for i in range(2)]
+    ctx.run_eval(spec, rows, label="validating", scored_before=[1.0, 1.0], total=4)
+    seen = [(e["done"], e["total"], round(e["mean"], 3)) for e in events]
+    assert seen == [(3, 4, 0.667), (4, 4, 0.5)]
+    events.clear()
+    ctx.run_eval(spec, rows)  # no label: no events
+    assert events == []

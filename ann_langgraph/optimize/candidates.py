@@ -82,7 +82,7 @@ class EvaluateCandidates:
                     val[start : start + size],
                     label=f"validating candidate {index + 1}/{len(state['candidates'])} "
                     f"({cand['layer']})",
-                    done_before=len(scores),
+                    scored_before=list(scores.values()),
                     total=len(val),
                     ann_phase="validate",
                     ann_epoch=state["epoch"],

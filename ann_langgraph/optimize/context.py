@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,24 +47,24 @@ class OptimizerContext:
         examples: list[dict[str, Any]],
         *,
         label: str = "",
-        done_before: int = 0,
+        scored_before: Sequence[float] = (),
         total: int | None = None,
         **metadata: Any,
     ) -> EvalReport:
         """Evaluate ``spec``; with a ``label``, emit an ``evaluating`` event per finished
-        example (``done_before`` of ``total`` were scored by earlier calls of the same
-        evaluation), so a long validation shows progress instead of minutes of silence."""
+        example (``scored_before``: the scores earlier chunks of the same evaluation gave, of
+        ``total`` in all), so a long validation shows progress instead of minutes of silence."""
         on_result = None
         if label and self.on_event is not None:
-            scores: list[float] = []
-            of = total if total is not None else done_before + len(examples)
+            scores: list[float] = list(scored_before)
+            of = total if total is not None else len(scores) + len(examples)
 
             def on_result(result: Any) -> None:
                 scores.append(result.score)
                 self.emit(
                     "evaluating",
                     what=label,
-                    done=done_before + len(scores),
+                    done=len(scores),
                     total=of,
                     mean=sum(scores) / len(scores),
                 )
