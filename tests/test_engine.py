@@ -432,7 +432,9 @@ def _model(srv: LocalServer, **kw: Any) -> LocalChatModel:
 @local_model
 def test_engine_answers_with_usage_and_honours_the_cap(engine_server: LocalServer) -> None:
     assert engine_server.engine == "llama-server" and engine_server.slots == 2
-    out = _model(engine_server, max_tokens=6).invoke("Count from one to twenty in words.")
+    out = _model(engine_server, max_tokens=6, temperature=0.0).invoke(
+        "Count from one to twenty in words."
+    )
     assert out.usage_metadata is not None
     assert out.usage_metadata["input_tokens"] > 0
     assert 0 < out.usage_metadata["output_tokens"] <= 6
