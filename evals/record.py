@@ -7,12 +7,13 @@ are recorded as they finish::
     python -m evals.record /work/keep/compare-gsm8k benchmarks/results/gsm8k-qwen1.5b
 
 copies ``compare.md``/``compare.json`` and, per method, ``summary.json``, ``spec.yaml`` and
-``results.jsonl`` with each row's ``input`` and ``target`` removed (benchmark data is never
-committed; ids, scores, outputs and token counts stay). A training run adds ``best.yaml`` and
-``optimizer.json`` (its ``evals.optimizer_stats`` row: parse rate, prompt reuse), never its
-history or cache (they quote training examples). To carry on, copy the record to a new folder
-and pass it as ``evals.compare --out``: finished methods are reused (their keys still match)
-and the table, paired tests included, is rebuilt with the new rows.
+``results.jsonl`` with each row's ``input`` and ``target`` removed and its ``output`` cut to
+its last 200 characters, where the answer is (benchmark data is never committed, and a whole
+output restates its problem; ids, scores and token counts stay). A training run adds
+``best.yaml`` and ``optimizer.json`` (its ``evals.optimizer_stats`` row: parse rate, prompt
+reuse), never its history or cache (they quote training examples). To carry on, copy the
+record to a new folder and pass it as ``evals.compare --out``: finished methods are reused
+(their keys still match) and the table, paired tests included, is rebuilt with the new rows.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import typer
 from .optimizer_stats import run_stats
 from .report import read_jsonl, write_jsonl, write_text
 
-__all__ = ["DATA_FIELDS", "record_compare"]
+__all__ = ["DATA_FIELDS", "OUTPUT_TAIL", "record_compare"]
 
 # Fields of a results row that copy the benchmark's own data.
 DATA_FIELDS = ("input", "target")
@@ -35,8 +36,16 @@ DATA_FIELDS = ("input", "target")
 app = typer.Typer(add_completion=False)
 
 
+# An output keeps its end (where the answer is); the rest of it restates the problem.
+OUTPUT_TAIL = 200
+
+
 def _strip(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in DATA_FIELDS}
+    out = {k: v for k, v in row.items() if k not in DATA_FIELDS}
+    text = str(out.get("output") or "")
+    if len(text) > OUTPUT_TAIL:
+        out["output"] = "…" + text[-OUTPUT_TAIL:]
+    return out
 
 
 def record_compare(src: str | Path, dest: str | Path) -> list[str]:

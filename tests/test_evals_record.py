@@ -35,6 +35,7 @@ def test_a_record_drops_benchmark_text_and_a_later_run_carries_on_from_it(
         assert len(rows) == 4
         assert all("input" not in r and "target" not in r for r in rows)
         assert all({"id", "score", "output"} <= set(r) for r in rows)
+        assert all(len(r["output"]) <= 201 for r in rows)  # the end, where the answer is
     text = "\n".join(p.read_text() for p in record.rglob("*") if p.is_file())
     assert "What is" not in text  # no question of the benchmark anywhere in the record
     assert not (record / "methods" / "ann-trained" / "run").exists()
@@ -85,3 +86,13 @@ def test_a_json_that_is_not_saved_stats_is_refused(tmp_path):
     bad.write_text('{"runs": [{"run_dir": "x"}]}')
     result = CliRunner().invoke(stats_app, [str(bad)], env={"COLUMNS": "300"})
     assert result.exit_code != 0 and "lacks" in result.output
+
+
+def test_a_long_output_keeps_its_end_where_the_answer_is():
+    from evals.record import OUTPUT_TAIL, _strip
+
+    row = {"id": "a", "input": "q", "target": 3, "output": "x" * 500 + "Answer: 3", "score": 1.0}
+    kept = _strip(row)
+    assert set(kept) == {"id", "output", "score"}
+    assert kept["output"].endswith("Answer: 3") and len(kept["output"]) == OUTPUT_TAIL + 1
+    assert _strip({"id": "b", "output": "short"})["output"] == "short"
