@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Callable
 
-__all__ = ["extract_answer", "normalize_answer"]
+__all__ = ["braced_group", "extract_answer", "normalize_answer"]
 
 # A minus sign counts only when it is not a hyphen between words/numbers ("pages 10-20");
 # commas count only as thousands separators ("1,234"), not as list separators ("1,2,3").
@@ -81,6 +81,14 @@ def _boxed(text: str) -> str | None:
         if not rest:
             return None
         return rest[0].split("$")[0].strip() or None
+    found = braced_group(text, i)
+    return (found[0].strip() or None) if found else None
+
+
+def braced_group(text: str, i: int) -> tuple[str, int] | None:
+    """The balanced ``{...}`` group starting at ``text[i]``: (content, index after it)."""
+    if i >= len(text) or text[i] != "{":
+        return None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -88,7 +96,7 @@ def _boxed(text: str) -> str | None:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j].strip() or None
+                return text[i + 1 : j], j + 1
     return None
 
 

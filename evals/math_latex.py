@@ -7,24 +7,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ann_langgraph.answers import braced_group
+
 __all__ = ["Norm", "group", "normalize", "normalize_parts"]
 
 # -- brace helpers -------------------------------------------------------------------------
 
 
-def group(s: str, i: int) -> tuple[str, int] | None:
-    """The balanced ``{...}`` group starting at ``s[i]``: (content, index after it)."""
-    if i >= len(s) or s[i] != "{":
-        return None
-    depth = 0
-    for j in range(i, len(s)):
-        if s[j] == "{":
-            depth += 1
-        elif s[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return s[i + 1 : j], j + 1
-    return None
+group = braced_group  # the balanced ``{...}`` at ``s[i]``: (content, index after it)
 
 
 def _arg(s: str, i: int) -> tuple[str, int] | None:
