@@ -8,7 +8,8 @@
 # one. Methods run one at a time, in order; after each one that finishes, the folder is recorded
 # back into benchmarks/results/<table>/ (`python -m evals.record`: no benchmark text), so
 # committing that folder keeps the row when this machine is gone. A method already in the record
-# is reused, not run again; a killed method resumes from SCRATCH_DIR on the same machine. Run
+# with the same options is reused by evals.compare (seconds, no model call); changed options
+# (e.g. --val-limit) run it again; a killed method resumes from SCRATCH_DIR on the same machine. Run
 # it from the repository root with the venv active and ANN_DATA_DIR set (docs/benchmarks.md).
 # Two model-heavy jobs on two cores slow each other badly: run nothing else meanwhile.
 set -euo pipefail
@@ -28,11 +29,6 @@ METHODS[humaneval-one-layer]="ann ann-trained io cot cot-sc dspy"
 ORDER=(gsm8k-one-layer humaneval-one-layer)
 if [ $# -gt 0 ]; then ORDER=("$@"); fi
 
-recorded() {  # is method $2 finished in record $1?
-  local summary="benchmarks/results/$1/methods/$2/summary.json"
-  [ -f "$summary" ] && grep -q '"status": "ok"' "$summary"
-}
-
 for table in "${ORDER[@]}"; do
   if [ -z "${ARGS[$table]:-}" ]; then
     echo "unknown table '$table' (known: ${!ARGS[*]})" >&2
@@ -43,10 +39,6 @@ for table in "${ORDER[@]}"; do
   if [ -d "benchmarks/results/$table" ]; then cp -rn "benchmarks/results/$table/." "$out/"; fi
   read -r -a args <<< "${ARGS[$table]}"
   for method in ${METHODS[$table]}; do
-    if recorded "$table" "$method"; then
-      echo "== $table $method: in the record"
-      continue
-    fi
     cmd=(python -m evals.compare "${COMMON[@]}" "${args[@]}" --methods "$method" --out "$out")
     echo "== $(date -u +%FT%TZ) $table $method: ${cmd[*]}"
     if [ "$DRY" = 1 ]; then continue; fi
