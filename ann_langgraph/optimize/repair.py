@@ -13,7 +13,7 @@ from . import prompts
 from .context import OptimizerContext
 from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import layer_patch_schema, to_patch
-from .state import evidence_records
+from .state import add_usage, evidence_records
 from .structured import StructuredResult, invoke_structured
 from .validate import TrainingInputs, static_reason
 
@@ -95,7 +95,7 @@ class LocalRepair:
             "parsed_calls": int(result.value is not None),
             "source": "repairer",
         }
-        usage = dict(result.usage)
+        usage: dict[str, Any] = dict(result.usage)
         # The cheapest fix of a patch that cannot work: tell the repairer why and ask again
         # (the 1.5B model rewrote prompts into the one problem it was shown, step after step).
         inputs = TrainingInputs(payload["batch"]["results"])  # what the optimizer was shown
@@ -118,7 +118,7 @@ class LocalRepair:
             again = invoke_structured(
                 ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
             )
-            usage = {k: usage.get(k, 0) + v for k, v in again.usage.items()}
+            usage = add_usage(usage, again.usage)
             proposal["attempts"] += again.attempts
             proposal["parsed_calls"] += int(again.value is not None)
             new_patch, new_error = self._patch(again, pool, layer)
