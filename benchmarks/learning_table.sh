@@ -22,7 +22,7 @@ shift || true
 COMMON=(--model local --limit 40 --timeout 3600)
 declare -A ARGS METHODS
 # one-layer starters: one call per example, so a training run fits in a sitting on 2 cores
-ARGS[gsm8k-one-layer]="--benchmark gsm8k --spec graphs/gsm8k-one-layer.yaml --train-limit 24 --val-limit 24"
+ARGS[gsm8k-one-layer]="--benchmark gsm8k --spec graphs/gsm8k-one-layer.yaml --train-limit 24 --val-limit 40"
 METHODS[gsm8k-one-layer]="ann ann-trained io cot cot-sc dspy"
 ARGS[humaneval-one-layer]="--benchmark humaneval --spec graphs/humaneval-one-layer.yaml --train-limit 24 --val-limit 24"
 METHODS[humaneval-one-layer]="ann ann-trained io cot cot-sc dspy"
