@@ -431,6 +431,43 @@ def test_a_prompt_that_restates_a_training_example_is_rejected():
     assert copied_example_reason(_set_prompt("Add one."), train_rows) is None
 
 
+def test_a_prompt_that_retells_training_examples_in_its_own_words_is_rejected():
+    """The 1.5B repairer's step-2 prompt on GSM8K shares no 8-word run with any input but
+    names their people and numbers; general prompts naming one or two such details, and the
+    task's own format words every input shares, must pass."""
+    from ann_langgraph.optimize.validate import copied_example_reason
+
+    train_rows = [
+        {"id": "hats", "input": HARD_HATS},
+        {"id": "shoes", "input": "Tobias is buying shoes that cost $95. He has saved $15."},
+        {"id": "names", "input": "Samantha's last name has three fewer letters than Bobbie's."},
+    ]
+    retold = _set_prompt(
+        "Solve the problem step by step. What is the total number of hard hats remaining in "
+        "the truck after Carl took away 15 pink hard hats? How many driveways did Tobias "
+        "shovel? How many letters are in Samantha's last name?"
+    )
+    reason = copied_example_reason(retold, train_rows)
+    assert reason and "retells training examples 'hats', 'names', 'shoes'" in reason
+    assert "'Carl'" in reason and "'Tobias'" in reason
+    for fine in (
+        "If the problem gives prices (e.g. $15), add them up. Show each step. End with "
+        "'Answer: <number>'.",
+        "How many of each item are left? Subtract what is taken away, step by step, then "
+        "give the final number.",
+        "Carl-style problems: read carefully and answer with a number.",
+    ):
+        assert copied_example_reason(_set_prompt(fine), train_rows) is None, fine
+    # a word most inputs share is the task's format, not one problem's detail
+    quiz = [
+        {"id": f"q{i}", "input": f"Question {i}: which of Alpha, Beta? Choices: Gamma Delta"}
+        for i in range(4)
+    ]
+    common = _set_prompt("Read the Question and the Choices; pick Alpha, Beta, Gamma or Delta.")
+    assert copied_example_reason(common, quiz) is None
+    assert copied_example_reason(common, quiz[:1]) is not None  # one input: all its own
+
+
 def test_validation_rejects_a_copied_example_before_paying_for_it(tmp_path):
     """The candidate is invalid with the reason, and no dry run or validation call is made."""
     copying = opt_model(

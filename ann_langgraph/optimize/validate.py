@@ -85,21 +85,71 @@ def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-class TrainingInputs:
-    """The training inputs as runs of ``words`` words, built once per validation step."""
+# A prompt naming this many of the training inputs' own details (names, numbers) retells them.
+COPIED_DETAILS = 3
+_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
+_NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
+# Capitalised words that name nothing ("If Tobias ...", "How many ...", "Answer: 4").
+_STARTER_WORDS = (
+    "a an the if how what which who whom whose when where why each every all some any many "
+    "much most more one two three four five six seven eight nine ten there then this that "
+    "these those it its he she they we you i his her their our your my after before during "
+    "while since until at in on of for from to by with without into about over under between "
+    "and but or so yet also as because although though write read solve give find answer "
+    "use let think show step first second next last finally now here please do does did is "
+    "are was were be can could should would will must may might not no yes only even just "
+    "make keep always never"
+)
+_STARTERS = frozenset(_STARTER_WORDS.split())
 
-    def __init__(self, examples: list[dict[str, Any]], *, words: int = COPIED_WORDS) -> None:
+
+def _details(text: str) -> set[str]:
+    """The names and multi-digit numbers a text mentions: what makes one problem that problem.
+
+    Capitalised words count unless they are common openers ("If", "How"): GSM8K problems often
+    open with their protagonist ("Tobias is buying ...")."""
+    found = {m.group().replace(",", "") for m in _NUMBER.finditer(text)}
+    found = {n for n in found if len(n.replace(".", "")) >= 2}
+    found.update(m.group() for m in _NAME.finditer(text) if m.group().lower() not in _STARTERS)
+    return found
+
+
+class TrainingInputs:
+    """The training inputs as runs of ``words`` words and as their details, built once per
+    validation step."""
+
+    def __init__(
+        self,
+        examples: list[dict[str, Any]],
+        *,
+        words: int = COPIED_WORDS,
+        details: int = COPIED_DETAILS,
+    ) -> None:
         self.words = words
-        self.runs = [
-            (str(ex.get("id")), _shingles(str(ex.get("input", "")), words)) for ex in examples
-        ]
+        self.details = details
+        texts = [(str(ex.get("id")), str(ex.get("input", ""))) for ex in examples]
+        self.runs = [(example_id, _shingles(text, words)) for example_id, text in texts]
+        per_input = [(example_id, _details(text)) for example_id, text in texts]
+        # a detail most inputs share ("Answer", "Question") belongs to the task's format
+        counts: dict[str, int] = {}
+        for _, found in per_input:
+            for detail in found:
+                counts[detail] = counts.get(detail, 0) + 1
+        common = {d for d, c in counts.items() if len(texts) > 1 and c > len(texts) / 2}
+        self.owners: dict[str, list[str]] = {}
+        for example_id, found in per_input:
+            for detail in found - common:
+                self.owners.setdefault(detail, []).append(example_id)
 
     def copied_reason(self, patch: dict[str, Any]) -> str | None:
-        """Why a prompt or role the patch writes restates one training example, or ``None``."""
+        """Why a prompt or role the patch writes restates training examples, or ``None``.
+
+        Two signs: a run of ``words`` words from one input (a verbatim copy), or ``details``
+        of the inputs' own names and numbers (a retelling: the 1.5B repairer once wrote "What
+        is the total number of hard hats remaining after Carl took away 15 pink hard hats? ...
+        How many driveways did Tobias shovel?", which shares no 8-word run with any input)."""
         for where, field, text in _texts(patch):
             mine = _shingles(text, self.words)
-            if not mine:
-                continue
             for example_id, theirs in self.runs:
                 shared = mine & theirs
                 if shared:
@@ -109,13 +159,23 @@ class TrainingInputs:
                         f"({self.words}+ words in a row, e.g. {quote!r}); an instruction must "
                         "hold for every input, not restate one"
                     )
+            named = sorted(d for d in _details(text) if d in self.owners)
+            if len(named) >= self.details:
+                examples = sorted({e for d in named for e in self.owners[d]})
+                shown = ", ".join(repr(e) for e in examples[:3])
+                more = f" and {len(examples) - 3} more" if len(examples) > 3 else ""
+                return (
+                    f"{where}: the {field} retells training examples {shown}{more} (it names "
+                    f"their details {', '.join(repr(d) for d in named)}); an instruction must "
+                    "hold for every input, not restate the ones shown"
+                )
         return None
 
 
 def copied_example_reason(
     patch: dict[str, Any], examples: list[dict[str, Any]], *, words: int = COPIED_WORDS
 ) -> str | None:
-    """Why a prompt or role the patch writes restates one training example, or ``None``.
+    """Why a prompt or role the patch writes restates training examples, or ``None``.
 
     Measured on the 1.5B model (GSM8K, step 1): both repairers rewrote an agent's prompt into
     the text of the one problem they were shown ("In a truck, there are 26 pink hard hats ...").
