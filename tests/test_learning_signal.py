@@ -489,11 +489,16 @@ def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
 
     general = "Add one to the number in the question. End with 'Answer: <number>'."
     copying = "Solve: What is 0 plus one? Take the number 0 and add exactly one to it."
+    retold = "It misread 'Take the number 1 and add exactly one to it' as a question."
+    critic = {
+        "summary": "Answers are wrong.",
+        "blame": [{"layer": "solve", "reason": f"The solver skips the last step. {retold}"}],
+    }
     asked: list[str] = []
 
     def respond(messages, **kw):
         if "global critic" in str(messages[0].content):
-            return CRITIC
+            return critic
         asked.append("\n".join(str(m.content) for m in messages))
         return _set_prompt(general if "rejected before testing" in asked[-1] else copying)
 
@@ -503,12 +508,14 @@ def test_the_repairer_revises_a_patch_that_restates_an_example(tmp_path):
     assert len(cand["revisions"]) == 1 and "copies training example 't0'" in cand["revisions"][0]
     assert cand["patch"]["ops"][0]["prompt"] == general and cand["valid"] is True
     assert (cand["attempts"], cand["parsed_calls"]) == (2, 2)
-    assert len(asked) == 2 and "copies training example 't0'" in asked[1]
-    # asked afresh without the problems (or the copy): shown again, they get copied again
-    shown = "Take the number 1 and add exactly one to it."  # t1's input (t1 fails)
+    assert len(asked) == 2 and "restated training problems" in asked[1]
+    # asked afresh without the problems (or the copy, or the rejection's quote of it, or the
+    # critique's sentence retelling one): shown again, they get copied again
+    shown = "Take the number 1 and add exactly one to it"  # t1's input (t1 fails)
     assert shown in asked[0] and shown not in asked[1]
     assert "Input:" in asked[0] and "Input:" not in asked[1] and "Expected:" in asked[1]
-    assert "Your edit was:" not in asked[1]
+    assert "Your edit was:" not in asked[1] and "exactly one to it" not in asked[1]
+    assert retold in asked[0] and "The solver skips the last step." in asked[1]
     stats = learning_stats(result.history)
     assert (stats["structured_calls"], stats["structured_parsed"]) == (3, 3)  # critic + 2
 

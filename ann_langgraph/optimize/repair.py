@@ -65,14 +65,14 @@ class LocalRepair:
             ]
         demo_agents = _demo_agents(spec, layer, pool)
 
-        def ask(shown: list[str]) -> list[BaseMessage]:
+        def ask(shown: list[str], critique: str) -> list[BaseMessage]:
             return [
                 SystemMessage(prompts.REPAIR_SYSTEM),
                 HumanMessage(
                     prompts.repair_prompt(
                         spec,
                         layer,
-                        gradient,
+                        critique,
                         shown,
                         momentum_summary(history),
                         demos_available={a: len(pool[f"{layer}/{a}"]) for a in demo_agents},
@@ -80,7 +80,7 @@ class LocalRepair:
                 ),
             ]
 
-        messages = ask(evidence)
+        messages = ask(evidence, gradient)
         schema = layer_patch_schema(spec, layer, demo_agents=demo_agents, max_demos=cfg.max_demos)
         result = invoke_structured(
             ctx.opt_model, schema, messages, config, retries=cfg.structured_retries
@@ -108,11 +108,20 @@ class LocalRepair:
                 break
             revisions.append(reason)
             copied = inputs.copied_reason(patch) is not None
-            if copied:  # ask afresh, shown only how answers failed, not the problems
+            if copied:
+                # ask afresh, shown how answers failed but not the problems: not the inputs,
+                # not the copy, not the critique's sentences that retell them (the 1.5B critic
+                # writes "John took away 4 pink hard hats ...", and the repairer copied that
+                # too), and not the rejection's quote
                 per = max(300, layer_chars // max(1, len(results)))
-                messages = ask(
-                    [prompts.example_evidence(r, [], chars=per, show_input=False) for r in results]
+                general = inputs.general_part(gradient) or (
+                    "(the critique retold the training problems; judge from the answers below)"
                 )
+                messages = ask(
+                    [prompts.example_evidence(r, [], chars=per, show_input=False) for r in results],
+                    general,
+                )
+                reason = "the prompt restated training problems (their wording, names or numbers)"
             note = prompts.revision_prompt(layer, patch, reason, show_patch=not copied)
             messages = [*messages, HumanMessage(note)]
             again = invoke_structured(

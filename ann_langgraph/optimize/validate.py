@@ -89,7 +89,7 @@ def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
 COPIED_DETAILS = 3
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 _NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
-# Capitalised words that name nothing ("If Tobias ...", "How many ...", "Answer: 4").
+# Common capitalised words: never a name ("How many ...", "Answer: 4", "return True").
 _STARTER_WORDS = (
     "a an the if how what which who whom whose when where why each every all some any many "
     "much most more one two three four five six seven eight nine ten there then this that "
@@ -98,16 +98,15 @@ _STARTER_WORDS = (
     "and but or so yet also as because although though write read solve give find answer "
     "use let think show step first second next last finally now here please do does did is "
     "are was were be can could should would will must may might not no yes only even just "
-    "make keep always never"
+    "make keep always never true false none null"
 )
 _STARTERS = frozenset(_STARTER_WORDS.split())
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def _details(text: str) -> set[str]:
-    """The names and multi-digit numbers a text mentions: what makes one problem that problem.
-
-    Capitalised words count unless they are common openers ("If", "How"): GSM8K problems often
-    open with their protagonist ("Tobias is buying ...")."""
+    """The multi-digit numbers and capitalised words (bar common ones) a text mentions: what
+    may make one problem that problem."""
     found = {m.group().replace(",", "") for m in _NUMBER.finditer(text)}
     found = {n for n in found if len(n.replace(".", "")) >= 2}
     found.update(m.group() for m in _NAME.finditer(text) if m.group().lower() not in _STARTERS)
@@ -129,17 +128,34 @@ class TrainingInputs:
         self.details = details
         texts = [(str(ex.get("id")), str(ex.get("input", ""))) for ex in examples]
         self.runs = [(example_id, _shingles(text, words)) for example_id, text in texts]
-        per_input = [(example_id, _details(text)) for example_id, text in texts]
-        # a detail most inputs share ("Answer", "Question") belongs to the task's format
+        # a capitalised word the inputs also write in lower case ("Given", "given") is a word,
+        # not a name ("Tobias", "Samantha" never are)
+        lower = {w for _, text in texts for w in re.findall(r"\b[a-z]{3,}\b", text)}
+        per_input = [
+            (example_id, {d for d in _details(text) if d.lower() not in lower})
+            for example_id, text in texts
+        ]
+        # a detail several inputs share ("Question", "April") belongs to the task, not one input
         counts: dict[str, int] = {}
         for _, found in per_input:
             for detail in found:
                 counts[detail] = counts.get(detail, 0) + 1
-        common = {d for d, c in counts.items() if len(texts) > 1 and c > len(texts) / 2}
+        common = {d for d, c in counts.items() if c >= 3 or (len(texts) > 1 and c > len(texts) / 2)}
         self.owners: dict[str, list[str]] = {}
         for example_id, found in per_input:
             for detail in found - common:
                 self.owners.setdefault(detail, []).append(example_id)
+
+    def general_part(self, text: str) -> str:
+        """The sentences of ``text`` that name no training input's details and copy none of
+        its wording: a critique the repairer can be shown without the problems it retells."""
+        kept = []
+        for sentence in _SENTENCE.split(text):
+            copies = any(_shingles(sentence, self.words) & theirs for _, theirs in self.runs)
+            names = any(d in self.owners for d in _details(sentence))
+            if sentence.strip() and not copies and not names:
+                kept.append(sentence.strip())
+        return " ".join(kept)
 
     def copied_reason(self, patch: dict[str, Any]) -> str | None:
         """Why a prompt or role the patch writes restates training examples, or ``None``.
