@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import random
+import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,33 @@ DATA_ENV = "ANN_DATA_DIR"
 Example = dict[str, Any]
 # (split, data dir) -> rows; the data dir is ``None`` only for ``needs_data_dir=False``
 Loader = Callable[[str, Any], list[Example]]
+
+
+def code_version() -> str:
+    """The code a measurement ran: the checkout's commit (``+dirty`` when tracked code differs
+    from it), else the installed version; so a recorded row says which optimizer produced it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != REPO_ROOT:
+            raise subprocess.SubprocessError("installed inside another repository")
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "ann_langgraph", "evals")
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"ann-langgraph {version('ann-langgraph')}"
+        except PackageNotFoundError:
+            return "unknown"
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -20,7 +20,7 @@ from ann_langgraph.metrics import Metric
 from ann_langgraph.models import ModelsArg, model_label
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
-from .base import Benchmark
+from .base import Benchmark, code_version
 from .baselines import BASELINES, baseline_spec
 from .compare_config import METHODS, CompareConfig
 from .report import RunSummary, summarize, write_jsonl, write_text
@@ -135,7 +135,7 @@ class MethodRunner:
             method=method,
             extra_metrics=self.extras,
             breakdown=self.bench.breakdown,
-            details=details,
+            details={**details, "code": code_version()},
         )
         folder = self.method_dir(method)
         write_jsonl(folder / "results.jsonl", rows)

@@ -19,6 +19,7 @@ import ann_langgraph as ann
 from ann_langgraph.cache import SQLiteLLMCache, current_sample
 from ann_langgraph.testing import ScriptedChatModel, tool_call_message
 from evals import Benchmark, register_benchmark
+from evals.base import code_version
 from evals.baselines import TOOL_VOTE, baseline_spec, cot_sc_spec, cot_spec, io_spec
 from evals.compare import CompareConfig, app, config_command, run_compare
 from evals.report import read_jsonl
@@ -224,6 +225,7 @@ def test_compare_runs_every_method_on_the_same_examples(tmp_path, scripted):
     assert by["cot"].breakdown["kind"]["even"].n == 2
     training = by["ann-trained"].details["training"]
     assert training["best_score"] == 1.0 and training["baseline_score"] == 0.0
+    assert all(s.details["code"] == code_version() for s in by.values())  # which code ran
     assert training["train_n"] == 4 and training["val_n"] == 2 and training["calls"] > 0
     trained_spec = ann.load_spec(out / "methods" / "ann-trained" / "spec.yaml")
     assert "EXPLICIT" in trained_spec.layer("solve").agents[0].prompt
@@ -430,6 +432,26 @@ def test_the_embedded_model_is_keyed_by_its_file(tmp_path, monkeypatch):
     tiny, capable = name_for("smollm2"), name_for("qwen2.5-coder-1.5b")
     assert tiny.startswith("local (") and "SmolLM2" in tiny
     assert "qwen2.5-coder-1.5b" in capable and tiny != capable
+
+
+def test_code_version_names_the_checkout_commit_or_else_the_installed_version(monkeypatch):
+    import subprocess
+
+    import evals.base
+
+    head = subprocess.run(
+        ["git", "-C", str(evals.base.REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    if head.returncode == 0:  # a checkout (CI clones one)
+        assert code_version().removesuffix("+dirty") == head.stdout.strip()
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(evals.base.subprocess, "run", no_git)
+    assert code_version().startswith("ann-langgraph ")
 
 
 def test_compare_takes_your_own_starting_spec(tmp_path, scripted):
