@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ class MethodRunner:
 
     def ann_trained(self) -> RunSummary:
         from ann_langgraph.optimize.graph import Budget, OptimizerConfig
-        from ann_langgraph.train import train
+        from ann_langgraph.train import RunDirError, train
 
         cfg = self.config
         start = self.starter()
@@ -240,29 +241,42 @@ class MethodRunner:
         train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
         run_dir = self.method_dir("ann-trained") / "run"
         model: Any = self.models if self.models is not None else cfg.model
-        result = train(
-            start,
-            train=train_rows,
-            val=val_rows,
-            metric=self.metric,
-            models=model,
-            optimizer_model=cfg.optimizer_model or model,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            run_dir=run_dir,
-            budget=Budget(
-                max_tokens=cfg.max_train_tokens,
-                max_calls=cfg.max_train_calls,
-                max_usd=cfg.max_train_usd,
-            ),
-            resume=(run_dir / "run.json").exists(),
-            cache=cfg.cache,
-            config=OptimizerConfig(
-                seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
-            ),
-            progress=self.progress,
-            executor=self.executor,
-        )
+
+        def run() -> Any:
+            return train(
+                start,
+                train=train_rows,
+                val=val_rows,
+                metric=self.metric,
+                models=model,
+                optimizer_model=cfg.optimizer_model or model,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                run_dir=run_dir,
+                budget=Budget(
+                    max_tokens=cfg.max_train_tokens,
+                    max_calls=cfg.max_train_calls,
+                    max_usd=cfg.max_train_usd,
+                ),
+                resume=(run_dir / "run.json").exists(),
+                cache=cfg.cache,
+                config=OptimizerConfig(
+                    seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
+                ),
+                progress=self.progress,
+                executor=self.executor,
+            )
+
+        try:
+            result = run()
+        except RunDirError as exc:
+            if not (run_dir / "run.json").exists():
+                raise
+            # a killed run of other options (e.g. --val-limit changed): keep it, start afresh
+            aside = run_dir.with_name(f"run.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+            run_dir.rename(aside)
+            self.console.print(f"[yellow]{exc}; moved it to {aside} and training afresh[/]")
+            result = run()
         usage = result.usage
         training = {
             "run_dir": str(run_dir),

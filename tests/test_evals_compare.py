@@ -434,6 +434,33 @@ def test_the_embedded_model_is_keyed_by_its_file(tmp_path, monkeypatch):
     assert "qwen2.5-coder-1.5b" in capable and tiny != capable
 
 
+def test_a_stale_training_run_of_other_options_is_kept_aside_and_training_restarts(
+    tmp_path, scripted
+):
+    """A killed ann-trained run left its run directory; the next command changes the options
+    (fewer validation rows), so the run cannot resume: it is moved aside, not an error row."""
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    config = _config(tmp_path, methods=["ann-trained"])
+    first = run_compare(config, out_dir=out, progress=False)
+    assert first.summaries[0].status == "ok"
+    method = out / "methods" / "ann-trained"
+    (method / "summary.json").unlink()  # as if killed after training, before its row
+    log = Console(file=io.StringIO(), width=300)
+    again = run_compare(
+        config.model_copy(update={"val_limit": 1}), out_dir=out, progress=False, console=log
+    )
+    (row,) = again.summaries
+    assert row.status == "ok", row.error
+    assert row.details["training"]["val_n"] == 1
+    (stale,) = method.glob("run.stale-*")
+    assert (
+        json.loads((stale / "run.json").read_text())["val"]
+        != json.loads((method / "run" / "run.json").read_text())["val"]
+    )
+    assert "cannot resume" in log.file.getvalue() and "training afresh" in log.file.getvalue()
+
+
 def test_code_version_names_the_checkout_commit_or_else_the_installed_version(monkeypatch):
     import subprocess
 
