@@ -11,7 +11,9 @@ copies ``compare.md``/``compare.json`` and, per method, ``summary.json``, ``spec
 its last 200 characters, where the answer is (benchmark data is never committed, and a whole
 output restates its problem; ids, scores and token counts stay). A training run adds
 ``best.yaml`` and ``optimizer.json`` (its ``evals.optimizer_stats`` row: parse rate, prompt
-reuse), never its history or cache (they quote training examples). To carry on, copy the
+reuse), never its history or cache (they quote training examples). A spec's demonstrations
+(training problems and the model's worked answers to them) keep only their ``source`` id and
+length: the committed spec shows what was learnt, not the data. To carry on, copy the
 record to a new folder and pass it as ``evals.compare --out``: finished methods are reused
 (their keys still match) and the table, paired tests included, is rebuilt with the new rows.
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .optimizer_stats import run_stats
 from .report import read_jsonl, write_jsonl, write_text
@@ -48,6 +52,21 @@ def _strip(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _spec_without_data(src: Path, dest: Path) -> None:
+    """Copy a spec with each demonstration's text replaced by where it came from."""
+    data = load_spec(src).model_dump(mode="json", exclude_none=True)
+    for layer in data.get("layers") or []:
+        for agent in layer.get("agents") or []:
+            for demo in agent.get("demos") or []:
+                where = demo.get("source") or "a training example"
+                for field in ("input", "output"):
+                    demo[field] = (
+                        f"[not recorded: {len(demo[field])} characters from {where}; "
+                        "benchmark text is never committed]"
+                    )
+    save_spec(GraphSpec.model_validate(data), dest)
+
+
 def record_compare(src: str | Path, dest: str | Path) -> list[str]:
     """Copy the finished rows of comparison folder ``src`` into ``dest``; return the methods.
 
@@ -69,12 +88,12 @@ def record_compare(src: str | Path, dest: str | Path) -> list[str]:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(summary_path, out / "summary.json")
         if (folder / "spec.yaml").is_file():
-            shutil.copyfile(folder / "spec.yaml", out / "spec.yaml")
+            _spec_without_data(folder / "spec.yaml", out / "spec.yaml")
         write_jsonl(out / "results.jsonl", [_strip(r) for r in read_jsonl(results)])
         run = folder / "run"
         if (run / "history.jsonl").is_file():
             if (run / "best.yaml").is_file():
-                shutil.copyfile(run / "best.yaml", out / "best.yaml")
+                _spec_without_data(run / "best.yaml", out / "best.yaml")
             stats = run_stats(run)
             stats["run_dir"] = f"{dest.name}/{folder.name}"
             write_text(out / "optimizer.json", json.dumps({"runs": [stats]}, indent=2) + "\n")

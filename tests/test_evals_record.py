@@ -96,3 +96,49 @@ def test_a_long_output_keeps_its_end_where_the_answer_is():
     assert set(kept) == {"id", "output", "score"}
     assert kept["output"].endswith("Answer: 3") and len(kept["output"]) == OUTPUT_TAIL + 1
     assert _strip({"id": "b", "output": "short"})["output"] == "short"
+
+
+def test_a_recorded_spec_keeps_its_demos_sources_not_their_text(tmp_path):
+    """A trained spec's demonstrations are training problems and worked answers: the record
+    keeps where each came from and how long it was, and the spec still loads."""
+    import ann_langgraph as ann
+
+    src = tmp_path / "cmp"
+    method = src / "methods" / "ann"
+    method.mkdir(parents=True)
+    (src / "compare.json").write_text("{}")
+    (src / "compare.md").write_text("# t\n")
+    (method / "summary.json").write_text('{"method": "ann", "status": "ok"}')
+    (method / "results.jsonl").write_text('{"id": "a", "score": 1.0, "output": "4"}\n')
+    spec = {
+        "name": "s",
+        "layers": [
+            {
+                "name": "solve",
+                "agents": [
+                    {
+                        "id": "solver",
+                        "role": "a solver",
+                        "prompt": "Solve the problem.",
+                        "demos": [
+                            {
+                                "input": "Tobias has 95 dollars.",
+                                "output": "95 - 15 = 80. Answer: 80",
+                                "source": "train:gsm8k-train-3",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    ann.save_spec(ann.GraphSpec.model_validate(spec), method / "spec.yaml")
+
+    assert record_compare(src, tmp_path / "rec") == ["ann"]
+    kept = tmp_path / "rec" / "methods" / "ann" / "spec.yaml"
+    text = kept.read_text()
+    assert "Tobias" not in text and "Answer: 80" not in text
+    (demo,) = ann.load_spec(kept).layer("solve").agents[0].demos
+    assert demo.source == "train:gsm8k-train-3"
+    assert demo.input.startswith("[not recorded: 22 characters from train:gsm8k-train-3")
+    assert ann.load_spec(kept).layer("solve").agents[0].prompt == "Solve the problem."
