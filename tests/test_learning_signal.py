@@ -450,6 +450,13 @@ def test_a_prompt_that_retells_training_examples_in_its_own_words_is_rejected():
     reason = copied_example_reason(retold, train_rows)
     assert reason and "retells training examples 'hats', 'names', 'shoes'" in reason
     assert "'Carl'" in reason and "'Tobias'" in reason
+    # its next prompt: two names only, but the hard-hats problem's own words
+    situation = _set_prompt(
+        "Solve the subtraction problem: John took away 4 pink hard hats and Carl took away "
+        "twice the number of pink hard hats John took away. How many green hard hats remain?"
+    )
+    reason = copied_example_reason(situation, train_rows)
+    assert reason and "retells training example 'hats'" in reason and "'pink'" in reason
     for fine in (
         "If the problem gives prices (e.g. $15), add them up. Show each step. End with "
         "'Answer: <number>'.",

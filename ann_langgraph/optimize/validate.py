@@ -87,6 +87,10 @@ def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
 
 # A prompt naming this many of the training inputs' own details (names, numbers) retells them.
 COPIED_DETAILS = 3
+# ... and one sharing this many words with one input that few other inputs use ("pink", "hats",
+# "truck") retells its situation.
+COPIED_TOPIC = 5
+_CONTENT = re.compile(r"[a-z]{4,}")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 _NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
 # Common capitalised words: never a name ("How many ...", "Answer: 4", "return True").
@@ -102,6 +106,20 @@ _STARTER_WORDS = (
 )
 _STARTERS = frozenset(_STARTER_WORDS.split())
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _content(text: str) -> set[str]:
+    return set(_CONTENT.findall(text.lower())) - _STARTERS
+
+
+def _common(found: list[set[str]]) -> set[str]:
+    """What several inputs share ("Question", "April", "number"): the task's, not one input's."""
+    counts: dict[str, int] = {}
+    for items in found:
+        for item in items:
+            counts[item] = counts.get(item, 0) + 1
+    n = len(found)
+    return {x for x, c in counts.items() if c >= 3 or (n > 1 and c > n / 2)}
 
 
 def _details(text: str) -> set[str]:
@@ -123,9 +141,11 @@ class TrainingInputs:
         *,
         words: int = COPIED_WORDS,
         details: int = COPIED_DETAILS,
+        topic_words: int = COPIED_TOPIC,
     ) -> None:
         self.words = words
         self.details = details
+        self.topic_words = topic_words
         texts = [(str(ex.get("id")), str(ex.get("input", ""))) for ex in examples]
         self.runs = [(example_id, _shingles(text, words)) for example_id, text in texts]
         # a capitalised word the inputs also write in lower case ("Given", "given") is a word,
@@ -135,16 +155,23 @@ class TrainingInputs:
             (example_id, {d for d in _details(text) if d.lower() not in lower})
             for example_id, text in texts
         ]
-        # a detail several inputs share ("Question", "April") belongs to the task, not one input
-        counts: dict[str, int] = {}
-        for _, found in per_input:
-            for detail in found:
-                counts[detail] = counts.get(detail, 0) + 1
-        common = {d for d, c in counts.items() if c >= 3 or (len(texts) > 1 and c > len(texts) / 2)}
+        common = _common([found for _, found in per_input])
         self.owners: dict[str, list[str]] = {}
         for example_id, found in per_input:
             for detail in found - common:
                 self.owners.setdefault(detail, []).append(example_id)
+        words_of = [(example_id, _content(text)) for example_id, text in texts]
+        common_words = _common([found for _, found in words_of])
+        self.topics = [(example_id, found - common_words) for example_id, found in words_of]
+
+    def _topic(self, text: str, at_least: int) -> tuple[str, list[str]] | None:
+        """The input whose own words ``text`` shares ``at_least`` of, and those words."""
+        mine = _content(text)
+        for example_id, theirs in self.topics:
+            shared = sorted(mine & theirs)
+            if len(shared) >= at_least:
+                return example_id, shared
+        return None
 
     def general_part(self, text: str) -> str:
         """The sentences of ``text`` that name no training input's details and copy none of
@@ -153,17 +180,21 @@ class TrainingInputs:
         for sentence in _SENTENCE.split(text):
             copies = any(_shingles(sentence, self.words) & theirs for _, theirs in self.runs)
             names = any(d in self.owners for d in _details(sentence))
-            if sentence.strip() and not copies and not names:
+            topic = self._topic(sentence, 2) is not None
+            if sentence.strip() and not copies and not names and not topic:
                 kept.append(sentence.strip())
         return " ".join(kept)
 
     def copied_reason(self, patch: dict[str, Any]) -> str | None:
         """Why a prompt or role the patch writes restates training examples, or ``None``.
 
-        Two signs: a run of ``words`` words from one input (a verbatim copy), or ``details``
-        of the inputs' own names and numbers (a retelling: the 1.5B repairer once wrote "What
-        is the total number of hard hats remaining after Carl took away 15 pink hard hats? ...
-        How many driveways did Tobias shovel?", which shares no 8-word run with any input)."""
+        Three signs: a run of ``words`` words from one input (a verbatim copy); ``details`` of
+        the inputs' own names and numbers (a retelling: the 1.5B repairer once wrote "What is
+        the total number of hard hats remaining after Carl took away 15 pink hard hats? ... How
+        many driveways did Tobias shovel?", which shares no 8-word run with any input); or
+        ``topic_words`` words of one input that few others use ("Solve the subtraction
+        problem: ... took away twice the number of pink hard hats ... How many green hard hats
+        remain?", its next prompt: two names only, but "pink", "hard", "hats", "green", "truck")."""
         for where, field, text in _texts(patch):
             mine = _shingles(text, self.words)
             for example_id, theirs in self.runs:
@@ -184,6 +215,14 @@ class TrainingInputs:
                     f"{where}: the {field} retells training examples {shown}{more} (it names "
                     f"their details {', '.join(repr(d) for d in named)}); an instruction must "
                     "hold for every input, not restate the ones shown"
+                )
+            topic = self._topic(text, self.topic_words)
+            if topic is not None:
+                owner, own_words = topic
+                return (
+                    f"{where}: the {field} retells training example {owner!r} (it uses "
+                    f"its own words {', '.join(repr(w) for w in own_words)}); an instruction must "
+                    "hold for every input, not restate one"
                 )
         return None
 
