@@ -33,6 +33,11 @@ def _dump(value: Any) -> Any:
     )
 
 
+def _demo_names(demos: list[Any]) -> list[str]:
+    """Demonstrations by where they came from (their text is long and may be training data)."""
+    return [d.source or f"demo {i + 1} ({len(d.input)} chars)" for i, d in enumerate(demos)]
+
+
 def _layer_changes(a: LayerSpec, b: LayerSpec) -> list[SpecChange]:
     out: list[SpecChange] = []
     for field in _LAYER_FIELDS:
@@ -60,6 +65,15 @@ def _layer_changes(a: LayerSpec, b: LayerSpec) -> list[SpecChange]:
                         kind="changed", path=f"{a.name}.{agent.id}.{field}", before=va, after=vb
                     )
                 )
+        if old.demos != agent.demos:
+            out.append(
+                SpecChange(
+                    kind="changed",
+                    path=f"{a.name}.{agent.id}.demos",
+                    before=_demo_names(old.demos),
+                    after=_demo_names(agent.demos),
+                )
+            )
     order_a = [x for x in (y.id for y in a.agents) if x in agents_b]
     order_b = [x for x in (y.id for y in b.agents) if x in agents_a]
     if order_a != order_b:

@@ -56,6 +56,23 @@ def test_diff_names_each_structural_change():
     assert "'parallel_vote' -> 'debate'" in text and "+New prompt." in text
 
 
+def test_diff_shows_demonstrations_by_source():
+    """The report's diff of an accepted set_demos patch said "no changes" (GSM8K, v0 -> v1)."""
+    old = ann.load_spec("graphs/math.yaml")
+    demos = [
+        {"input": "1+1?", "output": "2", "source": "train:t3"},
+        {"input": "2+2?", "output": "4"},
+    ]
+    new = ann.apply_patch(
+        old,
+        {"ops": [{"op": "set_demos", "layer": "solve", "agent": "solver_a", "demos": demos}]},
+    )
+    (change,) = diff_specs(old, new)
+    assert change.path == "solve.solver_a.demos" and change.before == []
+    assert change.after == ["train:t3", "demo 2 (4 chars)"]
+    assert "~ solve.solver_a.demos: [] -> ['train:t3', 'demo 2 (4 chars)']" in format_diff([change])
+
+
 def test_cli_patch_and_diff(tmp_path):
     patch = tmp_path / "p.json"
     patch.write_text(
