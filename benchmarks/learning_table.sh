@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/learning_table.sh [--dry-run] [SCRATCH_DIR] [TABLE ...]
 #
+# METHODS="io cot" in the environment runs only those methods of each table (default: all of
+# the table's methods, in the order below).
 # Each table (below) is an `evals.compare` folder under SCRATCH_DIR (default
 # /tmp/ann-learning-table), seeded from its record in benchmarks/results/<table>/ when there is
 # one. Methods run one at a time, in order; after each one that finishes, the folder is recorded
@@ -13,6 +15,8 @@
 # it from the repository root with the venv active and ANN_DATA_DIR set (docs/benchmarks.md).
 # Two model-heavy jobs on two cores slow each other badly: run nothing else meanwhile.
 set -euo pipefail
+ONLY_METHODS=${METHODS:-}
+unset METHODS
 
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
@@ -40,7 +44,7 @@ for table in "${ORDER[@]}"; do
   mkdir -p "$out"
   if [ -d "benchmarks/results/$table" ]; then cp -rn "benchmarks/results/$table/." "$out/"; fi
   read -r -a args <<< "${ARGS[$table]}"
-  for method in ${METHODS[$table]}; do
+  for method in ${ONLY_METHODS:-${METHODS[$table]}}; do
     cmd=(python -m evals.compare "${COMMON[@]}" "${args[@]}" --methods "$method" --out "$out")
     echo "== $(date -u +%FT%TZ) $table $method: ${cmd[*]}"
     if [ "$DRY" = 1 ]; then continue; fi
