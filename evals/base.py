@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import random
+import re
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ def code_version() -> str:
 
 class DataNotFoundError(FileNotFoundError):
     """A benchmark's data folder or file is missing; the message says where it looked."""
+
+
+_SPLIT_RANGE = re.compile(r"(?P<base>[\w-]+)\[(?P<start>\d*):(?P<stop>\d*)\]")
 
 
 class UnknownSplitError(ValueError):
@@ -165,21 +169,44 @@ class Benchmark:
     needs_data_dir: bool = True
 
     def split_name(self, split: str) -> str:
-        name = self.aliases.get(split, split)
+        """The canonical name of ``split``: aliases resolved, a row range kept (``dev[40:80]``)."""
+        name, rows = self.split_range(split)
+        return name if rows is None else f"{name}[{rows.start}:{rows.stop}]"
+
+    def split_range(self, split: str) -> tuple[str, range | None]:
+        """``split``'s base split and, for ``name[start:stop]``, the row positions it keeps.
+
+        A range lets validation come from rows of a split that evaluation does not use (say
+        ``dev[40:80]`` beside an evaluation of ``dev`` rows 0-39) without redefining the splits.
+        """
+        base, rows = split, None
+        match = _SPLIT_RANGE.fullmatch(split.strip())
+        if match is not None:
+            base = match["base"]
+            start, stop = int(match["start"] or 0), int(match["stop"] or 0) or None
+            if stop is not None and stop <= start:
+                raise UnknownSplitError(f"split {split!r}: the range is empty (start >= stop)")
+            rows = range(start, stop if stop is not None else 1 << 31)
+        name = self.aliases.get(base, base)
         if name not in self.splits:
             known = sorted({*self.splits, *self.aliases})
             raise UnknownSplitError(
-                f"benchmark {self.name!r} has no split {split!r} (known: {', '.join(known)})"
+                f"benchmark {self.name!r} has no split {split!r} (known: {', '.join(known)}; "
+                "a row range is written like dev[40:80])"
             )
-        return name
+        return name, rows
 
     def load(
         self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
     ) -> list[Example]:
-        """The split's examples in a fixed order; ``limit`` keeps the first ``limit``."""
+        """The split's examples in a fixed order; ``limit`` keeps the first ``limit``.
+
+        ``split`` may name a row range, ``dev[40:80]``: those positions of the split, then
+        ``limit``.
+        """
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
-        name = self.split_name(split)
+        name, positions = self.split_range(split)
         try:
             root: Path | None = resolve_data_dir(data_dir)
         except DataNotFoundError:
@@ -187,6 +214,10 @@ class Benchmark:
                 raise
             root = None
         rows = self.loader(name, root)
+        if positions is not None:
+            if positions.start >= len(rows):
+                raise UnknownSplitError(f"split {split!r}: {name!r} has only {len(rows)} rows")
+            rows = rows[positions.start : positions.stop]
         return rows if limit is None else rows[:limit]
 
     def metric(self) -> Metric:

@@ -118,7 +118,7 @@ def run_compare(
     summaries: list[RunSummary] = []
     facts = {
         "benchmark": f"{bench.name}: {bench.description}",
-        "split": f"{split} ({bench.splits.get(split, '')})",
+        "split": f"{split} ({bench.splits.get(bench.split_range(split)[0], '')})",
         "n": len(examples),
         "model": runner.model_name,
         "seed": config.seed,

@@ -208,8 +208,12 @@ class MethodRunner:
         )
         rows = self.bench.load(split, data_dir=cfg.data_dir, limit=limit)
         overlap = {str(r["id"]) for r in rows} & {str(ex["id"]) for ex in self.examples}
-        if overlap and self.bench.split_name(split) == self.split:
-            raise ValueError(f"the {which} split {split!r} is the evaluation split")
+        same_split = self.bench.split_range(split)[0] == self.bench.split_range(self.split)[0]
+        if overlap and same_split:
+            raise ValueError(
+                f"the {which} split {split!r} shares {len(overlap)} rows with the evaluation "
+                f"split {self.split!r} (a row range keeps them apart, e.g. dev[40:80])"
+            )
         if not rows:
             raise ValueError(f"the {which} split {split!r} has no examples")
         return rows

@@ -163,3 +163,43 @@ def test_missing_files_are_clear_errors(name, tmp_path):
 def test_limit_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         get_benchmark("gsm8k").load("dev", data_dir=tmp_path, limit=0)
+
+
+def _ten_row_bench() -> Benchmark:
+    return Benchmark(
+        name="ten-rows",
+        description="d",
+        spec="graphs/gsm8k.yaml",
+        answer_format="last_number",
+        splits={"dev": "ten rows"},
+        aliases={"test": "dev"},
+        loader=lambda split, data_dir: [
+            {"id": f"r{i}", "input": f"{i}+0", "target": str(i)} for i in range(10)
+        ],
+        metric_factory=numeric_match,
+        needs_data_dir=False,
+    )
+
+
+def test_a_split_row_range_keeps_those_positions_then_the_limit():
+    bench = _ten_row_bench()
+    assert [r["id"] for r in bench.load("dev[4:7]")] == ["r4", "r5", "r6"]
+    assert [r["id"] for r in bench.load("test[8:]")] == ["r8", "r9"]  # alias, open end
+    assert [r["id"] for r in bench.load("dev[:2]")] == ["r0", "r1"]
+    assert [r["id"] for r in bench.load("dev[3:9]", limit=2)] == ["r3", "r4"]
+    assert bench.split_name("test[4:7]") == "dev[4:7]"
+    assert bench.split_range("dev") == ("dev", None)
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        ("dev[5:5]", "the range is empty"),
+        ("dev[7:3]", "the range is empty"),
+        ("dev[10:12]", "has only 10 rows"),
+        ("nope[0:3]", r"has no split 'nope\[0:3\]'.*dev\[40:80\]"),
+    ],
+)
+def test_a_bad_split_row_range_is_a_clear_error(split, message):
+    with pytest.raises(UnknownSplitError, match=message):
+        _ten_row_bench().load(split)

@@ -505,3 +505,22 @@ def test_compare_takes_your_own_starting_spec(tmp_path, scripted):
         app, ["--benchmark", "toy-add", "--spec", str(tmp_path / "nope.yaml")]
     )
     assert missing.exit_code == 2 and "nope.yaml" in missing.output
+
+
+def test_validation_can_come_from_evaluation_rows_it_does_not_score(tmp_path, scripted):
+    # evaluation scores dev rows 0-1; validation may use dev rows 2-3, never 0-1
+    _toy(tmp_path)
+    apart = run_compare(
+        _config(tmp_path, limit=2, methods=["ann-trained"], val_split="dev[2:4]"),
+        out_dir=tmp_path / "apart",
+        progress=False,
+    ).summaries[0]
+    assert apart.status == "ok", apart.error
+    assert apart.details["training"]["val_n"] == 2 and apart.mean == 1.0
+    overlapping = run_compare(
+        _config(tmp_path, limit=2, methods=["ann-trained"], val_split="dev[1:3]"),
+        out_dir=tmp_path / "overlapping",
+        progress=False,
+    ).summaries[0]
+    assert overlapping.status == "error"
+    assert "shares 1 rows with the evaluation split 'dev'" in (overlapping.error or "")
