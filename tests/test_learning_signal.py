@@ -82,6 +82,10 @@ def test_truncation_reaches_the_feedback_and_the_critics_prompt(tmp_path):
         "Truncation: solve/solver output cut off at max_tokens=3 after 3 tokens"
         in (critic_prompts[0])
     )
+    # each step names its layer and agent in words: "[solve/solver, llm]" read to the 1.5B
+    # critic as a second layer called "llm"
+    assert "[layer solve, agent solver (output cut off" in critic_prompts[0]
+    assert ", llm]" not in critic_prompts[0] and ", llm (" not in critic_prompts[0]
     repair = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
     assert "output cut off at max_tokens=3" in repair
 
@@ -274,13 +278,13 @@ def _executor() -> ScriptedChatModel:
     return ScriptedChatModel(respond=respond, model_name="executor")
 
 
-def _train(tmp_path, name, optimizer, *, wordy=False, **cfg):
+def _train(tmp_path, name, optimizer, *, wordy=False, n_train=4, **cfg):
     cfg.setdefault("bootstrap_demos", False)
     spec = make_spec(
         [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.")]}],
         answer_format="last_number",
     )
-    rows = data(4, "t")
+    rows = data(n_train, "t")
     if wordy:  # inputs long enough for a prompt to copy
         for i, row in enumerate(rows):
             row["input"] += f" Take the number {i} and add exactly one to it."
@@ -550,3 +554,78 @@ def test_a_layer_blamed_twice_keeps_each_distinct_reason_once(tmp_path):
     result = _train(tmp_path, "twice", optimizer)
     (blame,) = result.history[0]["gradient"]["blame"]
     assert blame["reason"] == f"{same} skips the last step"
+
+
+def test_a_retelling_from_an_earlier_step_is_caught_and_not_passed_on(tmp_path):
+    """On GSM8K the 1.5B repairer's rejected hard-hats prompt, quoted by momentum, came back
+    verbatim in the next two steps, whose examples were other problems: the repairer's own
+    check knew only its batch, so validation threw the candidate away. Now every training input
+    counts, and momentum names such a prompt instead of quoting it."""
+    general = "Add one to the number in the question. End with 'Answer: <number>'."
+    asked: list[str] = []
+
+    def respond(messages, **kw):
+        text = "\n".join(str(m.content) for m in messages)
+        if "global critic" in str(messages[0].content):
+            asked.append(text)
+            return CRITIC
+        asked.append(text)
+        if "rejected before testing" in text:
+            return _set_prompt(general)
+        shown = set(re.findall(r"Example (t\d+)", text))
+        other = next(i for i in range(8) if f"t{i}" not in shown)  # a problem not shown
+        return _set_prompt(f"Solve: What is {other} plus one? Take the number {other} and add.")
+
+    optimizer = ScriptedChatModel(respond=respond, model_name="optimizer")
+    result = _train(tmp_path, "earlier", optimizer, wordy=True, n_train=8)
+    steps = [row for row in result.history if not row["skipped"]]
+    assert len(steps) == 2
+    for row in steps:
+        (cand,) = row["candidates"]
+        # caught by the repairer itself (the copied problem was not in its batch), revised
+        assert len(cand.get("revisions", [])) == 1, cand
+        assert "copies training example" in cand["revisions"][0]
+        assert cand["patch"]["ops"][0]["prompt"] == general
+    # with no revisions the copy is invalid; the next step's critic and repairer read that in
+    # the history, but not the copy (neither the prompt nor the reason's quote of it)
+    asked.clear()
+    _train(tmp_path, "unrevised", optimizer, wordy=True, n_train=8, revisions=0)
+    later = [text.split("HISTORY OF EARLIER EDITS")[1] for text in asked if "HISTORY OF" in text]
+    assert later and all("INVALID set_prompt solve.solver" in text for text in later)
+    assert all("restated a training problem" in text for text in later)
+    assert not any("Take the number" in text or "plus one" in text for text in later)
+
+
+def test_momentum_names_a_retelling_instead_of_quoting_it():
+    from ann_langgraph.optimize.momentum import momentum_summary, smoothed_layer_gradient
+    from ann_langgraph.optimize.validate import TrainingInputs
+
+    inputs = TrainingInputs(
+        [{"id": "hats", "input": HARD_HATS}, {"id": "x", "input": "What is 2 plus one?"}]
+    )
+    retold = "Solve: John took away 4 pink hard hats and Carl took away twice as many green."
+    history = [
+        {
+            "epoch": 0,
+            "step": 0,
+            "candidates": [
+                {"valid": True, "before": 0.4, "val_score": 0.5, "patch": _set_prompt(retold)},
+                {"valid": True, "before": 0.4, "val_score": 0.3, "patch": _set_prompt("Be brief.")},
+            ],
+            "gradient": {
+                "blame": [
+                    {
+                        "layer": "solve",
+                        "reason": "Carl took away 4 pink hard hats, not 6. It skips the last step.",
+                    }
+                ]
+            },
+        }
+    ]
+    shown = momentum_summary(history, inputs=inputs)
+    assert "pink" not in shown and "prompt=(one that restated a training problem)" in shown
+    assert "prompt='Be brief.'" in shown and shown.count("REJECTED") == 2
+    assert "pink hard hats" in momentum_summary(history)  # without the inputs: quoted
+    smoothed = smoothed_layer_gradient(history, "solve", "now", beta=0.5, inputs=inputs)
+    assert smoothed == "(weight 1.00) now\n(weight 0.50, earlier) It skips the last step."
+    assert "pink" in smoothed_layer_gradient(history, "solve", "now", beta=0.5)

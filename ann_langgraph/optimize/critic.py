@@ -16,6 +16,7 @@ from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .state import OptimizerState, evidence_records
 from .structured import invoke_structured
+from .validate import training_inputs
 
 __all__ = ["GlobalCritic"]
 
@@ -51,7 +52,9 @@ class GlobalCritic:
                     spec,
                     fail_text,
                     pass_text,
-                    momentum_summary(state.get("history") or []),
+                    momentum_summary(
+                        state.get("history") or [], inputs=training_inputs(state["train"])
+                    ),
                     mean=state["batch"]["mean"],
                 )
             ),
@@ -101,7 +104,7 @@ class GlobalCritic:
         blame = (state.get("gradient") or {}).get("blame") or []
         if not blame:
             return "momentum"
-        keep = ("spec", "batch", "gradient", "history", "demo_pool")
+        keep = ("spec", "batch", "gradient", "history", "demo_pool", "train")
         sends = [
             Send("local_repair", {**{k: state.get(k) for k in keep}, "target": b}) for b in blame
         ]

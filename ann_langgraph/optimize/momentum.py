@@ -3,17 +3,22 @@ worked and never retry what was rejected."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .context import OptimizerContext
     from .state import OptimizerState
+    from .validate import TrainingInputs
 
 __all__ = ["Momentum", "describe_ops", "momentum_summary", "smoothed_layer_gradient"]
 
 
-def describe_ops(patch: dict[str, Any] | None, *, limit: int = 160) -> str:
-    """A compact, one-line description of a patch's ops."""
+def describe_ops(
+    patch: dict[str, Any] | None, *, limit: int = 160, hide: Callable[[str], bool] | None = None
+) -> str:
+    """A compact, one-line description of a patch's ops; a prompt or role ``hide`` flags is
+    named, not quoted."""
     if not patch:
         return "(no patch)"
     parts = []
@@ -24,6 +29,9 @@ def describe_ops(patch: dict[str, Any] | None, *, limit: int = 160) -> str:
         for key in ("prompt", "role", "aggregator", "tools", "param", "value"):
             if key in op:
                 text = str(op[key])
+                if hide is not None and key in ("prompt", "role") and hide(text):
+                    detail += f" {key}=(one that restated a training problem)"
+                    continue
                 detail += f" {key}={text[:limit] + ('…' if len(text) > limit else '')!r}"
         if kind == "add_agent":
             agent = op.get("agent") or {}
@@ -32,17 +40,28 @@ def describe_ops(patch: dict[str, Any] | None, *, limit: int = 160) -> str:
     return "; ".join(parts)
 
 
-def momentum_summary(history: list[dict[str, Any]], *, max_rows: int = 8) -> str:
-    """Earlier steps' proposals and outcomes, newest last: ACCEPTED, REJECTED or INVALID."""
+def momentum_summary(
+    history: list[dict[str, Any]], *, max_rows: int = 8, inputs: TrainingInputs | None = None
+) -> str:
+    """Earlier steps' proposals and outcomes, newest last: ACCEPTED, REJECTED or INVALID.
+
+    With the training ``inputs``, a prompt that restated one of them is named, not quoted: the
+    1.5B critic and repairer copied a rejected "Solve the subtraction problem: John took away 4
+    pink hard hats ..." from here into every later step, whatever that step's examples were.
+    """
+    hide = inputs.retells if inputs is not None else None
     lines: list[str] = []
     for row in history:
         if row.get("skipped"):
             continue
         tag = f"epoch {row.get('epoch', 0) + 1} step {row.get('step', 0) + 1}"
         for cand in row.get("candidates", []):
-            ops = describe_ops(cand.get("patch"))
+            ops = describe_ops(cand.get("patch"), hide=hide)
             if not cand.get("valid"):
-                lines.append(f"{tag}: INVALID {ops} ({str(cand.get('reason', ''))[:120]})")
+                reason = str(cand.get("reason", ""))
+                if hide is not None and hide(reason):  # the copy check's reason quotes it
+                    reason = "it restated a training problem"
+                lines.append(f"{tag}: INVALID {ops} ({reason[:120]})")
             elif cand.get("accepted"):
                 lines.append(
                     f"{tag}: ACCEPTED {ops} (validation {cand.get('before', 0):.3f} -> "
@@ -61,11 +80,19 @@ def momentum_summary(history: list[dict[str, Any]], *, max_rows: int = 8) -> str
 
 
 def smoothed_layer_gradient(
-    history: list[dict[str, Any]], layer: str, current: str, *, beta: float, min_weight: float = 0.1
+    history: list[dict[str, Any]],
+    layer: str,
+    current: str,
+    *,
+    beta: float,
+    min_weight: float = 0.1,
+    inputs: TrainingInputs | None = None,
 ) -> str:
     """The layer's critique blended with its earlier critiques, weights decaying by ``beta``.
 
-    ``beta = 0`` keeps only the current critique; older critiques fade as ``beta**k``.
+    ``beta = 0`` keeps only the current critique; older critiques fade as ``beta**k``. With the
+    training ``inputs``, an earlier critique keeps only its sentences that retell no training
+    problem (those were about examples this step does not show).
     """
     parts = [f"(weight 1.00) {current}"]
     weight = 1.0
@@ -76,7 +103,11 @@ def smoothed_layer_gradient(
             weight *= beta
             if weight < min_weight:
                 return "\n".join(parts)
-            parts.append(f"(weight {weight:.2f}, earlier) {blame.get('reason', '')}")
+            reason = str(blame.get("reason", ""))
+            if inputs is not None:
+                reason = inputs.general_part(reason)
+            if reason:
+                parts.append(f"(weight {weight:.2f}, earlier) {reason}")
     return "\n".join(parts)
 
 

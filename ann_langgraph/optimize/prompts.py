@@ -110,9 +110,13 @@ def example_evidence(
         head.append("Steps:")
         for r in steps:
             out = r.get("error") or r.get("output") or ""
-            who = f"{r['layer']}/{r['agent_id']}"
+            # "layer X, agent Y": the 1.5B critic read "[solve/solver, llm]" as a layer "llm"
+            kind = r.get("kind", "llm")
+            who = f"layer {r['layer']}, agent {r['agent_id']}" + (
+                f", {kind}" if kind != "llm" else ""
+            )
             note = f" ({r['truncated']})" if r.get("truncated") else ""
-            head.append(f"  [{who}, {r.get('kind', 'llm')}{note}] {clip(str(out), per_step)}")
+            head.append(f"  [{who}{note}] {clip(str(out), per_step)}")
     return "\n".join(head)
 
 

@@ -15,7 +15,7 @@ from .momentum import momentum_summary, smoothed_layer_gradient
 from .schemas import layer_patch_schema, to_patch
 from .state import add_usage, evidence_records
 from .structured import StructuredResult, invoke_structured
-from .validate import TrainingInputs, static_reason
+from .validate import static_reason, training_inputs
 
 __all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for"]
 
@@ -45,7 +45,12 @@ class LocalRepair:
         layer = target["layer"]
         history = payload.get("history") or []
         pool = payload.get("demo_pool") or {}
-        smoothed = smoothed_layer_gradient(history, layer, target["reason"], beta=cfg.momentum_beta)
+        # every training input, not only this batch's: a retelling can come from momentum
+        # (a problem an earlier step showed), and validation checks against all of them
+        inputs = training_inputs(payload.get("train") or payload["batch"]["results"])
+        smoothed = smoothed_layer_gradient(
+            history, layer, target["reason"], beta=cfg.momentum_beta, inputs=inputs
+        )
         global_chars = int(cfg.evidence_chars * cfg.local_weight)
         layer_chars = cfg.evidence_chars - global_chars
         gradient = prompts.clip(
@@ -74,7 +79,7 @@ class LocalRepair:
                         layer,
                         critique,
                         shown,
-                        momentum_summary(history),
+                        momentum_summary(history, inputs=inputs),
                         demos_available={a: len(pool[f"{layer}/{a}"]) for a in demo_agents},
                     )
                 ),
@@ -98,7 +103,6 @@ class LocalRepair:
         usage: dict[str, Any] = dict(result.usage)
         # The cheapest fix of a patch that cannot work: tell the repairer why and ask again
         # (the 1.5B model rewrote prompts into the one problem it was shown, step after step).
-        inputs = TrainingInputs(payload["batch"]["results"])  # what the optimizer was shown
         revisions: list[str] = []
         for _ in range(cfg.revisions):
             if patch is None:

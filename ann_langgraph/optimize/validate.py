@@ -27,6 +27,7 @@ __all__ = [
     "placeholder_reason",
     "sense_reason",
     "static_reason",
+    "training_inputs",
 ]
 
 _PLACEHOLDER_WORDS = {
@@ -196,35 +197,65 @@ class TrainingInputs:
         problem: ... took away twice the number of pink hard hats ... How many green hard hats
         remain?", its next prompt: two names only, but "pink", "hard", "hats", "green", "truck")."""
         for where, field, text in _texts(patch):
-            mine = _shingles(text, self.words)
-            for example_id, theirs in self.runs:
-                shared = mine & theirs
-                if shared:
-                    quote = " ".join(next(iter(shared)))
-                    return (
-                        f"{where}: the {field} copies training example {example_id!r} "
-                        f"({self.words}+ words in a row, e.g. {quote!r}); an instruction must "
-                        "hold for every input, not restate one"
-                    )
-            named = sorted(d for d in _details(text) if d in self.owners)
-            if len(named) >= self.details:
-                examples = sorted({e for d in named for e in self.owners[d]})
-                shown = ", ".join(repr(e) for e in examples[:3])
-                more = f" and {len(examples) - 3} more" if len(examples) > 3 else ""
+            found = self._retelling(text)
+            if found is not None:
+                why, restate = found
                 return (
-                    f"{where}: the {field} retells training examples {shown}{more} (it names "
-                    f"their details {', '.join(repr(d) for d in named)}); an instruction must "
-                    "hold for every input, not restate the ones shown"
-                )
-            topic = self._topic(text, self.topic_words)
-            if topic is not None:
-                owner, own_words = topic
-                return (
-                    f"{where}: the {field} retells training example {owner!r} (it uses "
-                    f"its own words {', '.join(repr(w) for w in own_words)}); an instruction must "
-                    "hold for every input, not restate one"
+                    f"{where}: the {field} {why}; an instruction must hold for every input, "
+                    f"not restate {restate}"
                 )
         return None
+
+    def retells(self, text: str) -> bool:
+        """Whether ``text`` restates a training input (the signs of ``copied_reason``)."""
+        return self._retelling(text) is not None
+
+    def _retelling(self, text: str) -> tuple[str, str] | None:
+        """How ``text`` restates training inputs, and what it should not restate."""
+        mine = _shingles(text, self.words)
+        for example_id, theirs in self.runs:
+            shared = mine & theirs
+            if shared:
+                quote = " ".join(next(iter(shared)))
+                return (
+                    f"copies training example {example_id!r} ({self.words}+ words in a row, "
+                    f"e.g. {quote!r})",
+                    "one",
+                )
+        named = sorted(d for d in _details(text) if d in self.owners)
+        if len(named) >= self.details:
+            examples = sorted({e for d in named for e in self.owners[d]})
+            shown = ", ".join(repr(e) for e in examples[:3])
+            more = f" and {len(examples) - 3} more" if len(examples) > 3 else ""
+            return (
+                f"retells training examples {shown}{more} (it names their details "
+                f"{', '.join(repr(d) for d in named)})",
+                "the ones shown",
+            )
+        topic = self._topic(text, self.topic_words)
+        if topic is not None:
+            owner, own_words = topic
+            return (
+                f"retells training example {owner!r} (it uses its own words "
+                f"{', '.join(repr(w) for w in own_words)})",
+                "one",
+            )
+        return None
+
+
+_LAST_INPUTS: list[tuple[int, TrainingInputs]] = []
+
+
+def training_inputs(examples: list[dict[str, Any]]) -> TrainingInputs:
+    """``TrainingInputs(examples)``, reused while the examples stay the same (the critic, each
+    repairer and validation all check one step's text against the same training set)."""
+    key = hash(tuple((str(ex.get("id")), str(ex.get("input", ""))) for ex in examples))
+    for seen, inputs in _LAST_INPUTS:
+        if seen == key:
+            return inputs
+    inputs = TrainingInputs(examples)
+    _LAST_INPUTS[:] = [(key, inputs)]
+    return inputs
 
 
 def copied_example_reason(
@@ -380,7 +411,7 @@ class ValidateFormat:
                 cand["reason"] = f"no patch: {prop.get('error')}"
                 continue
             if inputs is None:
-                inputs = TrainingInputs(state["train"])
+                inputs = training_inputs(state["train"])
             reason, new_spec = static_reason(spec, prop["patch"], inputs, records)
             if new_spec is None:
                 cand["reason"] = reason
