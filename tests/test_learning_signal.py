@@ -629,3 +629,38 @@ def test_momentum_names_a_retelling_instead_of_quoting_it():
     smoothed = smoothed_layer_gradient(history, "solve", "now", beta=0.5, inputs=inputs)
     assert smoothed == "(weight 1.00) now\n(weight 0.50, earlier) It skips the last step."
     assert "pink" in smoothed_layer_gradient(history, "solve", "now", beta=0.5)
+
+
+def test_each_step_bootstraps_a_demo_set_not_yet_used_or_rejected():
+    """DSPy's random search tries several bootstrapped sets; here each step offers the next
+    one: never the set the agent already has, never demos of a set validation rejected."""
+    from ann_langgraph.optimize.repair import bootstrap_ops, tried_demos
+
+    pool = {
+        "solve/solver": [
+            {"source": f"train:t{i}", "input": f"What is {i} plus one?", "output": f"{i + 1}"}
+            for i in range(5)
+        ]
+    }
+    plain = make_spec([{"name": "solve", "agents": [agent("solver")]}])
+
+    def sources(spec, tried=None):
+        ops = bootstrap_ops(spec, pool, ["solve"], 3, tried=tried)
+        return [d["source"][6:] for d in ops[0]["demos"]] if ops else []
+
+    assert sources(plain) == ["t0", "t1", "t2"]  # the pool's first
+    first = ann.apply_patch(plain, {"ops": bootstrap_ops(plain, pool, ["solve"], 3)})
+    assert sources(first) == ["t3", "t4", "t0"]  # unused ones, filled up with its own
+    rejected = [
+        {
+            "candidates": [
+                {"accepted": False, "patch": {"ops": bootstrap_ops(first, pool, ["solve"], 3)}},
+                {"accepted": True, "patch": {"ops": [{"op": "set_demos", "demos": []}]}},
+            ]
+        }
+    ]
+    tried = tried_demos(rejected)
+    assert tried == {"solve/solver": {"train:t3", "train:t4", "train:t0"}}
+    assert sources(first, tried) == []  # nothing new is left: no candidate
+    assert sources(plain, tried) == ["t1", "t2"]  # without demos: the ones never rejected
+    assert sources(plain, {"solve/solver": {f"train:t{i}" for i in range(5)}}) == []

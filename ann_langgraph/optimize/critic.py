@@ -111,6 +111,11 @@ class GlobalCritic:
         layers = [b["layer"] for b in blame]
         cfg = self.ctx.cfg
         if cfg.bootstrap_demos and BootstrapDemos.wanted(state, layers, cfg.max_demos):
-            payload = {"spec": state["spec"], "demo_pool": state.get("demo_pool"), "layers": layers}
+            payload = {
+                "spec": state["spec"],
+                "demo_pool": state.get("demo_pool"),
+                "layers": layers,
+                "history": state.get("history"),
+            }
             sends.append(Send("bootstrap_demos", payload))
         return sends

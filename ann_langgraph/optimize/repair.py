@@ -17,7 +17,7 @@ from .state import add_usage, evidence_records
 from .structured import StructuredResult, invoke_structured
 from .validate import static_reason, training_inputs
 
-__all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for"]
+__all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for", "tried_demos"]
 
 
 def demos_for(
@@ -157,15 +157,46 @@ class LocalRepair:
         return patch.model_dump(mode="json"), None
 
 
+def tried_demos(history: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Per ``layer/agent``, the demo sources earlier steps proposed and validation rejected."""
+    tried: dict[str, set[str]] = {}
+    for row in history:
+        for cand in row.get("candidates") or []:
+            if cand.get("accepted") or not cand.get("patch"):
+                continue
+            for op in cand["patch"].get("ops") or []:
+                if op.get("op") == "set_demos":
+                    key = f"{op.get('layer')}/{op.get('agent')}"
+                    tried.setdefault(key, set()).update(
+                        str(d.get("source")) for d in op.get("demos") or []
+                    )
+    return tried
+
+
 def bootstrap_ops(
-    spec: GraphSpec, pool: Mapping[str, list[dict[str, Any]]] | None, layers: list[str], count: int
+    spec: GraphSpec,
+    pool: Mapping[str, list[dict[str, Any]]] | None,
+    layers: list[str],
+    count: int,
+    *,
+    tried: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``set_demos`` ops for the agents of ``layers`` whose pool demos differ from their own."""
+    """``set_demos`` ops for the agents of ``layers`` whose pool offers demos they lack.
+
+    The pool's first ``count`` that the agent neither has nor had rejected (``tried``), filled
+    up with its current ones: each step tries another set, as DSPy's random search over
+    bootstrapped demo sets does, and validation keeps a set only if it is better.
+    """
     ops: list[dict[str, Any]] = []
     for layer in layers:
         for agent in spec.layer(layer).agents:
-            demos = demos_for(pool, layer, agent.id, count)
-            if demos and demos != [d.model_dump(mode="json") for d in agent.demos]:
+            current = [d.model_dump(mode="json") for d in agent.demos]
+            rows = (pool or {}).get(f"{layer}/{agent.id}") or []
+            used = (tried or {}).get(f"{layer}/{agent.id}", set())
+            used = used | {str(d.get("source")) for d in current}
+            fresh = [dict(r) for r in rows if r.get("source") not in used][:count]
+            demos = fresh + current[: count - len(fresh)] if fresh else []
+            if demos and demos != current:
                 ops.append({"op": "set_demos", "layer": layer, "agent": agent.id, "demos": demos})
     return ops
 
@@ -180,7 +211,11 @@ class BootstrapDemos:
     def __call__(self, payload: Any) -> dict[str, Any]:
         spec = GraphSpec.model_validate(payload["spec"])
         ops = bootstrap_ops(
-            spec, payload.get("demo_pool"), payload["layers"], self.ctx.cfg.max_demos
+            spec,
+            payload.get("demo_pool"),
+            payload["layers"],
+            self.ctx.cfg.max_demos,
+            tried=tried_demos(payload.get("history") or []),
         )
         if not ops:
             return {}
@@ -203,4 +238,5 @@ class BootstrapDemos:
     def wanted(state: Mapping[str, Any], layers: list[str], max_demos: int) -> bool:
         """Whether a bootstrap candidate could differ from the current spec."""
         spec = GraphSpec.model_validate(state["spec"])
-        return bool(bootstrap_ops(spec, state.get("demo_pool"), layers, max_demos))
+        tried = tried_demos(state.get("history") or [])
+        return bool(bootstrap_ops(spec, state.get("demo_pool"), layers, max_demos, tried=tried))
