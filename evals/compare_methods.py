@@ -26,7 +26,7 @@ from .baselines import BASELINES, baseline_spec
 from .compare_config import METHODS, CompareConfig
 from .report import RunSummary, summarize, write_jsonl, write_text
 
-__all__ = ["MethodRunner", "error_text"]
+__all__ = ["MethodRunner", "dspy_concurrency", "error_text"]
 
 
 def _hash(data: Any) -> str:
@@ -37,6 +37,18 @@ def _hash(data: Any) -> str:
 def error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text if len(text) <= 2000 else text[:2000] + "...[truncated]"
+
+
+def dspy_concurrency(config: CompareConfig) -> int:
+    """DSPy's threads: ``--concurrency``, else the engine's slots on ``local`` (as the other
+    rows get), else 4."""
+    if config.concurrency:
+        return config.concurrency
+    if is_local_string(config.model):
+        from ann_langgraph.local.registry import planned_slots
+
+        return planned_slots()
+    return 4
 
 
 class MethodRunner:
@@ -328,7 +340,7 @@ class MethodRunner:
             metric=self.metric,
             optimizer=cfg.dspy_optimizer_for_model(),
             seed=cfg.seed,
-            concurrency=cfg.concurrency or (1 if is_local_string(cfg.model) else 4),
+            concurrency=dspy_concurrency(cfg),
             out_dir=self.method_dir("dspy"),
             progress=self.progress,
         )

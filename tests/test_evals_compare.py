@@ -416,6 +416,17 @@ def test_the_dspy_optimizer_defaults_to_one_the_model_can_run():
     assert "--dspy-optimizer" not in config_command(local, Path("out"))
 
 
+def test_dspy_gets_the_engines_slots_on_local_like_the_other_rows(monkeypatch):
+    from ann_langgraph.local import registry
+    from evals.compare_methods import dspy_concurrency
+
+    monkeypatch.setattr(registry, "planned_slots", lambda: 3)
+    assert dspy_concurrency(CompareConfig(benchmark="gsm8k", model="local")) == 3
+    assert dspy_concurrency(CompareConfig(benchmark="gsm8k", model="openai:gpt-4o-mini")) == 4
+    told = CompareConfig(benchmark="gsm8k", model="local", concurrency=2)
+    assert dspy_concurrency(told) == 2
+
+
 def test_the_embedded_model_is_keyed_by_its_file(tmp_path, monkeypatch):
     """'local' meant SmolLM2 until it meant the 1.5B model: a comparison folder must not reuse
     one's rows for the other, so runs on local strings are keyed and labelled by the GGUF."""
