@@ -664,3 +664,27 @@ def test_each_step_bootstraps_a_demo_set_not_yet_used_or_rejected():
     assert sources(first, tried) == []  # nothing new is left: no candidate
     assert sources(plain, tried) == ["t1", "t2"]  # without demos: the ones never rejected
     assert sources(plain, {"solve/solver": {f"train:t{i}" for i in range(5)}}) == []
+
+
+def test_a_prompt_the_history_rejected_is_not_paid_for_again(tmp_path):
+    """The 1.5B repairer proposed a rejected prompt word for word in the next step; it is
+    shown why and asked again, and validation refuses it before any validation call."""
+    from ann_langgraph.optimize.momentum import repeated_reason
+
+    result = _train(tmp_path, "again", _losing_optimizer(), n_train=8, early_rejection=False)
+    first, second = (row for row in result.history if not row["skipped"])
+    (rejected,) = first["candidates"]
+    assert rejected["valid"] and not rejected["accepted"] and "val_score" in rejected
+    (repeat,) = second["candidates"]
+    why = "op 0 (set_prompt): this same prompt was proposed at epoch 1 step 1 and rejected"
+    assert repeat["revisions"] == [f"{why}; propose a different one"]  # the repairer was told
+    assert repeat["valid"] is False and why in repeat["reason"]  # ... and repeated it anyway
+    assert "val_score" not in repeat  # never evaluated
+    # case and spacing do not make a prompt new; another agent's or an accepted one's may repeat
+    bad = _set_prompt("  bad ")
+    assert repeated_reason(bad, result.history) is not None
+    assert repeated_reason(_set_prompt("Add one, then answer."), result.history) is None
+    other = {"ops": [{**bad["ops"][0], "agent": "checker"}]}
+    assert repeated_reason(other, result.history) is None
+    accepted = [{"candidates": [{**rejected, "accepted": True}]}]
+    assert repeated_reason(_set_prompt("BAD"), accepted) is None

@@ -179,8 +179,10 @@ def test_harmful_patch_is_rolled_back_and_spec_unchanged(tmp_path):
     assert not (tmp_path / "run" / "spec.v1.yaml").exists()
     rows = result.history
     assert all(not r["decision"].get("accepted") for r in rows)
-    rejected = [c for r in rows for c in r["candidates"]]
-    assert rejected and all(c["valid"] and c["val_score"] == 0.0 for c in rejected)
+    first, *again = [c for r in rows for c in r["candidates"]]
+    assert first["valid"] and first["val_score"] == 0.0
+    # proposed again in a later step: refused before it costs a validation run
+    assert again and all(not c["valid"] and "this same prompt" in c["reason"] for c in again)
 
 
 @pytest.mark.parametrize("garbage", ["not json at all", {"unexpected": "shape"}])
@@ -210,7 +212,9 @@ def test_rejected_patch_is_visible_to_the_next_critic_and_repairer(tmp_path):
     run(tmp_path, opt)
     critic_calls = [c["text"] for c in opt.calls if "global critic" in c["text"]]
     repair_calls = [c["text"] for c in opt.calls if "repair one layer" in c["text"]]
-    assert len(critic_calls) == 2 and len(repair_calls) == 2
+    # step 2's repairer repeats the rejected prompt, is told so, and is asked once more
+    assert len(critic_calls) == 2 and len(repair_calls) == 3
+    assert "this same prompt was proposed at epoch 1 step 1" in repair_calls[2]
     assert "REJECTED" not in critic_calls[0]
     assert (
         "REJECTED set_prompt solve.solver" in critic_calls[1] and "do not retry" in critic_calls[1]

@@ -11,7 +11,48 @@ if TYPE_CHECKING:
     from .state import OptimizerState
     from .validate import TrainingInputs
 
-__all__ = ["Momentum", "describe_ops", "momentum_summary", "smoothed_layer_gradient"]
+__all__ = [
+    "Momentum",
+    "describe_ops",
+    "momentum_summary",
+    "repeated_reason",
+    "smoothed_layer_gradient",
+]
+
+_TEXT_OPS = {"set_prompt": "prompt", "set_role": "role"}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def repeated_reason(patch: dict[str, Any], history: list[dict[str, Any]]) -> str | None:
+    """Why the patch repeats a prompt or role an earlier step proposed and did not keep.
+
+    The history tells the repairer "do not retry", and the 1.5B repairer retried anyway: on
+    HumanEval it proposed one rejected prompt word for word again in the next step, whose
+    critique was about another problem, and paid a validation run for it.
+    """
+    for index, op in enumerate(patch.get("ops") or []):
+        field = _TEXT_OPS.get(str(op.get("op")))
+        if field is None or not isinstance(op.get(field), str):
+            continue
+        mine = (op.get("layer"), op.get("agent"), _norm(op[field]))
+        for row in history:
+            for cand in row.get("candidates") or []:
+                if cand.get("accepted"):
+                    continue
+                for old in (cand.get("patch") or {}).get("ops") or []:
+                    if old.get("op") != op.get("op") or not isinstance(old.get(field), str):
+                        continue
+                    if (old.get("layer"), old.get("agent"), _norm(old[field])) == mine:
+                        tag = f"epoch {row.get('epoch', 0) + 1} step {row.get('step', 0) + 1}"
+                        outcome = "invalid" if not cand.get("valid") else "rejected"
+                        return (
+                            f"op {index} ({op['op']}): this same {field} was proposed at {tag} "
+                            f"and {outcome}; propose a different one"
+                        )
+    return None
 
 
 def describe_ops(

@@ -107,7 +107,7 @@ class LocalRepair:
         for _ in range(cfg.revisions):
             if patch is None:
                 break  # nothing parsed: the structured retries already ran
-            reason, _spec = static_reason(spec, patch, inputs, records)
+            reason, _spec = static_reason(spec, patch, inputs, records, history=history)
             if reason is None:
                 break
             revisions.append(reason)

@@ -18,6 +18,7 @@ from ..compile import compile_graph
 from ..patch import PatchError, apply_patch
 from ..spec import GraphSpec, SpecError
 from .context import OptimizerContext
+from .momentum import repeated_reason
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = [
@@ -357,11 +358,17 @@ def static_reason(
     patch: dict[str, Any],
     inputs: TrainingInputs,
     records: list[dict[str, Any]] | None = None,
+    *,
+    history: list[dict[str, Any]] | None = None,
 ) -> tuple[str | None, GraphSpec | None]:
     """The checks that need no model call: (why the patch is rejected, None) or (None, the
     patched spec). Shared by format validation and by the repairer's revision of its own
     rejected patch."""
-    reason = placeholder_reason(patch) or inputs.copied_reason(patch)
+    reason = (
+        placeholder_reason(patch)
+        or inputs.copied_reason(patch)
+        or repeated_reason(patch, history or [])
+    )
     if reason:
         return reason, None
     try:
@@ -412,7 +419,9 @@ class ValidateFormat:
                 continue
             if inputs is None:
                 inputs = training_inputs(state["train"])
-            reason, new_spec = static_reason(spec, prop["patch"], inputs, records)
+            reason, new_spec = static_reason(
+                spec, prop["patch"], inputs, records, history=state.get("history") or []
+            )
             if new_spec is None:
                 cand["reason"] = reason
                 continue
