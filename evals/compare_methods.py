@@ -141,7 +141,16 @@ class MethodRunner:
             executor=self.executor,
         )
 
-    def finish(self, method: str, report: EvalReport, details: dict[str, Any]) -> RunSummary:
+    def finish(
+        self,
+        method: str,
+        report: EvalReport,
+        details: dict[str, Any],
+        *,
+        spec: GraphSpec | None = None,
+    ) -> RunSummary:
+        """Write the method's files, the spec with them: written when a run began, a record
+        taken meanwhile (``evals.record``) paired a new spec with the old results."""
         summary, rows = summarize(
             report,
             self.examples,
@@ -151,6 +160,8 @@ class MethodRunner:
             details={**details, "code": code_version()},
         )
         folder = self.method_dir(method)
+        if spec is not None:
+            save_spec(spec, folder / "spec.yaml")
         write_jsonl(folder / "results.jsonl", rows)
         write_text(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
         return summary
@@ -195,10 +206,12 @@ class MethodRunner:
         old = self.reusable(method, key)
         if old is not None:
             return old
-        save_spec(spec, self.method_dir(method) / "spec.yaml")
         report = self.evaluate_spec(spec, method)
         return self.finish(
-            method, report, {**details, "key": key, "spec_fingerprint": spec.fingerprint}
+            method,
+            report,
+            {**details, "key": key, "spec_fingerprint": spec.fingerprint},
+            spec=spec,
         )
 
     def ann(self) -> RunSummary:
@@ -309,7 +322,6 @@ class MethodRunner:
             "cost_usd": float(usage.get("cost_usd", 0.0)),
             "wall_time_s": result.wall_time_s,
         }
-        save_spec(result.best_spec, self.method_dir("ann-trained") / "spec.yaml")
         report = self.evaluate_spec(result.best_spec, "ann-trained")
         return self.finish(
             "ann-trained",
@@ -319,6 +331,7 @@ class MethodRunner:
                 "spec_fingerprint": result.best_spec.fingerprint,
                 "training": training,
             },
+            spec=result.best_spec,
         )
 
     def dspy(self) -> RunSummary:

@@ -142,3 +142,37 @@ def test_a_recorded_spec_keeps_its_demos_sources_not_their_text(tmp_path):
     assert demo.source == "train:gsm8k-train-3"
     assert demo.input.startswith("[not recorded: 22 characters from train:gsm8k-train-3")
     assert ann.load_spec(kept).layer("solve").agents[0].prompt == "Solve the problem."
+
+
+def test_a_method_being_run_again_keeps_its_spec_with_its_results(tmp_path, scripted):  # noqa: F811
+    """A method's spec is written with its results: recorded while a new run of it (another
+    spec) is under way, the record keeps the spec its results came from."""
+    import dataclasses
+
+    from evals import compare_methods, register_benchmark
+
+    bench = _toy(tmp_path)
+    out = tmp_path / "out"
+    run_compare(_config(tmp_path, methods=["cot"]), out_dir=out, progress=False)
+    spec_path = out / "methods" / "cot" / "spec.yaml"
+    before = spec_path.read_text()
+    # the baseline's spec changes (as a cap did), so cot runs again
+    register_benchmark(
+        dataclasses.replace(bench, instruction="End with 'Answer: <n>'."), replace=True
+    )
+    seen: list[str] = []
+    evaluate_spec = compare_methods.MethodRunner.evaluate_spec
+
+    def peek(self, spec, method):
+        seen.append(spec_path.read_text())
+        assert record_compare(out, tmp_path / "record") == ["cot"]  # a record taken meanwhile
+        return evaluate_spec(self, spec, method)
+
+    compare_methods.MethodRunner.evaluate_spec = peek  # type: ignore[method-assign]
+    try:
+        run_compare(_config(tmp_path, methods=["cot"]), out_dir=out, progress=False)
+    finally:
+        compare_methods.MethodRunner.evaluate_spec = evaluate_spec  # type: ignore[method-assign]
+    assert seen == [before]  # while it ran, the old spec stayed with the old results
+    assert (tmp_path / "record" / "methods" / "cot" / "spec.yaml").read_text() == before
+    assert "<n>" in spec_path.read_text()  # the new one, with the new results
