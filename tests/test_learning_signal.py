@@ -556,6 +556,31 @@ def test_a_layer_blamed_twice_keeps_each_distinct_reason_once(tmp_path):
     assert blame["reason"] == f"{same} skips the last step"
 
 
+def test_a_critic_repeating_one_sentence_is_kept_once(tmp_path):
+    """HumanEval step 3: the 1.5B critic wrote one sentence over and over until its cap."""
+    loop = "The function `check` does not handle the input. " * 12
+    critic = {
+        "summary": loop + "It fails.\nIt fails.",
+        "blame": [
+            {
+                "layer": "solve",
+                "reason": loop + "Check the edge cases! the FUNCTION `check` "
+                "does not handle the input.",
+            }
+        ],
+    }
+    optimizer = ScriptedChatModel(
+        rules=[(r"global critic", critic), (r"repair one layer", _set_prompt("Add one."))],
+        model_name="optimizer",
+    )
+    gradient = _train(tmp_path, "loop", optimizer).history[0]["gradient"]
+    once = "The function `check` does not handle the input."
+    assert gradient["summary"] == f"{once} It fails."
+    assert gradient["blame"][0]["reason"] == f"{once} Check the edge cases!"
+    repair = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
+    assert repair.count(once) <= 2  # the layer's critique and the overall pattern, not 24
+
+
 def test_a_retelling_from_an_earlier_step_is_caught_and_not_passed_on(tmp_path):
     """On GSM8K the 1.5B repairer's rejected hard-hats prompt, quoted by momentum, came back
     verbatim in the next two steps, whose examples were other problems: the repairer's own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -18,7 +19,23 @@ from .state import OptimizerState, evidence_records
 from .structured import invoke_structured
 from .validate import training_inputs
 
-__all__ = ["GlobalCritic"]
+__all__ = ["GlobalCritic", "without_repeats"]
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def without_repeats(text: str) -> str:
+    """``text`` with each sentence kept once: the 1.5B critic can repeat one sentence until its
+    cap ("The function `check` does not correctly handle the input ..." a dozen times), and
+    every repeat is prompt the repairer pays for and learns nothing from."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        key = " ".join(sentence.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence.strip())
+    return " ".join(kept)
 
 
 class GlobalCritic:
@@ -73,6 +90,7 @@ class GlobalCritic:
             value = result.value.model_dump(mode="json")
             by_layer: dict[str, dict[str, Any]] = {}
             for blame in value.get("blame", []):
+                blame = {**blame, "reason": without_repeats(blame["reason"])}
                 if blame["layer"] in by_layer:  # one layer named twice: keep both reasons
                     kept = by_layer[blame["layer"]]
                     if blame["reason"].strip() not in kept["reason"]:  # the 1.5B repeats itself
@@ -80,7 +98,7 @@ class GlobalCritic:
                 elif len(by_layer) < cfg.max_blamed_layers:
                     by_layer[blame["layer"]] = dict(blame)
             gradient["blame"] = list(by_layer.values())
-            gradient["summary"] = value.get("summary", "")
+            gradient["summary"] = without_repeats(value.get("summary", ""))
         if not gradient["blame"] and failing and cfg.fallback_blame:
             # A small critic often names no layer, or answers with no parseable tool call; the
             # metric's feedback still says what is wrong with the final answer.
