@@ -62,6 +62,7 @@ class DataNotFoundError(FileNotFoundError):
 
 
 _SPLIT_RANGE = re.compile(r"(?P<base>[\w-]+)\[(?P<start>\d*):(?P<stop>\d*)\]")
+_OPEN_END = 1 << 31  # ``dev[40:]``: to the split's end
 
 
 class UnknownSplitError(ValueError):
@@ -171,7 +172,9 @@ class Benchmark:
     def split_name(self, split: str) -> str:
         """The canonical name of ``split``: aliases resolved, a row range kept (``dev[40:80]``)."""
         name, rows = self.split_range(split)
-        return name if rows is None else f"{name}[{rows.start}:{rows.stop}]"
+        if rows is None:
+            return name
+        return f"{name}[{rows.start}:{'' if rows.stop == _OPEN_END else rows.stop}]"
 
     def split_range(self, split: str) -> tuple[str, range | None]:
         """``split``'s base split and, for ``name[start:stop]``, the row positions it keeps.
@@ -183,10 +186,11 @@ class Benchmark:
         match = _SPLIT_RANGE.fullmatch(split.strip())
         if match is not None:
             base = match["base"]
-            start, stop = int(match["start"] or 0), int(match["stop"] or 0) or None
-            if stop is not None and stop <= start:
+            start = int(match["start"] or 0)
+            stop = int(match["stop"]) if match["stop"] else _OPEN_END
+            if stop <= start:
                 raise UnknownSplitError(f"split {split!r}: the range is empty (start >= stop)")
-            rows = range(start, stop if stop is not None else 1 << 31)
+            rows = range(start, stop)
         name = self.aliases.get(base, base)
         if name not in self.splits:
             known = sorted({*self.splits, *self.aliases})

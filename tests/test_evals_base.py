@@ -188,6 +188,7 @@ def test_a_split_row_range_keeps_those_positions_then_the_limit():
     assert [r["id"] for r in bench.load("dev[:2]")] == ["r0", "r1"]
     assert [r["id"] for r in bench.load("dev[3:9]", limit=2)] == ["r3", "r4"]
     assert bench.split_name("test[4:7]") == "dev[4:7]"
+    assert bench.split_name("dev[8:]") == "dev[8:]" and bench.split_name("dev[:3]") == "dev[0:3]"
     assert bench.split_range("dev") == ("dev", None)
 
 
@@ -195,6 +196,7 @@ def test_a_split_row_range_keeps_those_positions_then_the_limit():
     ("split", "message"),
     [
         ("dev[5:5]", "the range is empty"),
+        ("dev[0:0]", "the range is empty"),
         ("dev[7:3]", "the range is empty"),
         ("dev[10:12]", "has only 10 rows"),
         ("nope[0:3]", r"has no split 'nope\[0:3\]'.*dev\[40:80\]"),
