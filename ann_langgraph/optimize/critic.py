@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -21,8 +20,6 @@ from .validate import training_inputs
 
 __all__ = ["GlobalCritic", "without_repeats"]
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
 
 def without_repeats(text: str) -> str:
     """``text`` with each sentence kept once: the 1.5B critic can repeat one sentence until its
@@ -30,7 +27,7 @@ def without_repeats(text: str) -> str:
     every repeat is prompt the repairer pays for and learns nothing from."""
     seen: set[str] = set()
     kept: list[str] = []
-    for sentence in _SENTENCE.split(text):
+    for sentence in prompts.sentences(text):
         key = " ".join(sentence.lower().split())
         if key and key not in seen:
             seen.add(key)

@@ -3,7 +3,7 @@ worked and never retry what was rejected."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ __all__ = [
     "momentum_summary",
     "repeated_reason",
     "smoothed_layer_gradient",
+    "unkept_ops",
 ]
 
 _TEXT_OPS = {"set_prompt": "prompt", "set_role": "role"}
@@ -24,6 +25,19 @@ _TEXT_OPS = {"set_prompt": "prompt", "set_role": "role"}
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def unkept_ops(
+    history: list[dict[str, Any]],
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Each op of each candidate the history did not keep: (``epoch E step S``, candidate, op)."""
+    for row in history:
+        tag = f"epoch {row.get('epoch', 0) + 1} step {row.get('step', 0) + 1}"
+        for cand in row.get("candidates") or []:
+            if cand.get("accepted"):
+                continue
+            for op in (cand.get("patch") or {}).get("ops") or []:
+                yield tag, cand, op
 
 
 def repeated_reason(patch: dict[str, Any], history: list[dict[str, Any]]) -> str | None:
@@ -37,21 +51,16 @@ def repeated_reason(patch: dict[str, Any], history: list[dict[str, Any]]) -> str
         field = _TEXT_OPS.get(str(op.get("op")))
         if field is None or not isinstance(op.get(field), str):
             continue
-        mine = (op.get("layer"), op.get("agent"), _norm(op[field]))
-        for row in history:
-            for cand in row.get("candidates") or []:
-                if cand.get("accepted"):
-                    continue
-                for old in (cand.get("patch") or {}).get("ops") or []:
-                    if old.get("op") != op.get("op") or not isinstance(old.get(field), str):
-                        continue
-                    if (old.get("layer"), old.get("agent"), _norm(old[field])) == mine:
-                        tag = f"epoch {row.get('epoch', 0) + 1} step {row.get('step', 0) + 1}"
-                        outcome = "invalid" if not cand.get("valid") else "rejected"
-                        return (
-                            f"op {index} ({op['op']}): this same {field} was proposed at {tag} "
-                            f"and {outcome}; propose a different one"
-                        )
+        mine = (op["op"], op.get("layer"), op.get("agent"), _norm(op[field]))
+        for tag, cand, old in unkept_ops(history):
+            if not isinstance(old.get(field), str):
+                continue
+            if (old.get("op"), old.get("layer"), old.get("agent"), _norm(old[field])) == mine:
+                outcome = "invalid" if not cand.get("valid") else "rejected"
+                return (
+                    f"op {index} ({op['op']}): this same {field} was proposed at {tag} "
+                    f"and {outcome}; propose a different one"
+                )
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..aggregators.registry import aggregator_descriptions
@@ -16,6 +17,7 @@ __all__ = [
     "example_evidence",
     "repair_prompt",
     "revision_prompt",
+    "sentences",
     "spec_outline",
 ]
 
@@ -44,6 +46,14 @@ REPAIR_SYSTEM = (
     "instruction for every input of the task: never copy the numbers, names or wording of "
     "one example into it."
 )
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after each ``.``, ``!`` or ``?`` and at line breaks (pieces may be empty)."""
+    return _SENTENCE.split(text)
 
 
 def clip(text: str, limit: int) -> str:

@@ -11,7 +11,7 @@ from langchain_core.runnables import RunnableConfig
 from ..spec import GraphSpec
 from . import prompts
 from .context import OptimizerContext
-from .momentum import momentum_summary, smoothed_layer_gradient
+from .momentum import momentum_summary, smoothed_layer_gradient, unkept_ops
 from .schemas import layer_patch_schema, to_patch
 from .state import add_usage, evidence_records
 from .structured import StructuredResult, invoke_structured
@@ -160,16 +160,10 @@ class LocalRepair:
 def tried_demos(history: list[dict[str, Any]]) -> dict[str, set[str]]:
     """Per ``layer/agent``, the demo sources earlier steps proposed and validation rejected."""
     tried: dict[str, set[str]] = {}
-    for row in history:
-        for cand in row.get("candidates") or []:
-            if cand.get("accepted") or not cand.get("patch"):
-                continue
-            for op in cand["patch"].get("ops") or []:
-                if op.get("op") == "set_demos":
-                    key = f"{op.get('layer')}/{op.get('agent')}"
-                    tried.setdefault(key, set()).update(
-                        str(d.get("source")) for d in op.get("demos") or []
-                    )
+    for _tag, _cand, op in unkept_ops(history):
+        if op.get("op") == "set_demos":
+            key = f"{op.get('layer')}/{op.get('agent')}"
+            tried.setdefault(key, set()).update(str(d.get("source")) for d in op.get("demos") or [])
     return tried
 
 

@@ -19,6 +19,7 @@ from ..patch import PatchError, apply_patch
 from ..spec import GraphSpec, SpecError
 from .context import OptimizerContext
 from .momentum import repeated_reason
+from .prompts import sentences
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = [
@@ -107,7 +108,6 @@ _STARTER_WORDS = (
     "make keep always never true false none null"
 )
 _STARTERS = frozenset(_STARTER_WORDS.split())
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def _content(text: str) -> set[str]:
@@ -179,7 +179,7 @@ class TrainingInputs:
         """The sentences of ``text`` that name no training input's details and copy none of
         its wording: a critique the repairer can be shown without the problems it retells."""
         kept = []
-        for sentence in _SENTENCE.split(text):
+        for sentence in sentences(text):
             copies = any(_shingles(sentence, self.words) & theirs for _, theirs in self.runs)
             names = any(d in self.owners for d in _details(sentence))
             topic = self._topic(sentence, 2) is not None
