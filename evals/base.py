@@ -62,7 +62,6 @@ class DataNotFoundError(FileNotFoundError):
 
 
 _SPLIT_RANGE = re.compile(r"(?P<base>[\w-]+)\[(?P<start>\d*):(?P<stop>\d*)\]")
-_OPEN_END = 1 << 31  # ``dev[40:]``: to the split's end
 
 
 class UnknownSplitError(ValueError):
@@ -174,9 +173,9 @@ class Benchmark:
         name, rows = self.split_range(split)
         if rows is None:
             return name
-        return f"{name}[{rows.start}:{'' if rows.stop == _OPEN_END else rows.stop}]"
+        return f"{name}[{rows.start}:{'' if rows.stop is None else rows.stop}]"
 
-    def split_range(self, split: str) -> tuple[str, range | None]:
+    def split_range(self, split: str) -> tuple[str, slice | None]:
         """``split``'s base split and, for ``name[start:stop]``, the row positions it keeps.
 
         A range lets validation come from rows of a split that evaluation does not use (say
@@ -187,10 +186,10 @@ class Benchmark:
         if match is not None:
             base = match["base"]
             start = int(match["start"] or 0)
-            stop = int(match["stop"]) if match["stop"] else _OPEN_END
-            if stop <= start:
+            stop = int(match["stop"]) if match["stop"] else None  # dev[40:]: to the end
+            if stop is not None and stop <= start:
                 raise UnknownSplitError(f"split {split!r}: the range is empty (start >= stop)")
-            rows = range(start, stop)
+            rows = slice(start, stop)
         name = self.aliases.get(base, base)
         if name not in self.splits:
             known = sorted({*self.splits, *self.aliases})
@@ -221,7 +220,7 @@ class Benchmark:
         if positions is not None:
             if positions.start >= len(rows):
                 raise UnknownSplitError(f"split {split!r}: {name!r} has only {len(rows)} rows")
-            rows = rows[positions.start : positions.stop]
+            rows = rows[positions]
         return rows if limit is None else rows[:limit]
 
     def metric(self) -> Metric:
