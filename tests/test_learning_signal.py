@@ -713,3 +713,28 @@ def test_a_prompt_the_history_rejected_is_not_paid_for_again(tmp_path):
     assert repeated_reason(other, result.history) is None
     accepted = [{"candidates": [{**rejected, "accepted": True}]}]
     assert repeated_reason(_set_prompt("BAD"), accepted) is None
+
+
+def test_static_checks_say_which_check_refused_the_patch():
+    """The repairer asks afresh without the problems only after a copy; every other refusal
+    shows it its patch (a repeat must not be treated as a copy, nor a copy as anything else)."""
+    from ann_langgraph.optimize.validate import TrainingInputs, static_reason
+
+    spec = _spec()
+    inputs = TrainingInputs([{"id": "hats", "input": HARD_HATS}])
+    rejected = {"candidates": [{"valid": True, "accepted": False, "patch": _set_prompt("Old.")}]}
+    history = [{"epoch": 1, "step": 1, **rejected}]
+    cases = {
+        "placeholder": _set_prompt("string"),
+        "copied": _set_prompt(HARD_HATS),
+        "repeated": _set_prompt("old."),
+        "apply": {"ops": [{"op": "remove_layer", "layer": "nowhere"}]},
+        "unchanged": _set_prompt(spec.layers[0].agents[0].prompt),
+        "sense": {"ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "debate"}]},
+    }
+    for check, patch in cases.items():
+        got = static_reason(spec, patch, inputs, history=history)
+        assert (got.check, got.spec) == (check, None) and got.reason, (check, got)
+    fine = static_reason(spec, _set_prompt("Count what is left, step by step."), inputs)
+    assert fine.reason is None and fine.check is None
+    assert fine.spec is not None and fine.spec.layers[0].agents[0].prompt.startswith("Count")

@@ -28,7 +28,7 @@ def without_repeats(text: str) -> str:
     seen: set[str] = set()
     kept: list[str] = []
     for sentence in prompts.sentences(text):
-        key = " ".join(sentence.lower().split())
+        key = prompts.normalized(sentence)
         if key and key not in seen:
             seen.add(key)
             kept.append(sentence.strip())
@@ -125,12 +125,7 @@ class GlobalCritic:
         ]
         layers = [b["layer"] for b in blame]
         cfg = self.ctx.cfg
-        if cfg.bootstrap_demos and BootstrapDemos.wanted(state, layers, cfg.max_demos):
-            payload = {
-                "spec": state["spec"],
-                "demo_pool": state.get("demo_pool"),
-                "layers": layers,
-                "history": state.get("history"),
-            }
-            sends.append(Send("bootstrap_demos", payload))
+        ops = BootstrapDemos.ops(state, layers, cfg.max_demos) if cfg.bootstrap_demos else []
+        if ops:
+            sends.append(Send("bootstrap_demos", {"ops": ops}))
         return sends

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .prompts import normalized
+
 if TYPE_CHECKING:
     from .context import OptimizerContext
     from .state import OptimizerState
@@ -21,10 +23,6 @@ __all__ = [
 ]
 
 _TEXT_OPS = {"set_prompt": "prompt", "set_role": "role"}
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def unkept_ops(
@@ -51,11 +49,11 @@ def repeated_reason(patch: dict[str, Any], history: list[dict[str, Any]]) -> str
         field = _TEXT_OPS.get(str(op.get("op")))
         if field is None or not isinstance(op.get(field), str):
             continue
-        mine = (op["op"], op.get("layer"), op.get("agent"), _norm(op[field]))
+        mine = (op["op"], op.get("layer"), op.get("agent"), normalized(op[field]))
         for tag, cand, old in unkept_ops(history):
             if not isinstance(old.get(field), str):
                 continue
-            if (old.get("op"), old.get("layer"), old.get("agent"), _norm(old[field])) == mine:
+            if (old.get("op"), old.get("layer"), old.get("agent"), normalized(old[field])) == mine:
                 outcome = "invalid" if not cand.get("valid") else "rejected"
                 return (
                     f"op {index} ({op['op']}): this same {field} was proposed at {tag} "

@@ -15,6 +15,7 @@ __all__ = [
     "clip",
     "critic_prompt",
     "example_evidence",
+    "normalized",
     "repair_prompt",
     "revision_prompt",
     "sentences",
@@ -54,6 +55,12 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 def sentences(text: str) -> list[str]:
     """``text`` cut after each ``.``, ``!`` or ``?`` and at line breaks (pieces may be empty)."""
     return _SENTENCE.split(text)
+
+
+def normalized(text: str) -> str:
+    """``text`` lower-cased with its whitespace collapsed: the key two texts are "the same" by
+    (a repeated critique sentence, a prompt proposed again)."""
+    return " ".join(text.lower().split())
 
 
 def clip(text: str, limit: int) -> str:

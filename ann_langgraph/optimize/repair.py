@@ -107,11 +107,11 @@ class LocalRepair:
         for _ in range(cfg.revisions):
             if patch is None:
                 break  # nothing parsed: the structured retries already ran
-            reason, _spec = static_reason(spec, patch, inputs, records, history=history)
+            reason, _spec, check = static_reason(spec, patch, inputs, records, history=history)
             if reason is None:
                 break
             revisions.append(reason)
-            copied = inputs.copied_reason(patch) is not None
+            copied = check == "copied"
             if copied:
                 # ask afresh, shown how answers failed but not the problems: not the inputs,
                 # not the copy, not the critique's sentences that retell them (the 1.5B critic
@@ -203,14 +203,10 @@ class BootstrapDemos:
         self.ctx = ctx
 
     def __call__(self, payload: Any) -> dict[str, Any]:
-        spec = GraphSpec.model_validate(payload["spec"])
-        ops = bootstrap_ops(
-            spec,
-            payload.get("demo_pool"),
-            payload["layers"],
-            self.ctx.cfg.max_demos,
-            tried=tried_demos(payload.get("history") or []),
-        )
+        if "ops" in payload:
+            ops = payload["ops"] or []
+        else:  # a task checkpointed before the route sent its ops (a run resumed across versions)
+            ops = self.ops(payload, payload.get("layers") or [], self.ctx.cfg.max_demos)
         if not ops:
             return {}
         layers = list(dict.fromkeys(op["layer"] for op in ops))
@@ -229,8 +225,9 @@ class BootstrapDemos:
         return {"proposals": [proposal]}
 
     @staticmethod
-    def wanted(state: Mapping[str, Any], layers: list[str], max_demos: int) -> bool:
-        """Whether a bootstrap candidate could differ from the current spec."""
+    def ops(state: Mapping[str, Any], layers: list[str], max_demos: int) -> list[dict[str, Any]]:
+        """The candidate's ``set_demos`` ops (none when no demo set could differ from the
+        current spec): the critic's route sends them, so this node only wraps them."""
         spec = GraphSpec.model_validate(state["spec"])
         tried = tried_demos(state.get("history") or [])
-        return bool(bootstrap_ops(spec, state.get("demo_pool"), layers, max_demos, tried=tried))
+        return bootstrap_ops(spec, state.get("demo_pool"), layers, max_demos, tried=tried)

@@ -11,7 +11,7 @@ test 0.46 -> 0.21). Format validation rejects it with a recorded reason instead.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from ..aggregators.registry import get_aggregator
 from ..compile import compile_graph
@@ -23,6 +23,7 @@ from .prompts import sentences
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = [
+    "StaticCheck",
     "TrainingInputs",
     "ValidateFormat",
     "copied_example_reason",
@@ -353,6 +354,16 @@ def sense_reason(
     return None
 
 
+class StaticCheck(NamedTuple):
+    """What :func:`static_reason` found: why the patch is rejected and by which check (the
+    repairer asks afresh, without the problems, only after a ``copied`` one), or the patched
+    spec."""
+
+    reason: str | None
+    spec: GraphSpec | None
+    check: Literal["placeholder", "copied", "repeated", "apply", "unchanged", "sense"] | None = None
+
+
 def static_reason(
     spec: GraphSpec,
     patch: dict[str, Any],
@@ -360,27 +371,25 @@ def static_reason(
     records: list[dict[str, Any]] | None = None,
     *,
     history: list[dict[str, Any]] | None = None,
-) -> tuple[str | None, GraphSpec | None]:
-    """The checks that need no model call: (why the patch is rejected, None) or (None, the
-    patched spec). Shared by format validation and by the repairer's revision of its own
-    rejected patch."""
-    reason = (
-        placeholder_reason(patch)
-        or inputs.copied_reason(patch)
-        or repeated_reason(patch, history or [])
-    )
-    if reason:
-        return reason, None
+) -> StaticCheck:
+    """The checks that need no model call: (why the patch is rejected, None, which check) or
+    (None, the patched spec, None). Shared by format validation and by the repairer's revision
+    of its own rejected patch."""
+    if reason := placeholder_reason(patch):
+        return StaticCheck(reason, None, "placeholder")
+    if reason := inputs.copied_reason(patch):
+        return StaticCheck(reason, None, "copied")
+    if reason := repeated_reason(patch, history or []):
+        return StaticCheck(reason, None, "repeated")
     try:
         new_spec = apply_patch(spec, patch)
     except (PatchError, SpecError) as exc:
-        return str(exc), None
+        return StaticCheck(str(exc), None, "apply")
     if new_spec.fingerprint == spec.fingerprint:
-        return "the patch changes nothing", None
-    nonsense = sense_reason(spec, new_spec, patch, records)
-    if nonsense:
-        return nonsense, None
-    return None, new_spec
+        return StaticCheck("the patch changes nothing", None, "unchanged")
+    if nonsense := sense_reason(spec, new_spec, patch, records):
+        return StaticCheck(nonsense, None, "sense")
+    return StaticCheck(None, new_spec)
 
 
 class ValidateFormat:
@@ -419,7 +428,7 @@ class ValidateFormat:
                 continue
             if inputs is None:
                 inputs = training_inputs(state["train"])
-            reason, new_spec = static_reason(
+            reason, new_spec, _check = static_reason(
                 spec, prop["patch"], inputs, records, history=state.get("history") or []
             )
             if new_spec is None:
