@@ -24,7 +24,9 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr
 
-__all__ = ["ScriptedCall", "ScriptedChatModel", "tool_call_message"]
+from .aggregators.base import BRIEF_SEPARATOR
+
+__all__ = ["ScriptedCall", "ScriptedChatModel", "agent_input", "agent_role", "tool_call_message"]
 
 Response = str | AIMessage | dict[str, Any] | BaseException | Callable[..., Any]
 
@@ -37,6 +39,27 @@ def tool_call_message(name: str, args: dict[str, Any], *, content: str = "") -> 
             {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
         ],
     )
+
+
+def _text(message: BaseMessage) -> str:
+    return message.content if isinstance(message.content, str) else json.dumps(message.content)
+
+
+def agent_role(messages: Sequence[BaseMessage]) -> str:
+    """The role an agent was called as (``You are <role>.``), in either prompt layout: first
+    in the system prompt, or, for a layer whose agents differ, after the input."""
+    last = _text(messages[-1]) if messages else ""
+    _head, sep, brief = last.rpartition(BRIEF_SEPARATOR)
+    text = brief if sep and brief.startswith("You are ") else _text(messages[0])
+    match = re.match(r"You are (.*?)\.(?:\s|$)", text)
+    return match.group(1) if match else ""
+
+
+def agent_input(messages: Sequence[BaseMessage]) -> str:
+    """The input an agent was given, without a context-first layout's trailing brief."""
+    last = _text(messages[-1]) if messages else ""
+    head, sep, brief = last.rpartition(BRIEF_SEPARATOR)
+    return head if sep and brief.startswith("You are ") else last
 
 
 class ScriptedCall(dict[str, Any]):

@@ -10,7 +10,7 @@ from langchain_core.tools import tool
 
 import ann_langgraph as ann
 from ann_langgraph.aggregators.registry import get_aggregator
-from ann_langgraph.testing import ScriptedChatModel, tool_call_message
+from ann_langgraph.testing import ScriptedChatModel, agent_role, tool_call_message
 
 from .conftest import agent, make_spec
 
@@ -232,9 +232,8 @@ def test_debate_runs_rounds_showing_peers_and_votes_on_the_last_round():
 
     def respond(messages, **kw):
         text = messages[-1].content
-        role = messages[0].content.split(".")[0]
         if "Other agents answered" not in text:
-            return {"You are Pro": "1", "You are Con": "2", "You are Ref": "3"}[role]
+            return {"Pro": "1", "Con": "2", "Ref": "3"}[agent_role(messages)]
         return "converged on 2"
 
     model = ScriptedChatModel(respond=respond)
@@ -264,7 +263,7 @@ def test_self_refine_revises_with_feedback_until_rounds_run_out():
     model = ScriptedChatModel(
         rules=[
             (r"You are Critic", "Missing units."),
-            (r"You are Writer.*Your previous draft", "draft v2+"),
+            (r"Your previous draft(.|\n)*You are Writer", "draft v2+"),
             (r"You are Writer", "draft v1"),
         ]
     )

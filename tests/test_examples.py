@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 import ann_langgraph as ann
-from ann_langgraph.testing import ScriptedChatModel
+from ann_langgraph.testing import ScriptedChatModel, agent_input, agent_role
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "examples" / "chat_app" / "app.py"
@@ -30,8 +30,8 @@ def solver_model() -> ScriptedChatModel:
     """Each agent answers with its role; the tally and the writer make the flow visible."""
 
     def respond(messages: list[Any], **_: Any) -> str:
-        role = str(messages[0].content).split(".")[0].removeprefix("You are ")
-        question = str(messages[-1].content).strip().splitlines()[-1]
+        role = agent_role(messages)
+        question = agent_input(messages).strip().splitlines()[-1]
         return f"[{role}] {question} Answer: 12"
 
     return ScriptedChatModel(respond=respond)
@@ -72,10 +72,10 @@ def test_math_goes_through_every_layer_of_the_spec(app_and_models):
     spec = ann.load_spec(APP.parent / "solver.yaml")
     assert reply.response_metadata["ann_fingerprint"] == spec.fingerprint
     # Two voters saw the question, then the writer saw the vote's winner (the first voter).
-    roles = [call["messages"][0].content.split(".")[0] for call in solver.calls]
-    assert sorted(roles[:2]) == ["You are a careful solver", "You are a quick calculator"]
-    assert roles[2] == "You are a friendly tutor"
-    assert all(call["messages"][-1].content == question for call in solver.calls[:2])
+    roles = [agent_role(call["messages"]) for call in solver.calls]
+    assert sorted(roles[:2]) == ["a careful solver", "a quick calculator"]
+    assert roles[2] == "a friendly tutor"
+    assert all(agent_input(call["messages"]) == question for call in solver.calls[:2])
     assert (
         reply.content == f"[a friendly tutor] [a careful solver] {question} Answer: 12 Answer: 12"
     )
@@ -90,7 +90,7 @@ def test_a_thread_keeps_the_conversation(app_and_models):
     assert [m.type for m in out["messages"]] == ["human", "ai", "human", "ai"]
     assert out["messages"][-1].name == "math-helper"
     # The spec read only the latest question, not the earlier small talk.
-    assert solver.calls[0]["messages"][-1].content == "What is 5 + 7?"
+    assert agent_input(solver.calls[0]["messages"]) == "What is 5 + 7?"
     assert len(chat.calls) == 1  # small talk went to the chat node once
     assert ann.extract_answer(out["messages"][-1].content, "last_number") == "12"
 

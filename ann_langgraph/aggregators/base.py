@@ -13,7 +13,16 @@ from ..cache import sample_scope
 from ..models import ModelResolver, llm_retry_policy
 from ..spec import AgentSpec, GraphSpec, LayerSpec
 
-__all__ = ["LayerContext", "LayerInput", "LayerOutput", "LayerState", "merge_dicts"]
+__all__ = [
+    "BRIEF_SEPARATOR",
+    "LayerContext",
+    "LayerInput",
+    "LayerOutput",
+    "LayerState",
+    "merge_dicts",
+]
+
+BRIEF_SEPARATOR = "\n\n---\n"  # between the input and the agent's brief (context-first layout)
 
 
 def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -65,6 +74,10 @@ class LayerContext:
             self.aggregator = self.layer.aggregator
         self._input_layers = self.spec.layer_inputs(self.index)
         self.fingerprint = self.spec.fingerprint
+        # Agents with different instructions share only the layer input: put it first, so the
+        # engine's prompt-prefix reuse serves it once to every agent (see ``messages``).
+        prompts = {self.system_prompt(a) for a in self.layer.agents}
+        self.context_first = len(prompts) > 1
 
     # -- prompts ----------------------------------------------------------------------
     def layer_input(self, state: LayerInput) -> str:
@@ -84,12 +97,34 @@ class LayerContext:
             head += f" Overall task: {self.spec.description}"
         return f"{head}\n\n{agent.prompt}"
 
+    def team_system_prompt(self) -> str:
+        """The system prompt every agent of a context-first layer shares."""
+        head = "You work in a team of agents; your own role and instruction follow the input."
+        if self.spec.description:
+            head += f" Overall task: {self.spec.description}"
+        return head
+
     def messages(self, agent: AgentSpec, user_text: str) -> list[BaseMessage]:
-        """System prompt, the agent's demonstrations as earlier turns, then the input."""
+        """System prompt, the agent's demonstrations as earlier turns, then the input.
+
+        When the layer's agents have different instructions, the layout is context-first: a
+        shared system prompt, then the input, then the agent's role and instruction. Prompts are
+        processed in order and a server reuses only a shared *prefix*, so this way the layer
+        input (often most of the prompt) is processed once for the whole team, not per agent.
+        When all agents share one instruction (one agent, or identical voters) the instruction
+        comes first, where it is shared across the inputs of an evaluation instead.
+        """
         shots: list[BaseMessage] = []
         for demo in agent.demos:
             shots += [HumanMessage(demo.input), AIMessage(demo.output)]
-        return [SystemMessage(self.system_prompt(agent)), *shots, HumanMessage(user_text)]
+        if not self.context_first:
+            return [SystemMessage(self.system_prompt(agent)), *shots, HumanMessage(user_text)]
+        brief = f"You are {agent.role}.\n{agent.prompt}"
+        return [
+            SystemMessage(self.team_system_prompt()),
+            *shots,
+            HumanMessage(f"{user_text}{BRIEF_SEPARATOR}{brief}"),
+        ]
 
     # -- calls ------------------------------------------------------------------------
     def metadata(self, agent_id: str, *, record: bool = False) -> dict[str, Any]:

@@ -54,6 +54,7 @@ def tool_loop(
     """Call the agent, run its tool calls, feed results back; at most ``max_tool_calls`` rounds."""
     by_name = {t.name: t for t in tools}
     model = ctx.models.for_agent(agent, tools=tools)
+    system, request = messages[0], message_text(messages[-1])
     transcript: list[str] = []
     reply = AIMessage(content="")
     for _ in range(ctx.layer.max_tool_calls):
@@ -72,11 +73,11 @@ def tool_loop(
             transcript.append(f"{call.get('name')}({json.dumps(call.get('args'))}) -> {result}")
     # Out of tool rounds (or none allowed): ask for a final answer without tools, as plain text,
     # so models whose chat template has no tool role still understand the transcript.
-    final_prompt = message_text(messages[1]) if len(messages) > 1 else ""
+    final_prompt = request
     if transcript:
         final_prompt += "\n\nTool results so far:\n" + "\n".join(transcript)
     final_prompt += "\n\nGive your final answer now, without calling tools."
-    final = ctx.call(agent, [messages[0], HumanMessage(final_prompt)], config)
+    final = ctx.call(agent, [system, HumanMessage(final_prompt)], config)
     return message_text(final)
 
 
