@@ -107,6 +107,19 @@ def test_slots_come_from_cores_memory_and_the_override(monkeypatch: pytest.Monke
         slots_module.default_slots()
 
 
+def test_the_engine_keeps_spare_slots_for_prompt_reuse_memory_allowing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(slots_module, "available_memory", lambda: 64 * 2**30)
+    assert slots_module.engine_slots(4, 8192) == 8  # two per served slot
+    # a quarter of 5 GiB holds two 512 MiB slots: one spare, never fewer than served
+    monkeypatch.setattr(slots_module, "available_memory", lambda: 5 * 2**30)
+    assert slots_module.engine_slots(1, 8192) == 2
+    assert slots_module.engine_slots(3, 8192) == 3
+    monkeypatch.setattr(slots_module, "available_memory", lambda: None)
+    assert slots_module.engine_slots(2) == 4
+
+
 def test_planned_slots_follow_the_engine_that_would_run(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -439,6 +452,14 @@ def test_engine_answers_with_usage_and_honours_the_cap(engine_server: LocalServe
     assert out.usage_metadata["input_tokens"] > 0
     assert 0 < out.usage_metadata["output_tokens"] <= 6
     assert out.response_metadata.get("finish_reason") == "length"
+
+
+@local_model
+def test_engine_keeps_spare_slots_but_serves_only_its_gate(engine_server: LocalServer) -> None:
+    with urllib.request.urlopen(engine_server.url + "/slots", timeout=10) as response:
+        slots = json.loads(response.read())
+    assert len(slots) == engine_server.engine_slots == 2 * engine_server.slots
+    assert engine_server.gate.slots == engine_server.slots == 2
 
 
 @local_model

@@ -46,7 +46,7 @@ from .launch import (
     probe_models,
     warn_fallback,
 )
-from .slots import DEFAULT_N_CTX, RequestGate, default_slots, env_threads
+from .slots import DEFAULT_N_CTX, RequestGate, default_slots, engine_slots, env_threads
 from .weights import cache_dir, find_gguf
 
 __all__ = ["ALIAS", "DEFAULT_N_CTX", "EngineFallbackWarning", "LocalServer"]
@@ -101,6 +101,7 @@ class LocalServer:
         self._may_fall_back = False
         self.slots = 1 if engine == "python" else (slots or default_slots(n_ctx))
         self.gate = RequestGate(self.slots)
+        self.engine_slots = engine_slots(self.slots, n_ctx)  # slots llama-server keeps
         self.start_seconds: float | None = None
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -231,7 +232,7 @@ class LocalServer:
     def _use_python(self) -> None:
         self.engine = "python"
         self.binary = None
-        self.slots = 1
+        self.slots = self.engine_slots = 1
         self.gate = RequestGate(1)
 
     def _started(self, began: float) -> None:
@@ -331,9 +332,10 @@ class LocalServer:
             "--host", self.host,
             "--port", str(self._port),
             "--alias", ALIAS,
-            # every slot gets the full n_ctx (the KV cache is split evenly among slots)
-            "--ctx-size", str(self.n_ctx * self.slots),
-            "--parallel", str(self.slots),
+            # every slot gets the full n_ctx (the KV cache is split evenly among slots); spare
+            # idle slots keep earlier prompts for prefix reuse (the gate serves ``slots``)
+            "--ctx-size", str(self.n_ctx * self.engine_slots),
+            "--parallel", str(self.engine_slots),
             "--no-kv-unified",
             "--threads", threads,
             "--threads-batch", threads,

@@ -20,6 +20,7 @@ __all__ = [
     "RequestGate",
     "available_memory",
     "default_slots",
+    "engine_slots",
     "env_threads",
 ]
 
@@ -46,6 +47,22 @@ def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
         per_slot = n_ctx * 64 * 1024
         slots = min(slots, max(1, available // (4 * per_slot)))  # KV at most a quarter of it
     return max(1, slots)
+
+
+def engine_slots(slots: int, n_ctx: int = DEFAULT_N_CTX) -> int:
+    """Slots the engine keeps: twice the ``slots`` it serves at once, memory allowing.
+
+    The request gate keeps ``slots`` requests in flight, so with only ``slots`` engine slots a
+    new request always lands in the one slot just freed, whatever prompt it holds. Idle spare
+    slots keep earlier prompts: the engine picks the slot holding the longest shared prefix
+    (the next agent of a team, the next tool round), and an idle slot costs memory, not compute.
+    """
+    total = 2 * slots
+    available = available_memory()
+    if available is not None:
+        per_slot = n_ctx * 64 * 1024
+        total = min(total, max(slots, available // (4 * per_slot)))
+    return max(slots, total)
 
 
 def available_memory() -> int | None:
