@@ -45,21 +45,25 @@ def _text(message: BaseMessage) -> str:
     return message.content if isinstance(message.content, str) else json.dumps(message.content)
 
 
+def _split_brief(messages: Sequence[BaseMessage]) -> tuple[str, str | None]:
+    """The last message as (input, trailing brief), the brief None outside context-first."""
+    last = _text(messages[-1]) if messages else ""
+    head, sep, brief = last.rpartition(BRIEF_SEPARATOR)
+    return (head, brief) if sep and brief.startswith("You are ") else (last, None)
+
+
 def agent_role(messages: Sequence[BaseMessage]) -> str:
     """The role an agent was called as (``You are <role>.``), in either prompt layout: first
     in the system prompt, or, for a layer whose agents differ, after the input."""
-    last = _text(messages[-1]) if messages else ""
-    _head, sep, brief = last.rpartition(BRIEF_SEPARATOR)
-    text = brief if sep and brief.startswith("You are ") else _text(messages[0])
+    _input, brief = _split_brief(messages)
+    text = brief if brief is not None else _text(messages[0])
     match = re.match(r"You are (.*?)\.(?:\s|$)", text)
     return match.group(1) if match else ""
 
 
 def agent_input(messages: Sequence[BaseMessage]) -> str:
     """The input an agent was given, without a context-first layout's trailing brief."""
-    last = _text(messages[-1]) if messages else ""
-    head, sep, brief = last.rpartition(BRIEF_SEPARATOR)
-    return head if sep and brief.startswith("You are ") else last
+    return _split_brief(messages)[0]
 
 
 class ScriptedCall(dict[str, Any]):
@@ -69,8 +73,7 @@ class ScriptedCall(dict[str, Any]):
 def _flatten(messages: Sequence[BaseMessage]) -> str:
     parts = []
     for m in messages:
-        content = m.content if isinstance(m.content, str) else json.dumps(m.content)
-        parts.append(f"{m.type}: {content}")
+        parts.append(f"{m.type}: {_text(m)}")
     return "\n".join(parts)
 
 

@@ -42,11 +42,16 @@ def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
     if chosen is not None:
         return chosen
     slots = min(_MAX_SLOTS, 2 * (os.cpu_count() or 1))
-    available = available_memory()
-    if available is not None:
-        per_slot = n_ctx * 64 * 1024
-        slots = min(slots, max(1, available // (4 * per_slot)))  # KV at most a quarter of it
+    fit = _slots_that_fit(n_ctx)
+    if fit is not None:
+        slots = min(slots, max(1, fit))
     return max(1, slots)
+
+
+def _slots_that_fit(n_ctx: int) -> int | None:
+    """Slots whose KV cache (budgeted at 64 KiB a token) fits in a quarter of free memory."""
+    available = available_memory()
+    return None if available is None else available // (4 * n_ctx * 64 * 1024)
 
 
 def engine_slots(slots: int, n_ctx: int = DEFAULT_N_CTX) -> int:
@@ -58,10 +63,9 @@ def engine_slots(slots: int, n_ctx: int = DEFAULT_N_CTX) -> int:
     (the next agent of a team, the next tool round), and an idle slot costs memory, not compute.
     """
     total = 2 * slots
-    available = available_memory()
-    if available is not None:
-        per_slot = n_ctx * 64 * 1024
-        total = min(total, max(slots, available // (4 * per_slot)))
+    fit = _slots_that_fit(n_ctx)
+    if fit is not None:
+        total = min(total, fit)
     return max(slots, total)
 
 
