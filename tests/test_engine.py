@@ -593,3 +593,48 @@ def _alive(pid: int) -> bool:
             return fh.read().rpartition(")")[2].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+def test_a_server_still_loading_is_not_handed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread asking for the server while another starts it waits for readiness: before, it
+    got the spawned, still-loading process and its requests met 503 "Loading model"."""
+    model_file = tmp_path / "m.gguf"
+    model_file.write_bytes(b"GGUF")
+    loaded = threading.Event()
+    handed: dict[str, float] = {}
+
+    def spawn(self: LocalServer, model_path: Path) -> None:
+        self._workdir = tmp_path
+        self._port = 1
+        self._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+    def wait_ready(self: LocalServer, deadline: float) -> None:
+        time.sleep(0.6)  # the model is loading
+        loaded.set()
+        handed["ready"] = time.monotonic()
+
+    monkeypatch.setattr(LocalServer, "_spawn", spawn)
+    monkeypatch.setattr(LocalServer, "_wait_ready", wait_ready)
+    monkeypatch.setattr(LocalServer, "_cleanup", lambda self: None)
+    monkeypatch.setattr(server_module, "check_server_runtime", lambda: None)
+    server = LocalServer(model_file, engine="python")
+    monkeypatch.setitem(registry_module._SERVERS, model_file.resolve(), server)
+    first = threading.Thread(target=registry_module.get_local_server, args=(model_file,))
+    first.start()
+    try:
+        deadline = time.monotonic() + 5
+        while server._proc is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server._proc is not None and not loaded.is_set()  # spawned, still loading
+        assert not server.is_running()
+        got = registry_module.get_local_server(model_file)
+        handed["second"] = time.monotonic()
+        assert got is server and loaded.is_set() and handed["second"] >= handed["ready"]
+        assert server.is_running()
+    finally:
+        first.join(10)
+        if server._proc is not None:
+            server._proc.kill()
+            server._proc.wait()

@@ -109,6 +109,10 @@ class LocalServer:
         self._port: int | None = None
         self._workdir: Path | None = None
         self._owner_pid = os.getpid()
+        # Set once the process answers: a thread that finds the process spawned but still
+        # loading must wait for ``start`` (which holds the lock), not send requests that the
+        # engine answers with 503 "Loading model" (two HumanEval rows were lost that way).
+        self._ready = False
 
     # -- properties
 
@@ -142,8 +146,9 @@ class LocalServer:
         return ALIAS
 
     def is_running(self) -> bool:
+        """True once the server has started, answered and its process is alive."""
         proc = self._proc
-        if proc is None:
+        if proc is None or not self._ready:
             return False
         if os.getpid() != self._owner_pid:  # forked child: not our child process to poll
             try:
@@ -236,6 +241,7 @@ class LocalServer:
         self.gate = RequestGate(1)
 
     def _started(self, began: float) -> None:
+        self._ready = True
         self.start_seconds = time.monotonic() - began
         with LIVE_LOCK:
             LIVE_SERVERS.add(self)
@@ -289,6 +295,7 @@ class LocalServer:
     # -- internals
 
     def _spawn(self, model_path: Path) -> None:
+        self._ready = False
         self._workdir = Path(tempfile.mkdtemp(prefix="ann-local-"))
         self._port = free_port(self.host)
         env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_OVERRIDES}
@@ -430,6 +437,7 @@ class LocalServer:
                 watchdog.wait(5)
 
     def _cleanup(self) -> None:
+        self._ready = False
         self._proc = self._watchdog = None
         self._port = None
         if self._workdir is not None:
