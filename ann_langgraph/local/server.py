@@ -295,7 +295,6 @@ class LocalServer:
     # -- internals
 
     def _spawn(self, model_path: Path) -> None:
-        self._ready = False
         self._workdir = Path(tempfile.mkdtemp(prefix="ann-local-"))
         self._port = free_port(self.host)
         env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_OVERRIDES}
