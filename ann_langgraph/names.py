@@ -27,6 +27,7 @@ BUILTIN_AGGREGATORS = (
     "debate",
     "self_refine",
     "dynamic",
+    "test_revise",
 )
 BUILTIN_TOOLS = ("calculator", "python")
 

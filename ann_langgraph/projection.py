@@ -23,6 +23,8 @@ def _layer_calls(layer: LayerSpec, aggregator: str | None = None) -> int:
         return n * layer.rounds
     if agg == "self_refine":
         return (layer.rounds + 1) + max(1, n - 1) * layer.rounds
+    if agg == "test_revise":
+        return 1 + layer.rounds
     if agg == "dynamic":
         return 1 + max(_layer_calls(layer, c) for c in layer.candidates or ["sequential_cot"])
     return n + (1 if agg == "parallel_vote" and layer.judge else 0)

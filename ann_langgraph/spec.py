@@ -215,7 +215,12 @@ class LayerSpec(_Base):
     )
     tools: list[str] = Field(default_factory=list, description="Registered tool names.")
     max_tool_calls: int = Field(default=3, ge=0, le=32)
-    rounds: int = Field(default=2, ge=1, le=10, description="Rounds for debate/self_refine.")
+    rounds: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Rounds for debate/self_refine; revisions for test_revise.",
+    )
     judge: AgentSpec | None = Field(default=None, description="Optional tie-breaker for votes.")
 
 

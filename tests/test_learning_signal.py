@@ -160,8 +160,18 @@ def test_sensible_versions_of_those_patches_pass():
             {"op": "set_aggregator", "layer": "solve", "aggregator": "tool_pipeline"},
         ]
     }
-    for patch in (vote, tools):
+    test_revise = {"ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "test_revise"}]}
+    for patch in (vote, tools, test_revise):
         assert sense_reason(before, ann.apply_patch(before, patch), patch) is None
+
+
+def test_test_revise_is_rejected_where_the_answer_is_not_code():
+    before = make_spec(
+        [{"name": "solve", "agents": [agent("solver")]}], answer_format="last_number"
+    )
+    patch = {"ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "test_revise"}]}
+    got = sense_reason(before, ann.apply_patch(before, patch), patch)
+    assert got is not None and "test_revise runs code" in got and "last_number" in got
 
 
 def test_lowering_the_cap_of_an_agent_that_was_cut_off_is_rejected():

@@ -227,6 +227,7 @@ def builtin_aggregators_only(monkeypatch: pytest.MonkeyPatch) -> None:
         "debate",
         "self_refine",
         "dynamic",
+        "test_revise",
     }
     kept = {k: v for k, v in registry._REGISTRY.items() if k in builtins}
     monkeypatch.setattr(registry, "_REGISTRY", kept)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import debate, refine, router, sequential, tool_pipeline, vote
+from . import debate, refine, router, sequential, test_revise, tool_pipeline, vote
 from .registry import register_aggregator
 
 register_aggregator(
@@ -18,3 +18,6 @@ register_aggregator(
 register_aggregator("debate", debate.build_debate, description=debate.DESCRIPTION)
 register_aggregator("self_refine", refine.build_self_refine, description=refine.DESCRIPTION)
 register_aggregator("dynamic", router.build_dynamic, description=router.DESCRIPTION)
+register_aggregator(
+    "test_revise", test_revise.build_test_revise, description=test_revise.DESCRIPTION
+)

@@ -306,8 +306,9 @@ def sense_reason(
     """Why the patched spec cannot work as written in a layer the patch touches, or None.
 
     Rejected: a vote or debate over a single agent (it is that agent's answer, at the price
-    of the machinery), a tool-using aggregator with no tools, a final-layer output cap too small
-    for the answer format, and a cap lowered on an agent whose answers were already cut off.
+    of the machinery), a tool-using aggregator with no tools, test_revise in a graph whose
+    answer is not code, a final-layer output cap too small for the answer format, and a cap
+    lowered on an agent whose answers were already cut off.
     """
     touched = _touched(patch)
     last = after.layers[-1].name
@@ -334,6 +335,11 @@ def sense_reason(
             return (
                 f"layer '{layer.name}': {layer.aggregator} calls tools, but the layer has none; "
                 "set tools in the same patch"
+            )
+        if layer.aggregator == "test_revise" and after.answer_format != "code_block":
+            return (
+                f"layer '{layer.name}': test_revise runs code, but this graph answers in "
+                f"{after.answer_format}, not code_block"
             )
         for agent in layer.agents:
             cap = agent.max_tokens
