@@ -58,6 +58,13 @@ class OptimizerConfig(BaseModel):
         "own successful training traces (DSPy's bootstrap, as one more candidate).",
     )
     max_demos: int = Field(default=3, ge=1, le=8, description="Demonstrations per agent.")
+    operators: bool = Field(
+        default=True,
+        description="Also try the structural rewrites that fit a blamed layer's kind of task "
+        "(``optimize.operators``: e.g. ``test_revise`` for code answers to tasks that state "
+        "examples), "
+        "each at most once per layer.",
+    )
     threshold: float = Field(
         default=1.0,
         description="Run the backward step when the minibatch "

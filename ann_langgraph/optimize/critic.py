@@ -12,6 +12,7 @@ from ..spec import GraphSpec
 from . import prompts
 from .context import OptimizerContext
 from .momentum import momentum_summary
+from .operators import operator_proposals
 from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .state import OptimizerState, evidence_records
@@ -115,7 +116,8 @@ class GlobalCritic:
         return {"gradient": gradient, "usage": ctx.llm_usage(result.usage)}
 
     def route(self, state: OptimizerState) -> list[Send] | str:
-        """One ``local_repair`` task per blamed layer (plus a demo bootstrap), or momentum."""
+        """One ``local_repair`` task per blamed layer (plus a demo bootstrap and the operators
+        that apply), or momentum."""
         blame = (state.get("gradient") or {}).get("blame") or []
         if not blame:
             return "momentum"
@@ -128,4 +130,7 @@ class GlobalCritic:
         ops = BootstrapDemos.ops(state, layers, cfg.max_demos) if cfg.bootstrap_demos else []
         if ops:
             sends.append(Send("bootstrap_demos", {"ops": ops}))
+        proposals = operator_proposals(state, layers) if cfg.operators else []
+        if proposals:
+            sends.append(Send("operator_candidates", {"proposals": proposals}))
         return sends

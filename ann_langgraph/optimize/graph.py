@@ -1,9 +1,10 @@
 """The backward phase as a LangGraph graph: this module only wires the nodes.
 
 setup -> check_budget -> forward -> global_critic -> local_repair (one ``Send`` per blamed
-layer) + bootstrap_demos -> validate_format -> evaluate_candidate -> decide -> momentum ->
-advance -> check_budget ... until epochs, patience or budget end. Each node is a small class
-in the module of its concern (forward, critic, repair, validate, candidates, decide, momentum);
+layer) + bootstrap_demos + operator_candidates -> validate_format -> evaluate_candidate ->
+decide -> momentum -> advance -> check_budget ... until epochs, patience or budget end. Each
+node is a small class in the module of its concern (forward, critic, repair, operators,
+validate, candidates, decide, momentum);
 state is JSON-friendly so a SQLite checkpointer can resume a killed run.
 """
 
@@ -28,6 +29,7 @@ from .critic import GlobalCritic
 from .decide import Decide
 from .forward import Advance, CheckBudget, Forward, Setup
 from .momentum import Momentum
+from .operators import OperatorCandidates
 from .repair import BootstrapDemos, LocalRepair
 from .state import OptimizerState, paid_so_far
 from .validate import ValidateFormat
@@ -98,6 +100,7 @@ def create_optimizer(
     # Send payloads are not the state type; the nodes read the keys they were sent.
     builder.add_node("local_repair", cast(Any, LocalRepair(ctx)), retry_policy=retry)
     builder.add_node("bootstrap_demos", cast(Any, BootstrapDemos(ctx)))
+    builder.add_node("operator_candidates", cast(Any, OperatorCandidates()))
     builder.add_node("validate_format", validate, defer=True)
     builder.add_node("evaluate_candidate", EvaluateCandidates(ctx))
     builder.add_node("decide", Decide(ctx))
@@ -108,10 +111,13 @@ def create_optimizer(
     builder.add_conditional_edges("check_budget", check_budget.route, ["forward", END])
     builder.add_conditional_edges("forward", forward.route, ["global_critic", "momentum"])
     builder.add_conditional_edges(
-        "global_critic", critic.route, ["local_repair", "bootstrap_demos", "momentum"]
+        "global_critic",
+        critic.route,
+        ["local_repair", "bootstrap_demos", "operator_candidates", "momentum"],
     )
     builder.add_edge("local_repair", "validate_format")
     builder.add_edge("bootstrap_demos", "validate_format")
+    builder.add_edge("operator_candidates", "validate_format")
     builder.add_conditional_edges(
         "validate_format", validate.route, ["evaluate_candidate", "momentum"]
     )
