@@ -99,7 +99,7 @@ def _coder() -> ScriptedChatModel:
         human = next(m for m in messages if m.type == "human")
         task = agent_input([human])
         i = int(re.search(r"add(\d+)", task).group(1))
-        if "It was run on the examples" in human.content and f"returned {i + 2}" in human.content:
+        if "An earlier attempt was run" in human.content and f"returned {i + 2}" in human.content:
             return f"```python\ndef add{i}(x):\n    return x + {i}\n```"
         return f"```python\ndef add{i}(x):\n    return x + {i + 1}\n```"
 

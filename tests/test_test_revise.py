@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import ann_langgraph as ann
+from ann_langgraph.aggregators.test_revise import RETRY_TEMPERATURE
 from ann_langgraph.projection import calls_per_example
 from ann_langgraph.testing import ScriptedChatModel
 
@@ -30,12 +31,16 @@ def run(s: ann.GraphSpec, model: ScriptedChatModel, task: str = TASK):
 
 
 def test_a_failing_draft_is_revised_with_the_real_failure_and_the_fix_is_the_answer():
-    model = ScriptedChatModel(rules=[(r"It was run on the examples", RIGHT), (r"Coder", WRONG)])
-    out, decision = run(spec(agent("coder", "Coder")), model)
+    model = ScriptedChatModel(rules=[(r"An earlier attempt was run", RIGHT), (r"Coder", WRONG)])
+    out, decision = run(spec(agent("coder", "Coder", temperature=0.0)), model)
     assert out["output"] == RIGHT
-    revise = model.calls[1]["text"]
-    # the reviser sees the code it wrote and what the example really returned
-    assert "return x + 2" in revise and "double(5) returned 7; expected 10" in revise
+    retry = model.calls[1]
+    # the retry is told what the example really returned, not shown the failed code, and is a
+    # fresh draw: sampled, though the agent decodes greedily
+    assert "double(5) returned 7; expected 10" in retry["text"]
+    assert "return x + 2" not in retry["text"]
+    assert model.calls[0]["kwargs"].get("temperature") == 0.0
+    assert retry["kwargs"].get("temperature") == RETRY_TEMPERATURE
     assert decision == {
         "kind": "test_revise",
         "drafts": 2,
@@ -60,7 +65,7 @@ def test_a_passing_draft_costs_one_call_and_a_task_without_examples_too():
 def test_a_revision_that_passes_fewer_examples_or_has_no_code_never_replaces_the_draft():
     half = "```python\ndef double(x):\n    return 4\n```"  # passes double(2) only
     model = ScriptedChatModel(
-        rules=[(r"It was run on the examples", "I fixed it, it doubles now."), (r"Coder", half)]
+        rules=[(r"An earlier attempt was run", "I fixed it, it doubles now."), (r"Coder", half)]
     )
     out, decision = run(spec(agent("coder", "Coder"), rounds=2), model)
     assert out["output"] == half
@@ -79,7 +84,7 @@ def test_a_second_agent_revises_and_the_projection_counts_the_revisions():
 
 def test_an_answer_that_crashes_is_reported_to_the_reviser():
     crash = "```python\ndef double(x):\n    return x.double()\n```"
-    model = ScriptedChatModel(rules=[(r"It was run on the examples", RIGHT), (r"Coder", crash)])
+    model = ScriptedChatModel(rules=[(r"An earlier attempt was run", RIGHT), (r"Coder", crash)])
     out, _ = run(spec(agent("coder", "Coder")), model)
     assert out["output"] == RIGHT
     assert "raised AttributeError" in model.calls[1]["text"]

@@ -37,7 +37,7 @@ from ann_langgraph.train import TrainResult
 
 from .conftest import agent, make_spec
 
-SALT = "faults-5"
+SALT = "faults-v1"
 TRANSPORT = ("timeout", "rate_limit", "server_error")
 EXECUTOR_KINDS = (*TRANSPORT, "empty")
 OPTIMIZER_KINDS = (*TRANSPORT, "empty", "text", "truncated_json", "wrong_shape")
