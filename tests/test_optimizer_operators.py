@@ -83,11 +83,20 @@ def test_test_revise_is_offered_only_where_it_can_act():
     assert operator_proposals(_state(done), ["solve"]) == []
 
 
-def test_an_operator_is_offered_to_a_layer_once():
+def test_an_operator_is_offered_again_only_if_it_won_but_a_sibling_won_more():
     spec = _code_spec()
-    rejected = {"layer": "solve", "source": "operator:test_revise", "accepted": False}
-    history = [{"epoch": 0, "step": 0, "candidates": [rejected]}]
-    assert operator_proposals(_state(spec, history), ["solve"]) == []
+
+    def offered(**cand: Any) -> bool:
+        row = {"layer": "solve", "source": "operator:test_revise", "valid": True, **cand}
+        return bool(operator_proposals(_state(spec, [{"candidates": [row]}]), ["solve"]))
+
+    assert not offered(accepted=False, val_score=0.5, before=0.55)  # no better: settled
+    assert not offered(accepted=False, val_score=0.5, before=0.5)
+    assert not offered(accepted=True, val_score=0.7, before=0.55)  # committed
+    assert not offered(accepted=False, valid=False)
+    early = {"reason": "cannot win", "evaluated": 8}
+    assert not offered(accepted=False, val_score=0.9, before=0.55, early_stop=early)
+    assert offered(accepted=False, val_score=0.6, before=0.55)  # a sibling won more
     other = {"layer": "other", "source": "operator:test_revise", "accepted": False}
     assert operator_proposals(_state(spec, [{"candidates": [other]}]), ["solve"])
 

@@ -5,7 +5,8 @@ A small repairer rarely proposes a structural change that works as written: on H
 1.5B repairer restated failing problems as prompts, and never gave the coder a way to check its
 code. An operator is a fixed, general rewrite of one layer (the same for every task of its kind,
 written before any run, never tuned to a split); validation keeps it only if it is better, like
-any candidate, and an operator is offered to a layer once.
+any candidate, and an operator is offered to a layer until it is committed or fails to beat
+the spec it was scored against.
 """
 
 from __future__ import annotations
@@ -64,17 +65,29 @@ OPERATORS: tuple[Operator, ...] = (
 
 
 def _tried(history: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """(operator, layer) pairs an earlier step already offered."""
-    return {
-        (str(c.get("source", "")).removeprefix("operator:"), str(c.get("layer")))
-        for row in history
-        for c in row.get("candidates") or []
-        if str(c.get("source", "")).startswith("operator:")
-    }
+    """(operator, layer) pairs an earlier step settled: committed, invalid, or no better than
+    the spec it was scored against. One that beat that spec but lost to a sibling candidate
+    of its step is offered again, against the new spec."""
+    settled = set()
+    for row in history:
+        for c in row.get("candidates") or []:
+            source = str(c.get("source", ""))
+            if not source.startswith("operator:"):
+                continue
+            beat = (
+                c.get("valid")
+                and not c.get("early_stop")
+                and c.get("val_score") is not None
+                and c.get("before") is not None
+                and c["val_score"] > c["before"]
+            )
+            if c.get("accepted") or not beat:
+                settled.add((source.removeprefix("operator:"), str(c.get("layer"))))
+    return settled
 
 
 def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict[str, Any]]:
-    """One proposal per operator that applies to a blamed layer and was never offered to it."""
+    """One proposal per operator that applies to a blamed layer and is not settled for it."""
     spec = GraphSpec.model_validate(state["spec"])
     train = list(state.get("train") or [])
     tried = _tried(state.get("history") or [])
