@@ -119,7 +119,9 @@ def _literal(text: str) -> str | None:
     text = text.strip()
     for cut in range(len(text), 0, -1):
         head, rest = text[:cut].rstrip(), text[cut:].strip()
-        if rest and not re.match(r"^(?:[.,;:]|\(|#|[A-Za-z])", rest):
+        # what may follow a value: punctuation, or prose after a space (not `""abc"`)
+        prose = text[cut : cut + 1].isspace() and re.match(r"^(?:\(|#|[A-Za-z])", rest)
+        if rest and not (prose or re.match(r"^[.,;:]", rest)):
             continue
         try:
             value = ast.literal_eval(head.rstrip(".,;:") if rest or head[-1:] in ".,;:" else head)

@@ -39,6 +39,9 @@ def test_function_names_come_from_def_lines_even_when_code_does_not_parse():
     assert defined_functions("def f(x):\n    return (x\n", "def g():\n  pass") == ["f", "g"]
     assert stated_examples("helper(1) == 2, and f(1) == 3", ["f"])[0].call == "f(1)"
     assert stated_examples("obj.f(1) == 3", ["f"]) == []  # a method of something else
+    assert stated_examples('f("ab") == ""ab"', ["f"]) == []  # a broken quote, not '' + prose
+    [ex] = stated_examples("f(2) == 4 (two doubled)", ["f"])
+    assert ex.expected == "4"
 
 
 def test_a_correct_function_passes_and_a_wrong_one_shows_what_it_returned():
