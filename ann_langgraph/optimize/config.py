@@ -62,8 +62,7 @@ class OptimizerConfig(BaseModel):
         default=True,
         description="Also try the structural rewrites that fit a blamed layer's kind of task "
         "(``optimize.operators``: e.g. ``test_revise`` for code answers to tasks that state "
-        "examples), "
-        "each at most once per layer.",
+        "examples), each until it is committed or fails to beat the spec it was scored against.",
     )
     threshold: float = Field(
         default=1.0,
