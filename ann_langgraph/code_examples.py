@@ -163,7 +163,7 @@ def stated_examples(task: str, names: Iterable[str]) -> list[StatedExample]:
 
 
 _RUNNER = """
-import json as _json, math as _math, sys as _sys
+import json as _json, math as _math
 
 def _same(a, b):
     if isinstance(a, float) or isinstance(b, float):

@@ -58,7 +58,7 @@ OPERATORS: tuple[Operator, ...] = (
     Operator(
         name="test_revise",
         rationale="Run the examples the task states on the written code and, when one fails, "
-        "show the coder the real result and let it revise (test, then revise).",
+        "tell the coder what failed and let it try afresh (test, then revise).",
         ops=_test_revise,
     ),
 )
