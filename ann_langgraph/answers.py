@@ -41,14 +41,35 @@ def _last_line(text: str) -> str | None:
     return None
 
 
+# Numbers that are never the answer: clock times ("5:00 PM", "13:45:10"), dates ("2024-05-12",
+# "5/12/2024") and list or step indexes at a line's start ("3. Add ...", "Step 2:"). A recorded
+# run read a clock time as the answer (gsm8k-test-23: "\boxed{8} ... from 1:00 PM to 5:00 PM"
+# gave 0); dates and indexes are the same artifact, so all are blanked before numbers are read.
+_NOT_ANSWERS = re.compile(
+    r"(?<![\d.])\d{1,2}:\d{2}(?::\d{2})?(?:\s*[AaPp]\.?[Mm]\.?(?![A-Za-z]))?(?!\d|\.\d)"
+    r"|(?<![\d.])\d{4}-\d{1,2}-\d{1,2}(?!\d|\.\d)"
+    r"|(?<![\d./])\d{1,2}/\d{1,2}/\d{2,4}(?!\d|\.\d|/)"
+    r"|^[ \t]*(?:(?i:step)[ \t]+)?\d{1,2}[.):](?=[ \t]+\S)",
+    re.MULTILINE,
+)
+
+
 def _last_number(text: str) -> str | None:
-    # Prefer an explicit "Answer: ..." or "#### ..." marker, then the last number anywhere.
+    # Prefer an explicit "#### ..." or "Answer: ..." marker, then the last \boxed{...} holding a
+    # number, then the last number anywhere (never a clock time, a date or a list index). The
+    # blanking keeps every other character in place, so offsets stay the text's own.
+    text = _NOT_ANSWERS.sub(lambda m: " " * len(m.group(0)), text)
     for marker in (r"####\s*(.+)", r"answer\s*(?:is|:)\s*(.+)"):
         hits = re.findall(marker, text, flags=re.IGNORECASE)
         for hit in reversed(hits):
             nums = _NUMBER.findall(hit)
             if nums:
                 return _clean_number(nums[0])
+    for box in reversed(list(_BOXED.finditer(text))):
+        group = braced_group(text, box.end())
+        nums = _NUMBER.findall(group[0]) if group else []
+        if nums:
+            return _clean_number(nums[0])
     nums = _NUMBER.findall(text)
     return _clean_number(nums[-1]) if nums else None
 

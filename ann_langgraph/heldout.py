@@ -14,8 +14,8 @@ from typing import Any
 from .evaluate import EvalReport, evaluate
 from .metrics import Metric
 from .models import ModelsArg
-from .optimize.decide import paired_sign_test
 from .spec import GraphSpec
+from .stats import paired_sign_test
 
 __all__ = ["check_disjoint", "score_heldout"]
 
@@ -58,7 +58,7 @@ def score_heldout(
     progress: bool = False,
     executor: Any = None,
 ) -> dict[str, Any]:
-    """Scores of ``start`` and ``best`` on ``rows`` with a one-sided paired sign test."""
+    """Scores of ``start`` and ``best`` on ``rows`` with a two-sided exact paired sign test."""
 
     def run(spec: GraphSpec, phase: str) -> EvalReport:
         if progress:

@@ -182,7 +182,12 @@ def write_report(
         lines.append(f"- Response cache (this process): {cache_stats}")
     if test:
         lines += ["", *_test_lines(test)]
-    lines += ["", "## Versions (validation)", "", "| version | from step | mean | 95% CI | n | p |"]
+    lines += [
+        "",
+        "## Versions (validation)",
+        "",
+        "| version | from step | mean | 95% CI | n | p (one-sided) |",
+    ]
     lines.append("| --- | --- | --- | --- | --- | --- |")
     for v in versions:
         ci = v.get("val_ci")
@@ -267,7 +272,8 @@ def _test_lines(test: dict[str, Any]) -> list[str]:
         f"| best (v{test.get('version', '?')}) | {after['mean']:.3f} | "
         f"{after['ci'][0]:.2f}-{after['ci'][1]:.2f} |",
         "",
-        f"Paired sign test, best vs start (one-sided): {test['wins']} better, {test['losses']} "
-        f"worse, {test['ties']} the same; p = {test['p_value']:.3g}.",
+        f"Paired exact sign test, best vs start ({test.get('alternative', 'greater')}): "
+        f"{test['wins']} better, {test['losses']} worse, {test['ties']} the same; "
+        f"p = {test['p_value']:.3g}.",
     ]
     return out

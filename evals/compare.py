@@ -265,12 +265,23 @@ def main(
     max_train_tokens: Annotated[int | None, typer.Option("--max-train-tokens")] = None,
     max_train_calls: Annotated[int | None, typer.Option("--max-train-calls")] = None,
     max_train_usd: Annotated[float | None, typer.Option("--max-train-usd")] = None,
+    rollout_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--rollout-budget",
+            min=1,
+            help="Training rollouts (examples evaluated) for every optimizer row: the ann "
+            "rows' budget and GEPA's max_metric_calls [default: GEPA gets what the ann-trained "
+            "row in --out used].",
+        ),
+    ] = None,
     dspy_optimizer: Annotated[
         str | None,
         typer.Option(
             "--dspy-optimizer",
-            help="miprov2 (light), copro or bootstrap-rs (demos only); default: bootstrap-rs "
-            "on local, miprov2 otherwise.",
+            help="The dspy row's optimizer: miprov2 (light), copro, bootstrap-rs (demos only) "
+            "or gepa; default: bootstrap-rs on local, miprov2 otherwise. The dspy-<optimizer> "
+            "methods name theirs.",
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
@@ -308,6 +319,7 @@ def main(
             max_train_tokens=max_train_tokens,
             max_train_calls=max_train_calls,
             max_train_usd=max_train_usd,
+            rollout_budget=rollout_budget,
             dspy_optimizer=dspy_optimizer,
         )
         check_methods(config.methods)

@@ -13,10 +13,44 @@ from ann_langgraph.local.catalogue import is_local_string
 
 from .baselines import DEFAULT_SAMPLES, DEFAULT_SC_TEMPERATURE
 
-__all__ = ["DEFAULT_METHODS", "METHODS", "CompareConfig", "check_methods", "config_command"]
+__all__ = [
+    "ANN_VARIANTS",
+    "DEFAULT_METHODS",
+    "DSPY_METHODS",
+    "METHODS",
+    "CompareConfig",
+    "check_methods",
+    "config_command",
+]
 
-METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained", "dspy")
+METHODS = (
+    "io",
+    "cot",
+    "cot-sc",
+    "ann",
+    "ann-trained",
+    "ann-textual",
+    "ann-demos",
+    "dspy",
+    "dspy-bootstrap-rs",
+    "dspy-miprov2",
+    "dspy-gepa",
+)
 DEFAULT_METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained")
+# Ablations of ann-trained: which of its candidate sources the optimizer may use.
+ANN_VARIANTS = {
+    "ann-trained": {},
+    # the textual gradient alone: the repairers' patches, no bootstrapped demos, no operators
+    "ann-textual": {"bootstrap_demos": False, "operators": False},
+    # DSPy's lever alone: bootstrapped demos, no repairer patches, no operators
+    "ann-demos": {"textual_patches": False, "operators": False},
+}
+# A DSPy row per optimizer (``dspy`` itself takes ``--dspy-optimizer``).
+DSPY_METHODS = {
+    "dspy-bootstrap-rs": "bootstrap-rs",
+    "dspy-miprov2": "miprov2",
+    "dspy-gepa": "gepa",
+}
 
 
 class CompareConfig(BaseModel):
@@ -55,6 +89,13 @@ class CompareConfig(BaseModel):
     max_train_tokens: int | None = Field(default=None, ge=0)
     max_train_calls: int | None = Field(default=None, ge=0)
     max_train_usd: float | None = Field(default=None, ge=0)
+    rollout_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training rollouts (examples evaluated) every optimizer row may spend: "
+        "the ann rows' Budget.max_rollouts and GEPA's max_metric_calls. None: the ann rows are "
+        "unbudgeted and GEPA gets the rollouts the ann-trained row in this folder used.",
+    )
     # None: bootstrap-rs on the embedded model (MIPROv2's and COPRO's instruction proposers
     # crash on its unparseable answers), MIPROv2 light elsewhere
     dspy_optimizer: str | None = None
@@ -98,6 +139,7 @@ _FLAGS = {
     "max_train_tokens": "--max-train-tokens",
     "max_train_calls": "--max-train-calls",
     "max_train_usd": "--max-train-usd",
+    "rollout_budget": "--rollout-budget",
     "dspy_optimizer": "--dspy-optimizer",
 }
 

@@ -23,7 +23,7 @@ from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .base import Benchmark, code_version
 from .baselines import BASELINES, baseline_spec
-from .compare_config import METHODS, CompareConfig
+from .compare_config import ANN_VARIANTS, DSPY_METHODS, METHODS, CompareConfig
 from .report import RunSummary, summarize, write_jsonl, write_text
 
 __all__ = ["MethodRunner", "dspy_concurrency", "error_text"]
@@ -179,14 +179,46 @@ class MethodRunner:
         if method in BASELINES:
             return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
         options = self.train_options()
-        if method == "dspy":  # no starter spec involved
-            options = {**options, "optimizer": self.config.dspy_optimizer_for_model()}
+        if method == "dspy" or method in DSPY_METHODS:  # no starter spec involved
+            optimizer = self.dspy_optimizer(method)
+            options = {**options, "optimizer": optimizer, "max_tokens": self.dspy_max_tokens()}
             options.pop("optimizer_model")
+            options.pop("rollout_budget")
+            if optimizer == "gepa":
+                options["rollouts"] = self.gepa_rollouts()
             return self.key(method, options)
         start = self.starter().fingerprint
         if method == "ann":
             return self.key(method, {"spec": start})
+        if method != "ann-trained":  # ablations: the key names what they leave out
+            options = {**options, "variant": ANN_VARIANTS[method]}
         return self.key(method, {"spec": start, "train": options})
+
+    def dspy_optimizer(self, method: str) -> str:
+        return DSPY_METHODS.get(method) or self.config.dspy_optimizer_for_model()
+
+    def dspy_max_tokens(self) -> int | None:
+        """DSPy's answer cap: the one our chain-of-thought baseline gets on this benchmark
+        (1024 before a code answer), else the model's own."""
+        from .baselines import REASONED_CODE_MAX_TOKENS
+
+        return REASONED_CODE_MAX_TOKENS if self.bench.answer_format == "code_block" else None
+
+    def gepa_rollouts(self) -> int:
+        """GEPA's ``max_metric_calls``: ``--rollout-budget``, else the training rollouts of the
+        ann-trained row this folder holds (so both spend the same)."""
+        if self.config.rollout_budget:
+            return self.config.rollout_budget
+        old = None
+        if self.summary_path("ann-trained").exists():
+            old = self.finished("ann-trained", self.key_for("ann-trained"))
+        training = (old.details.get("training") or {}) if old is not None else {}
+        if training.get("rollouts"):
+            return int(training["rollouts"])
+        raise ValueError(
+            "GEPA's rollout budget is the ann-trained row's: run --methods ann-trained into "
+            "this folder first, or pass --rollout-budget N"
+        )
 
     def table(self, summaries: list[RunSummary]) -> list[RunSummary]:
         """The methods earlier commands finished in this folder for the same examples, model
@@ -195,7 +227,12 @@ class MethodRunner:
         # Only methods with a saved run: their keys may need files (the starter spec) that a
         # comparison of other methods does not.
         saved = [m for m in METHODS if m not in asked and self.summary_path(m).exists()]
-        earlier = [self.finished(m, self.key_for(m)) for m in saved]
+        earlier = []
+        for m in saved:
+            try:
+                earlier.append(self.finished(m, self.key_for(m)))
+            except ValueError:  # its key needs what this folder lacks (GEPA's budget)
+                continue
         return [row for row in earlier if row is not None] + list(summaries)
 
     def baseline(self, method: str) -> RunSummary:
@@ -255,20 +292,23 @@ class MethodRunner:
             "optimizer_model": cfg.optimizer_model,
             "seed": cfg.seed,
             "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
+            "rollout_budget": cfg.rollout_budget,
         }
 
-    def ann_trained(self) -> RunSummary:
+    def ann_trained(self, method: str = "ann-trained") -> RunSummary:
+        """Train the starter (``method``: ann-trained, or an ablation of ``ANN_VARIANTS``)
+        and score the best spec."""
         from ann_langgraph.optimize.graph import Budget, OptimizerConfig
         from ann_langgraph.train import RunDirError, train
 
         cfg = self.config
         start = self.starter()
-        key = self.key_for("ann-trained")
-        old = self.reusable("ann-trained", key)
+        key = self.key_for(method)
+        old = self.reusable(method, key)
         if old is not None:
             return old
         train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
-        run_dir = self.method_dir("ann-trained") / "run"
+        run_dir = self.method_dir(method) / "run"
         model: Any = self.models if self.models is not None else cfg.model
 
         def run() -> Any:
@@ -286,11 +326,15 @@ class MethodRunner:
                     max_tokens=cfg.max_train_tokens,
                     max_calls=cfg.max_train_calls,
                     max_usd=cfg.max_train_usd,
+                    max_rollouts=cfg.rollout_budget,
                 ),
                 resume=(run_dir / "run.json").exists(),
                 cache=cfg.cache,
                 config=OptimizerConfig(
-                    seed=cfg.seed, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s
+                    seed=cfg.seed,
+                    concurrency=cfg.concurrency,
+                    timeout_s=cfg.timeout_s,
+                    **ANN_VARIANTS[method],
                 ),
                 progress=self.progress,
                 executor=self.executor,
@@ -320,11 +364,13 @@ class MethodRunner:
             "calls": int(usage.get("calls", 0)),
             "cached_calls": int(usage.get("cached_calls", 0)),
             "cost_usd": float(usage.get("cost_usd", 0.0)),
+            "rollouts": int(usage.get("rollouts", 0)),
+            "rollout_budget": cfg.rollout_budget,
             "wall_time_s": result.wall_time_s,
         }
-        report = self.evaluate_spec(result.best_spec, "ann-trained")
+        report = self.evaluate_spec(result.best_spec, method)
         return self.finish(
-            "ann-trained",
+            method,
             report,
             {
                 "key": key,
@@ -334,14 +380,15 @@ class MethodRunner:
             spec=result.best_spec,
         )
 
-    def dspy(self) -> RunSummary:
+    def dspy(self, method: str = "dspy") -> RunSummary:
         from . import dspy_baseline
 
         cfg = self.config
-        key = self.key_for("dspy")
-        old = self.reusable("dspy", key)
+        key = self.key_for(method)
+        old = self.reusable(method, key)
         if old is not None:
             return old
+        optimizer = self.dspy_optimizer(method)
         if self.models is not None and not isinstance(self.models, str):
             raise ValueError("the DSPy baseline needs a model string (e.g. local, openai:...)")
         outcome = dspy_baseline.run_dspy(
@@ -351,22 +398,24 @@ class MethodRunner:
             val=self.split_rows("val"),
             examples=self.examples,
             metric=self.metric,
-            optimizer=cfg.dspy_optimizer_for_model(),
+            optimizer=optimizer,
             seed=cfg.seed,
             concurrency=dspy_concurrency(cfg),
-            out_dir=self.method_dir("dspy"),
+            out_dir=self.method_dir(method),
             progress=self.progress,
+            rollouts=self.gepa_rollouts() if optimizer == "gepa" else None,
+            max_tokens=self.dspy_max_tokens(),
         )
-        return self.finish("dspy", outcome.report, {"key": key, **outcome.details})
+        return self.finish(method, outcome.report, {"key": key, **outcome.details})
 
     def run(self, method: str) -> RunSummary:
         if method in BASELINES:
             return self.baseline(method)
-        runners: dict[str, Callable[[], RunSummary]] = {
-            "ann": self.ann,
-            "ann-trained": self.ann_trained,
-            "dspy": self.dspy,
-        }
+        if method in ANN_VARIANTS:
+            return self.ann_trained(method)
+        if method == "dspy" or method in DSPY_METHODS:
+            return self.dspy(method)
+        runners: dict[str, Callable[[], RunSummary]] = {"ann": self.ann}
         return runners[method]()
 
     def close(self) -> None:

@@ -33,7 +33,12 @@ from .base import Benchmark
 
 __all__ = ["DSPY_OPTIMIZERS", "DSPyOutcome", "DSPyUnavailable", "dspy_model", "run_dspy"]
 
-DSPY_OPTIMIZERS = ("miprov2", "copro", "bootstrap-rs")
+DSPY_OPTIMIZERS = ("miprov2", "copro", "bootstrap-rs", "gepa")
+# GEPA's docs: a reflection LM sampled at temperature 1.0 for varied proposals, with room for a
+# whole rewritten instruction (on ``local``: the catalogue's optimizer cap, as our own
+# optimizer gets).
+REFLECTION_TEMPERATURE = 1.0
+DEFAULT_REFLECTION_MAX_TOKENS = 4096
 # Random-search candidates for bootstrap-rs, beside the zero-shot, labels-only and unshuffled
 # programs it always tries: each costs a bootstrap pass over train and a pass over val.
 BOOTSTRAP_RS_CANDIDATES = 2
@@ -105,12 +110,29 @@ def _signature(dspy: Any, bench: Benchmark) -> Any:
 
 
 def _examples(dspy: Any, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """DSPy examples; a labeled demo's answer is the row's ``reference_answer`` where the
+    benchmark gives one (HumanEval: the canonical solution, not the test code), else its
+    target."""
     return [
         dspy.Example(
-            question=row["input"], answer=str(row.get("target", "")), ann_id=str(row["id"])
+            question=row["input"],
+            answer=str(row.get("reference_answer", row.get("target", ""))),
+            ann_id=str(row["id"]),
         ).with_inputs("question")
         for row in rows
     ]
+
+
+def reflection_model(model: str) -> Any:
+    """GEPA's ``reflection_lm``: the same endpoint as the task model, sampled as GEPA's docs
+    recommend (temperature 1.0, a large output budget)."""
+    cap = DEFAULT_REFLECTION_MAX_TOKENS
+    if is_local_string(model):
+        from ann_langgraph.local import entry_for, parse_local_string
+
+        entry = entry_for(parse_local_string(model))
+        cap = entry.optimizer_max_tokens if entry else 1024
+    return dspy_model(model, max_tokens=cap, temperature=REFLECTION_TEMPERATURE)
 
 
 def _usage(entries: Sequence[Mapping[str, Any]], model_label: str) -> dict[str, Any]:
@@ -131,7 +153,28 @@ def _usage(entries: Sequence[Mapping[str, Any]], model_label: str) -> dict[str, 
     return {**totals, "cost_usd": cost_usd(model_label, paid_in, paid_out)}
 
 
-def _optimizer(dspy: Any, name: str, metric: Any, *, seed: int, threads: int) -> Any:
+def _optimizer(
+    dspy: Any,
+    name: str,
+    metric: Any,
+    *,
+    seed: int,
+    threads: int,
+    rollouts: int | None = None,
+    reflection_lm: Any = None,
+    log_dir: Path | None = None,
+) -> Any:
+    if name == "gepa":
+        return dspy.GEPA(
+            metric=metric,
+            max_metric_calls=rollouts,
+            reflection_lm=reflection_lm,
+            num_threads=threads,
+            seed=seed,
+            # resumable: GEPA saves its state here and continues from it when run again
+            log_dir=str(log_dir) if log_dir is not None else None,
+            track_stats=True,
+        )
     if name == "miprov2":
         return dspy.MIPROv2(
             metric=metric,
@@ -171,15 +214,27 @@ def run_dspy(
     out_dir: str | Path,
     progress: bool = True,
     lm: Any = None,
+    reflection_lm: Any = None,
+    rollouts: int | None = None,
+    max_tokens: int | None = None,
 ) -> DSPyOutcome:
     """Compile a CoT program on ``train``/``val`` and score it on ``examples``.
 
     ``lm`` replaces the ``dspy.LM`` built from ``model`` (tests pass a dummy LM); ``model``
-    stays the label used for pricing. The compiled program is saved as ``program.json``.
+    stays the label used for pricing. ``max_tokens``: the answer cap (default: the model's
+    own; a code benchmark passes the cap its chain-of-thought baseline gets). ``rollouts``:
+    GEPA's ``max_metric_calls``; ``reflection_lm``: GEPA's reflection model (default: the
+    same endpoint, ``reflection_model``). Every optimizer's metric calls on program runs are
+    counted as its training ``rollouts``. The compiled program is saved as ``program.json``.
     """
     if optimizer not in DSPY_OPTIMIZERS:
         raise ValueError(
             f"unknown DSPy optimizer {optimizer!r} (known: {', '.join(DSPY_OPTIMIZERS)})"
+        )
+    if optimizer == "gepa" and not rollouts:
+        raise ValueError(
+            "GEPA needs a rollout budget (max_metric_calls): pass rollouts, the number of "
+            "examples the other optimizers' training evaluated"
         )
     dspy = import_dspy()
     folder = Path(out_dir)
@@ -189,27 +244,60 @@ def run_dspy(
         enable_memory_cache=False,
         disk_cache_dir=str(folder / "dspy-cache"),
     )
-    lm = lm if lm is not None else dspy_model(model)
+    lm = lm if lm is not None else dspy_model(model, max_tokens=max_tokens)
+    if optimizer == "gepa" and reflection_lm is None:
+        reflection_lm = reflection_model(model)
     label = model
     rows_by_id = {str(r["id"]): dict(r) for r in [*train, *val, *examples]}
 
     def output_text(pred: Any) -> str:
         return str(getattr(pred, "answer", "") or "")
 
-    def dspy_metric(example: Any, pred: Any, trace: Any = None, *_: Any) -> float:
+    rollouts_used = 0
+
+    def scored(example: Any, pred: Any) -> tuple[float, str]:
         row = rows_by_id.get(str(getattr(example, "ann_id", "")), {})
         try:
-            return float(as_score(metric(row, output_text(pred))).value)
-        except Exception:
-            return 0.0
+            score = as_score(metric(row, output_text(pred)))
+        except Exception as exc:
+            return 0.0, f"the metric failed: {type(exc).__name__}: {exc}"
+        return float(score.value), score.feedback or ""
+
+    def dspy_metric(example: Any, pred: Any, trace: Any = None, *_: Any) -> float:
+        nonlocal rollouts_used
+        rollouts_used += 1
+        return scored(example, pred)[0]
+
+    def feedback_metric(
+        gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+    ) -> Any:
+        """GEPA's metric: our metric's feedback text is the feedback GEPA reflects on. A call
+        naming a predictor re-reads a run already counted, so only the others are rollouts."""
+        nonlocal rollouts_used
+        if pred_name is None:
+            rollouts_used += 1
+        value, feedback = scored(gold, pred)
+        return dspy.Prediction(score=value, feedback=feedback or f"score {value:g}")
 
     program = dspy.ChainOfThought(_signature(dspy, bench))
     started = time.perf_counter()
     with dspy.context(lm=lm, max_errors=UNLIMITED_ERRORS):
         before = len(lm.history)
-        opt = _optimizer(dspy, optimizer, dspy_metric, seed=seed, threads=concurrency)
+        reflected = len(reflection_lm.history) if reflection_lm is not None else 0
+        opt = _optimizer(
+            dspy,
+            optimizer,
+            feedback_metric if optimizer == "gepa" else dspy_metric,
+            seed=seed,
+            threads=concurrency,
+            rollouts=rollouts,
+            reflection_lm=reflection_lm,
+            log_dir=folder / "gepa-log",
+        )
         trainset, valset = _examples(dspy, train), _examples(dspy, val)
-        if optimizer == "miprov2":
+        if optimizer == "gepa":
+            compiled = opt.compile(program, trainset=trainset, valset=valset)
+        elif optimizer == "miprov2":
             compiled = opt.compile(program, trainset=trainset, valset=valset, seed=seed)
         elif optimizer == "bootstrap-rs":
             compiled = opt.compile(program, trainset=trainset, valset=valset)
@@ -219,11 +307,16 @@ def run_dspy(
                 trainset=trainset,
                 eval_kwargs={"num_threads": concurrency, "display_progress": False},
             )
+        spent = list(lm.history[before:])
+        if reflection_lm is not None and reflection_lm is not lm:
+            spent += reflection_lm.history[reflected:]
         training = {
-            **_usage(lm.history[before:], label),
+            **_usage(spent, label),
             "optimizer": optimizer,
             "train_n": len(trainset),
             "val_n": len(valset),
+            "rollouts": rollouts_used,
+            "rollout_budget": rollouts if optimizer == "gepa" else None,
             "wall_time_s": time.perf_counter() - started,
         }
         compiled.save(str(folder / "program.json"))

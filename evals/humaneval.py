@@ -81,6 +81,11 @@ def _example(problem: dict[str, Any]) -> Example:
         "id": problem["task_id"],
         "input": f"{INSTRUCTION}\n\n```python\n{problem['prompt'].strip(chr(10)).rstrip()}\n```",
         "target": problem["test"],
+        # what a correct answer looks like, for DSPy's labeled demos: the target is the test
+        # code, and a demo whose answer is test code shows the model no answer at all
+        "reference_answer": "```python\n"
+        + (problem["prompt"] + problem["canonical_solution"]).strip("\n")
+        + "\n```",
         "tests": problem["test"],
         "prompt": problem["prompt"],
         "entry_point": problem["entry_point"],

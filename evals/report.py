@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from ann_langgraph.evaluate import EvalReport, confidence_interval
 from ann_langgraph.metrics import Metric, as_score
+from ann_langgraph.stats import holm, paired_sign_test
 
 __all__ = [
     "BreakdownCell",
@@ -274,6 +275,9 @@ def training_line(t: Mapping[str, Any]) -> str:
         )
     elif t.get("stop_reason"):
         parts.append(str(t["stop_reason"]))
+    if t.get("rollouts") is not None:
+        budget = f" (budget {t['rollout_budget']})" if t.get("rollout_budget") else ""
+        parts.append(f"{int(t['rollouts'])} rollouts{budget}")
     parts.append(f"{int(t.get('tokens', 0))} tokens, {int(t.get('calls', 0))} calls")
     parts.append(f"${float(t.get('cost_usd') or 0):.4f}, {float(t.get('wall_time_s') or 0):.0f}s")
     if t.get("run_dir"):
@@ -319,15 +323,26 @@ def _extra_names(summaries: Sequence[RunSummary]) -> list[str]:
     return names
 
 
-# Which rows to test against which: the trained spec against its starter and the strongest
-# baselines, the starter against chain-of-thought.
-PAIRS = (("ann-trained", "ann"), ("ann-trained", "cot-sc"), ("ann-trained", "dspy"), ("ann", "cot"))
+# Which rows to test against which: the trained spec against its starter, the strongest
+# baselines and every peer optimizer; each ablation against the starter; the starter against
+# chain-of-thought. Pairs whose rows are missing are skipped.
+PAIRS = (
+    ("ann-trained", "ann"),
+    ("ann-trained", "cot-sc"),
+    ("ann-trained", "dspy"),
+    ("ann-trained", "dspy-bootstrap-rs"),
+    ("ann-trained", "dspy-miprov2"),
+    ("ann-trained", "dspy-gepa"),
+    ("ann-textual", "ann"),
+    ("ann-demos", "ann"),
+    ("ann", "cot"),
+)
 
 
 def paired_tests(scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
-    """One-sided exact sign tests (first better than second) on the examples both scored."""
-    from ann_langgraph.optimize.decide import paired_sign_test
-
+    """Two-sided exact sign tests on the examples both rows scored, with Holm's correction
+    across the table's comparisons (``p_holm``); ``better``/``worse`` count the first row's
+    wins and losses."""
     out = []
     for a, b in PAIRS:
         if a not in scores or b not in scores:
@@ -337,6 +352,8 @@ def paired_tests(scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, An
             continue
         diffs = [scores[a][k] - scores[b][k] for k in common]
         out.append({"better": a, "than": b, "n": len(common), **paired_sign_test(diffs)})
+    for test, adjusted in zip(out, holm([t["p_value"] for t in out]), strict=True):
+        test["p_holm"] = adjusted
     return out
 
 
@@ -358,12 +375,17 @@ def compare_markdown(
         _md_table([*COMPARE_COLUMNS, *extra], [_compare_cells(s, extra) for s in summaries]),
     ]
     if paired:
-        lines += ["", "Paired sign tests on the same examples (one-sided: is the first better?):"]
-        lines += [""]
+        lines += [
+            "",
+            "Paired exact sign tests on the same examples (two-sided; Holm-adjusted across "
+            f"the table's {len(paired)} comparisons):",
+            "",
+        ]
         for t in paired:
+            p_holm = f"; Holm p = {t['p_holm']:.3g}" if "p_holm" in t else ""
             lines.append(
                 f"- {t['better']} vs {t['than']}: {t['wins']} better, {t['losses']} worse, "
-                f"{t['ties']} the same (n={t['n']}); p = {t['p_value']:.3g}"
+                f"{t['ties']} the same (n={t['n']}); p = {t['p_value']:.3g}{p_holm}"
             )
     trained = [s for s in summaries if s.status == "ok" and s.details.get("training")]
     if trained:

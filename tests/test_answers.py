@@ -41,6 +41,26 @@ from ann_langgraph.spec import ANSWER_FORMATS
         # Big integers stay exact.
         ("Answer: 12345678901234567890", "12345678901234567890"),
         ("1e3", "1000"),
+        # Artifacts seen in recorded runs: a clock time after the boxed answer (gsm8k-test-23),
+        # a number after the boxed answer (cot-sc, gsm8k-test-19).
+        (r"So, the candle will be \(\boxed{8}\) centimeters shorter from 1:00 PM to 5:00 PM.", "8"),
+        (r"at a speed of \(\boxed{6}\) miles per hour to average 4 miles per hour.", "6"),
+        (r"\boxed{L - 8}", "8"),
+        # A marker still wins over a box.
+        (r"\boxed{3} Answer: 4", "4"),
+        # A box without a number is skipped.
+        (r"\boxed{x} so 7", "7"),
+        # Clock times, dates and list indexes are never the answer.
+        ("She earns 40 dollars by 5:30 pm", "40"),
+        ("He left with 12 at 17:45:10.", "12"),
+        ("Total 9 on 2024-05-12", "9"),
+        ("Total 9 on 5/12/2024", "9"),
+        ("The sum is 14\n3. Check the units", "14"),
+        ("The sum is 14\nStep 2: check it", "14"),
+        # ...but a fraction, a ratio of plain numbers or a number alone on its line still counts.
+        ("It is 3/4", "4"),
+        ("The total is\n42.", "42"),
+        ("It is 12:5 odds", "5"),
     ],
 )
 def test_last_number(text, expected):

@@ -265,9 +265,14 @@ def test_compare_runs_every_method_on_the_same_examples(tmp_path, scripted):
         0,
         4,
     )
-    assert trained_vs_start["p_value"] == pytest.approx(1 / 16)
+    # two-sided by default (2 * 1/16), Holm across the table: the smallest p times the count
+    assert trained_vs_start["p_value"] == pytest.approx(2 / 16)
+    assert trained_vs_start["alternative"] == "two-sided"
+    assert trained_vs_start["p_holm"] == pytest.approx(min(1.0, len(tests) * 2 / 16))
     assert tests[("ann-trained", "cot-sc")]["ties"] == 4  # both perfect
-    assert "ann-trained vs ann: 4 better, 0 worse, 0 the same (n=4); p = 0.0625" in md
+    assert tests[("ann-trained", "cot-sc")]["p_holm"] == 1.0
+    assert "ann-trained vs ann: 4 better, 0 worse, 0 the same (n=4); p = 0.125; Holm p = " in md
+    assert "(two-sided; Holm-adjusted across the table's" in md
 
 
 def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted):
@@ -548,3 +553,40 @@ def test_validation_can_come_from_evaluation_rows_it_does_not_score(tmp_path, sc
     ).summaries[0]
     assert overlapping.status == "error"
     assert "shares 1 rows with the evaluation split 'dev'" in (overlapping.error or "")
+
+
+def test_ablation_rows_train_with_only_their_levers(tmp_path, scripted):
+    """ann-textual: the repairer's patch, no demos; ann-demos: no repairer call at all. Each
+    row records its rollouts, and the rollout budget reaches the optimizer."""
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    config = _config(tmp_path, methods=["ann-textual", "ann-demos"], rollout_budget=500)
+    result = run_compare(config, out_dir=out, progress=False)
+    by = {s.method: s for s in result.summaries}
+    textual, demos = by["ann-textual"], by["ann-demos"]
+    assert textual.status == demos.status == "ok"
+    # the textual gradient fixes the toy adder; demos alone cannot (its answers are all wrong)
+    assert textual.mean == 1.0 and demos.mean == 0.0
+    for s in (textual, demos):
+        training = s.details["training"]
+        assert training["rollouts"] > 0 and training["rollout_budget"] == 500
+    run = json.loads((out / "methods" / "ann-demos" / "run" / "run.json").read_text())
+    assert run["config"]["textual_patches"] is False and run["config"]["operators"] is False
+    assert run["budget"]["max_rollouts"] == 500
+    run = json.loads((out / "methods" / "ann-textual" / "run" / "run.json").read_text())
+    assert run["config"]["bootstrap_demos"] is False and run["config"]["textual_patches"]
+    repairs = [c for c in scripted.calls if "repair one layer" in str(c["messages"][0].content)]
+    # one repairer call per step of the textual row only (none from ann-demos)
+    assert 1 <= len(repairs) <= textual.details["training"]["steps"]
+    # the two rows' keys differ: neither is reused for the other
+    assert textual.details["key"] != demos.details["key"]
+
+
+def test_a_rollout_budget_stops_training(tmp_path, scripted):
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    config = _config(tmp_path, methods=["ann-trained"], rollout_budget=2, epochs=3)
+    (row,) = run_compare(config, out_dir=out, progress=False).summaries
+    training = row.details["training"]
+    assert "rollout budget reached" in training["stop_reason"]
+    assert training["rollouts"] >= 2

@@ -1,4 +1,5 @@
-"""The optional DSPy baseline (skipped unless the dspy extra is installed; CI does not)."""
+"""The DSPy baselines (bootstrap-rs, MIPROv2, COPRO, GEPA); skipped where the dspy extra is not
+installed (`make install` installs it)."""
 
 from __future__ import annotations
 
@@ -257,3 +258,138 @@ def test_the_embedded_server_receives_the_answer_cap(monkeypatch):
         server.shutdown()
     (body,) = bodies
     assert body["max_tokens"] == 256 and "max_completion_tokens" not in body
+
+
+class MagicLM(AdderLM):
+    """Adds right only when its instructions say MAGIC; otherwise answers one too many (a
+    wrong answer the metric's feedback explains)."""
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        messages = messages or [{"role": "user", "content": prompt}]
+        out = super().forward(prompt=prompt, messages=messages, **kwargs)
+        if "MAGIC" not in messages[0]["content"]:
+            message = out.choices[0].message
+            message.content = re.sub(
+                r"(\[\[ ## answer ## \]\]\n)(\d+)",
+                lambda m: m.group(1) + str(int(m.group(2)) + 1),
+                message.content,
+            )
+        return out
+
+
+class ReflectLM(AdderLM):
+    """GEPA's reflection model: records each prompt and proposes the MAGIC instruction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[str] = []
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        messages = messages or [{"role": "user", "content": prompt}]
+        self.prompts.append("\n".join(str(m["content"]) for m in messages))
+        # in DSPy's chat format when its proposer asks for fields, else a bare ``` block
+        field = re.search(r"Your output fields are:\s*1\. `(\w+)`", str(messages[0]["content"]))
+        proposal = "```\nAdd the two numbers. MAGIC\n```"
+        if field and "Outputs will be a JSON object" in str(messages[0]["content"]):
+            proposal = json.dumps({field.group(1): proposal})
+        elif field:
+            proposal = f"[[ ## {field.group(1)} ## ]]\n{proposal}\n\n[[ ## completed ## ]]"
+        message = SimpleNamespace(content=proposal, reasoning_content=None, tool_calls=None)
+        return SimpleNamespace(
+            choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
+            usage={"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+            model="scripted-reflect",
+        )
+
+
+def test_gepa_gets_the_budget_and_reflects_on_our_metrics_feedback(tmp_path, monkeypatch):
+    from evals import dspy_baseline
+
+    made: list[dict[str, Any]] = []
+    real_gepa = dspy.GEPA
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return real_gepa(*args, **kwargs)
+
+    monkeypatch.setattr(dspy, "GEPA", spy)
+    bench = _bench(tmp_path)
+    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
+    reflect = ReflectLM()
+    outcome = dspy_baseline.run_dspy(
+        bench,
+        model="scripted",
+        train=rows["train"],
+        val=rows["val"],
+        examples=rows["dev"],
+        metric=bench.metric(),
+        optimizer="gepa",
+        concurrency=1,
+        out_dir=tmp_path / "dspy",
+        lm=MagicLM(),
+        reflection_lm=reflect,
+        rollouts=24,
+    )
+    (kwargs,) = made
+    assert kwargs["max_metric_calls"] == 24 and kwargs["reflection_lm"] is reflect
+    assert kwargs["log_dir"] == str(tmp_path / "dspy" / "gepa-log")  # resumable state
+    # our metric's feedback text is what GEPA showed the reflection model
+    assert reflect.prompts and "expected 52, got 53" in reflect.prompts[0]
+    training = outcome.details["training"]
+    assert training["optimizer"] == "gepa" and training["rollout_budget"] == 24
+    assert 0 < training["rollouts"] <= 24 + len(rows["train"])  # GEPA may finish a minibatch
+    # the reflection model's tokens are training cost too
+    assert training["input_tokens"] >= 20 * len(reflect.prompts)
+    # the proposed instruction was kept, and it answers the held-out sums right
+    assert "MAGIC" in (tmp_path / "dspy" / "program.json").read_text()
+    assert outcome.report.mean == 1.0
+
+
+def test_gepa_without_a_budget_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="rollout budget"):
+        _run(tmp_path, "gepa", AdderLM())
+
+
+def test_labeled_demos_show_the_reference_answer_not_the_tests():
+    from evals.dspy_baseline import _examples
+
+    rows = [
+        {"id": "a", "input": "q", "target": "def check(c): ...", "reference_answer": "```x```"},
+        {"id": "b", "input": "q2", "target": 7},
+    ]
+    first, second = _examples(dspy, rows)
+    assert first.answer == "```x```" and second.answer == "7"
+
+
+def test_compare_runs_a_gepa_row_on_the_table_budget(tmp_path, monkeypatch):
+    from evals import compare, dspy_baseline
+
+    _bench(tmp_path)
+    seen: list[dict[str, Any]] = []
+    real = dspy_baseline.run_dspy
+
+    def fake(*a: Any, **kw: Any) -> Any:
+        seen.append(kw)
+        return real(*a, **{**kw, "lm": MagicLM(), "reflection_lm": ReflectLM()})
+
+    monkeypatch.setattr(dspy_baseline, "run_dspy", fake)
+    base = {
+        "benchmark": "toy-dspy",
+        "model": "scripted",
+        "data_dir": str(tmp_path),
+        "methods": ["dspy-gepa"],
+        "concurrency": 1,
+    }
+    # no budget and no ann-trained row to take it from: the row fails with the reason
+    out = tmp_path / "out"
+    (row,) = compare.run_compare(
+        compare.CompareConfig(**base), out_dir=out, progress=False
+    ).summaries
+    assert row.status == "error" and "rollout budget" in (row.error or "")
+    config = compare.CompareConfig(**base, rollout_budget=20)
+    (row,) = compare.run_compare(config, out_dir=out, progress=False).summaries
+    assert row.status == "ok" and row.method == "dspy-gepa" and row.mean == 1.0
+    assert seen[-1]["optimizer"] == "gepa" and seen[-1]["rollouts"] == 20
+    assert row.details["training"]["rollout_budget"] == 20
+    md = (out / "compare.md").read_text()
+    assert "- dspy-gepa: dspy gepa compiled" in md and "rollouts (budget 20)" in md

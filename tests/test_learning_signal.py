@@ -260,7 +260,8 @@ def test_early_rejection_never_rejects_a_candidate_that_would_win(pairs, chunk, 
     delta = mean - best
     wins = delta > 0 and delta >= min_delta
     if wins and paired:
-        wins = sign_test_p([final[k] - current[k] for k in current]) <= 0.1
+        diffs = [final[k] - current[k] for k in current]
+        wins = sign_test_p(diffs, alternative="greater") <= 0.1
     keys = list(final)
     for end in range(chunk, len(keys), chunk):
         seen = {k: final[k] for k in keys[:end]}

@@ -88,3 +88,27 @@ def test_an_answer_that_crashes_is_reported_to_the_reviser():
     out, _ = run(spec(agent("coder", "Coder")), model)
     assert out["output"] == RIGHT
     assert "raised AttributeError" in model.calls[1]["text"]
+
+
+def test_a_revision_that_ties_the_draft_never_replaces_it():
+    # draft and both revisions pass double(2) only: on a tie the earliest version stays
+    draft = "```python\ndef double(x):\n    return 4\n```"
+    tie = "```python\ndef double(x):\n    return x * x\n```"  # 2*2 == 4, 5*5 != 10
+    model = ScriptedChatModel(rules=[(r"An earlier attempt was run", tie), (r"Coder", draft)])
+    out, decision = run(spec(agent("coder", "Coder"), rounds=2), model)
+    assert decision["passed"] == [1, 1, 1] and decision["chosen"] == 1
+    assert out["output"] == draft
+
+
+def test_a_later_version_that_ties_an_earlier_revision_loses_to_it():
+    # draft passes nothing, revision 1 and revision 2 pass one each: revision 1 is the answer
+    none = "```python\ndef double(x):\n    return 0\n```"
+    first = "```python\ndef double(x):\n    return 4\n```"
+    second = "```python\ndef double(x):\n    return x * x\n```"
+    answers = iter([first, second])
+    model = ScriptedChatModel(
+        rules=[(r"An earlier attempt was run", lambda *_, **__: next(answers)), (r"Coder", none)]
+    )
+    out, decision = run(spec(agent("coder", "Coder"), rounds=2), model)
+    assert decision["passed"] == [0, 1, 1] and decision["chosen"] == 2
+    assert out["output"] == first

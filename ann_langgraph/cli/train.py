@@ -84,6 +84,10 @@ def train_command(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Token budget.")] = None,
     max_calls: Annotated[int | None, typer.Option("--max-calls", help="Paid-call budget.")] = None,
     max_usd: Annotated[float | None, typer.Option("--max-usd", help="Cost budget (USD).")] = None,
+    max_rollouts: Annotated[
+        int | None,
+        typer.Option("--max-rollouts", help="Rollout budget: examples evaluated, cached or not."),
+    ] = None,
     concurrency: Annotated[
         int | None,
         typer.Option(min=1, help="Examples evaluated at once [default: 1 on local, else 4]."),
@@ -130,7 +134,9 @@ def train_command(
     test_rows = _dataset(test_path, "test") if test_path is not None else None
     models = _models_override(model)
     score = _metric_for(metric, spec)
-    budget = Budget(max_tokens=max_tokens, max_calls=max_calls, max_usd=max_usd)
+    budget = Budget(
+        max_tokens=max_tokens, max_calls=max_calls, max_usd=max_usd, max_rollouts=max_rollouts
+    )
     config = OptimizerConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -249,8 +255,8 @@ def train_command(
         console.print(
             f"held-out test (n={after['n']}, never used in training): {before['mean']:.3f} "
             f"({before['ci'][0]:.2f}-{before['ci'][1]:.2f}) -> [bold]{after['mean']:.3f}[/] "
-            f"({after['ci'][0]:.2f}-{after['ci'][1]:.2f}); paired sign test p = "
-            f"{result.test['p_value']:.3g}"
+            f"({after['ci'][0]:.2f}-{after['ci'][1]:.2f}); paired exact sign test "
+            f"({result.test.get('alternative', 'greater')}) p = {result.test['p_value']:.3g}"
         )
     console.print(f"best spec: {target / 'best.yaml'}")
     console.print(f"report:    {result.report_path}")

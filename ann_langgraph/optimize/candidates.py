@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec import GraphSpec
-from ..stats import confidence_interval
+from ..stats import confidence_interval, sign_test_p
 from .context import OptimizerContext
-from .decide import paired_active, sign_test_p
+from .decide import paired_active
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = ["EvaluateCandidates", "cannot_win"]
@@ -45,7 +45,7 @@ def cannot_win(
     if paired:
         diffs = [scores[k] - current[k] for k in scores]
         diffs += [1.0 - current[k] for k in rest]  # every remaining example a win (or a tie)
-        p_best = sign_test_p(diffs)
+        p_best = sign_test_p(diffs, alternative="greater")
         if p_best > alpha:
             return (
                 f"after {len(scores)} of {n} examples even winning every remaining one leaves "

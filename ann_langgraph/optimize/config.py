@@ -17,6 +17,12 @@ class Budget(BaseModel):
     max_tokens: int | None = Field(default=None, ge=0)
     max_calls: int | None = Field(default=None, ge=0)
     max_usd: float | None = Field(default=None, ge=0)
+    max_rollouts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Examples evaluated (training, validation and dry runs, cached or not): "
+        "the budget unit optimizers are compared in.",
+    )
 
     def exceeded(self, usage: dict[str, Any]) -> str | None:
         tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
@@ -26,6 +32,9 @@ class Budget(BaseModel):
             return f"call budget reached ({usage.get('calls')} >= {self.max_calls})"
         if self.max_usd is not None and float(usage.get("cost_usd", 0.0)) >= self.max_usd:
             return f"cost budget reached (${usage.get('cost_usd', 0):.4f} >= ${self.max_usd})"
+        rollouts = int(usage.get("rollouts", 0))
+        if self.max_rollouts is not None and rollouts >= self.max_rollouts:
+            return f"rollout budget reached ({rollouts} >= {self.max_rollouts})"
         return None
 
 
@@ -56,6 +65,11 @@ class OptimizerConfig(BaseModel):
         default=True,
         description="Each step, also try setting the blamed layers' demonstrations from their "
         "own successful training traces (DSPy's bootstrap, as one more candidate).",
+    )
+    textual_patches: bool = Field(
+        default=True,
+        description="Ask the local repairers for patches written from the critique (the "
+        "textual gradient). Off: only demos and operators are tried (an ablation).",
     )
     max_demos: int = Field(default=3, ge=1, le=8, description="Demonstrations per agent.")
     operators: bool = Field(

@@ -11,13 +11,13 @@ from langgraph.types import Send
 from ..spec import GraphSpec
 from . import prompts
 from .context import OptimizerContext
+from .copies import training_inputs
 from .momentum import momentum_summary
 from .operators import operator_proposals
 from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .state import OptimizerState, evidence_records
 from .structured import invoke_structured
-from .validate import training_inputs
 
 __all__ = ["GlobalCritic", "without_repeats"]
 

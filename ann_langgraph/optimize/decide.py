@@ -1,39 +1,22 @@
 """Commit or roll back: the best complete candidate must beat the current spec on validation
-by ``min_delta`` and, where the paired test is on, win a one-sided sign test at ``alpha``."""
+by ``min_delta`` and, where the paired test is on, win a one-sided sign test at ``alpha``
+(acceptance asks a directional question: is the candidate better?)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from langgraph.types import interrupt
 
 from ..patch import apply_patch
 from ..spec import GraphSpec
+from ..stats import paired_sign_test, sign_test_p
 from .config import OptimizerConfig
 from .context import OptimizerContext
 from .state import OptimizerState
 
+# paired_sign_test and sign_test_p live in ann_langgraph.stats; re-exported for old imports.
 __all__ = ["Decide", "paired_active", "paired_sign_test", "sign_test_p"]
-
-
-def sign_test_p(diffs: list[float]) -> float:
-    """One-sided exact sign test: P(at least this many wins | no difference)."""
-    wins = sum(1 for d in diffs if d > 0)
-    n = sum(1 for d in diffs if d != 0)
-    if n == 0:
-        return 1.0
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
-
-
-def paired_sign_test(diffs: list[float]) -> dict[str, Any]:
-    """Wins, losses, ties and the one-sided sign test's p for per-example differences."""
-    return {
-        "wins": sum(1 for d in diffs if d > 0),
-        "losses": sum(1 for d in diffs if d < 0),
-        "ties": sum(1 for d in diffs if d == 0),
-        "p_value": sign_test_p(diffs),
-    }
 
 
 def paired_active(cfg: OptimizerConfig, n_val: int) -> bool:
@@ -61,7 +44,7 @@ class Decide:
         p_value = None
         if accept and paired_active(cfg, len(state["best_val"])):
             diffs = [top["val"].get(k, 0.0) - v for k, v in state["best_val"].items()]
-            p_value = sign_test_p(diffs)
+            p_value = sign_test_p(diffs, alternative="greater")
             accept = p_value <= cfg.alpha
         if accept and cfg.review:
             answer = interrupt(

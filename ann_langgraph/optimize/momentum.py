@@ -10,8 +10,8 @@ from .prompts import normalized
 
 if TYPE_CHECKING:
     from .context import OptimizerContext
+    from .copies import TrainingInputs
     from .state import OptimizerState
-    from .validate import TrainingInputs
 
 __all__ = [
     "Momentum",

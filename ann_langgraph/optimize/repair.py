@@ -11,11 +11,12 @@ from langchain_core.runnables import RunnableConfig
 from ..spec import GraphSpec
 from . import prompts
 from .context import OptimizerContext
+from .copies import training_inputs
 from .momentum import momentum_summary, smoothed_layer_gradient, unkept_ops
 from .schemas import layer_patch_schema, to_patch
 from .state import add_usage, evidence_records
 from .structured import StructuredResult, invoke_structured
-from .validate import static_reason, training_inputs
+from .validate import static_reason
 
 __all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for", "tried_demos"]
 
@@ -40,6 +41,8 @@ class LocalRepair:
 
     def __call__(self, payload: Any, config: RunnableConfig) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.ctx.cfg
+        if not cfg.textual_patches:  # an ablation: demos and operators only, no model call
+            return {}
         spec = GraphSpec.model_validate(payload["spec"])
         target = payload["target"]
         layer = target["layer"]

@@ -85,8 +85,11 @@ class OptimizerState(TypedDict, total=False):
 
 
 def usage_of(report: Any) -> dict[str, Any]:
-    """What an evaluation paid for: cached calls and their tokens are free."""
+    """What an evaluation paid for: cached calls and their tokens are free. ``rollouts``
+    counts the examples evaluated, cached or not (the unit every optimizer's budget is
+    compared in: GEPA's metric calls, an example run through the program)."""
     return {
+        "rollouts": report.n,
         "calls": report.calls - report.cached_calls,
         "cached_calls": report.cached_calls,
         "input_tokens": report.input_tokens - report.cached_input_tokens,
