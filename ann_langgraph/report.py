@@ -9,7 +9,13 @@ from .diff import diff_specs, format_diff
 from .optimize.momentum import describe_ops
 from .spec import GraphSpec
 
-__all__ = ["learning_stats", "plot_learning_curve", "structured_calls", "write_report"]
+__all__ = [
+    "learning_stats",
+    "plot_learning_curve",
+    "pool_summary",
+    "structured_calls",
+    "write_report",
+]
 
 
 def structured_calls(history: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, bool]]:
@@ -41,7 +47,23 @@ def learning_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
     stopped = [
         c["early_stop"] for h in history for c in h.get("candidates", []) if c.get("early_stop")
     ]
+    screens = [c["screen"] for h in history for c in h.get("candidates", []) if c.get("screen")]
+    dropped = [s for s in screens if not s.get("passed")]
+    kept: dict[str, int] = {}
+    for h in history:
+        for c in h.get("candidates", []):
+            if c.get("accepted"):
+                source = str(c.get("source", "repairer")).split(":")[0]
+                kept[source] = kept.get(source, 0) + 1
     return {
+        "screened": len(screens),
+        "screened_out": len(dropped),
+        "screen_examples_saved": sum(int(s.get("examples_saved", 0)) for s in dropped),
+        "screen_calls_saved_est": sum(int(s.get("calls_saved_est", 0)) for s in dropped),
+        # committed changes by where they came from: the textual gradient (repairer,
+        # reflection), bootstrapped demos, fixed operators, merges
+        "kept_by_source": kept,
+        "front_sizes": [len(h.get("front") or []) for h in history if not h.get("skipped")],
         "structured_calls": calls,
         "structured_parsed": parsed,
         "parse_rate": parsed / calls if calls else None,
@@ -178,6 +200,18 @@ def write_report(
             f"{stats['examples_saved']} validation examples (about {stats['calls_saved_est']} "
             "model calls) not run"
         )
+    if stats["screened"]:
+        lines.append(
+            f"- Minibatch screening: {stats['screened']} candidates screened, "
+            f"{stats['screened_out']} stopped; calls saved by minibatch screening: "
+            f"{stats['screen_calls_saved_est']} ({stats['screen_examples_saved']} validation "
+            "examples not run)"
+        )
+    kept = stats["kept_by_source"]
+    lines.append(
+        "- Committed changes by source: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(kept.items())) if kept else "none")
+    )
     if cache_stats:
         lines.append(f"- Response cache (this process): {cache_stats}")
     if test:
@@ -255,9 +289,47 @@ def write_report(
                 f"- step {h['global_step'] + 1}, layer {c['layer']}: {status}; "
                 f"{describe_ops(c.get('patch'))[:300]}"
             )
+    lines += _pool_lines(state.get("pool") or [], history)
     path = run_path / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def pool_summary(pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pool without its specs (a fingerprint names each), for results and reports."""
+    out = []
+    for member in pool:
+        row = {k: v for k, v in member.items() if k != "spec"}
+        row["fingerprint"] = GraphSpec.model_validate(member["spec"]).fingerprint
+        out.append(row)
+    return out
+
+
+def _pool_lines(pool: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[str]:
+    """The candidate pool, its Pareto front and lineage, and the parent each step drew."""
+    if not pool:
+        return []
+    from .optimize.pool import front_members
+
+    front = set(front_members(pool))
+    lines = [
+        "",
+        "## Candidate pool (Pareto front over validation examples)",
+        "",
+        "| id | parent | from step | source | validation | on front | version |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in pool:
+        parent = "-" if m.get("parent") is None else str(m["parent"])
+        version = "-" if m.get("version") is None else f"v{m['version']}"
+        lines.append(
+            f"| {m['id']} | {parent} | {m.get('global_step', 0)} | {m.get('source', '-')} | "
+            f"{m['val_score']:.3f} | {'yes' if m['id'] in front else 'no'} | {version} |"
+        )
+    parents = [str(h.get("parent")) for h in history if not h.get("skipped")]
+    if parents:
+        lines += ["", f"Parents drawn per step: {', '.join(parents)}"]
+    return lines
 
 
 def _test_lines(test: dict[str, Any]) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .executors import Executor, resolve_executor
 from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
@@ -66,6 +66,11 @@ class TrainResult(BaseModel):
     report_path: Path
     wall_time_s: float
     test: dict[str, Any] | None = None
+    pool: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every fully validated candidate (optimize.pool): id, parent, source, step, "
+        "validation mean and per-example scores, committed version, spec fingerprint.",
+    )
 
 
 # Options that change how fast a run goes, never what it computes: free to differ on resume.
@@ -313,7 +318,7 @@ def train(
         best = GraphSpec.model_validate(final["spec"])
         save_spec(best, run_path / "best.yaml")
         wall = time.perf_counter() - started
-        from .report import write_report
+        from .report import pool_summary, write_report
 
         # what was really paid: checkpointed usage, raised by the cache's ledger (calls finished in
         # a step that a crash cut short are in the ledger, and free on resume)
@@ -364,6 +369,7 @@ def train(
             report_path=report_path,
             wall_time_s=wall,
             test=heldout,
+            pool=pool_summary(final.get("pool") or []),
         )
     finally:
         if runner is not executor:  # made here from a name: ours to close

@@ -61,3 +61,15 @@ os.environ["ANN_LOCAL_MODEL"] = "smollm2"
 def _capable_model_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("capable_model") is not None:
         monkeypatch.delenv("ANN_LOCAL_MODEL", raising=False)
+
+
+# The repairer's own path, as it ran before GEPA's parts joined the step: no reflective
+# proposals, no minibatch screening, the best spec always the parent. Scenarios that script the
+# optimizer's calls one by one pin that path; the new parts have tests of their own
+# (test_reflect.py, test_pool.py).
+REPAIRER_PATH: dict[str, Any] = {
+    "reflection": False,
+    "screening": False,
+    "pareto_parents": False,
+    "merge": False,
+}

@@ -23,7 +23,7 @@ from ann_langgraph.langsmith_io import (
 )
 from ann_langgraph.testing import ScriptedChatModel
 
-from .conftest import agent, make_spec
+from .conftest import REPAIRER_PATH, agent, make_spec
 from .langsmith_standin import LangSmithStandIn
 from .test_optimizer import data, executor, optimizer, solver_spec
 
@@ -204,7 +204,9 @@ def test_train_reads_its_backward_records_back_from_langsmith(standin, tmp_path)
             run_dir=tmp_path / name,
             progress=False,
             trace_source=trace_source,  # type: ignore[arg-type]
-            config=ann.OptimizerConfig(bootstrap_demos=False, early_rejection=False),
+            config=ann.OptimizerConfig(
+                bootstrap_demos=False, **REPAIRER_PATH, early_rejection=False
+            ),
         )
 
     local = run("local", "run-local")

@@ -20,7 +20,7 @@ from ann_langgraph.optimize.validate import sense_reason
 from ann_langgraph.testing import ScriptedChatModel
 from ann_langgraph.train import train
 
-from .conftest import agent, make_spec
+from .conftest import REPAIRER_PATH, agent, make_spec
 
 
 def data(n: int, prefix: str) -> list[dict]:
@@ -42,7 +42,12 @@ def opt_model(patch: dict | None = None) -> ScriptedChatModel:
         "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "Say it."}],
     }
     return ScriptedChatModel(
-        rules=[(r"global critic", CRITIC), (r"repair one layer", patch)], model_name="optimizer"
+        rules=[
+            (r"global critic", CRITIC),
+            (r"repair one layer", patch),
+            (r"write a new instruction", "```\nAdd one, then give the number.\n```"),
+        ],
+        model_name="optimizer",
     )
 
 
@@ -88,6 +93,11 @@ def test_truncation_reaches_the_feedback_and_the_critics_prompt(tmp_path):
     assert ", llm]" not in critic_prompts[0] and ", llm (" not in critic_prompts[0]
     repair = next(c["text"] for c in optimizer.calls if "repair one layer" in c["text"])
     assert "output cut off at max_tokens=3" in repair
+    # the reflection sees the agent's own input, its output and why it stopped (GEPA's form)
+    reflect = next(c["text"] for c in optimizer.calls if "write a new instruction" in c["text"])
+    assert "## Finish reason\n### " not in reflect  # a plain value, not a nested record
+    assert "## Finish reason\nlength: output cut off at max_tokens=3" in reflect
+    assert "## Inputs\nWhat is " in reflect and "## Feedback\nScore 0.00." in reflect
 
 
 def test_complete_answers_say_nothing_about_truncation():
@@ -310,7 +320,7 @@ def _train(tmp_path, name, optimizer, *, wordy=False, n_train=4, **cfg):
         batch_size=4,
         run_dir=tmp_path / name,
         progress=False,
-        config=ann.OptimizerConfig(early_chunk=4, **cfg),
+        config=ann.OptimizerConfig(early_chunk=4, **{**REPAIRER_PATH, **cfg}),
     )
 
 

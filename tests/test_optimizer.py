@@ -14,7 +14,7 @@ from ann_langgraph.optimize.graph import Budget, OptimizerConfig, create_optimiz
 from ann_langgraph.testing import ScriptedChatModel
 from ann_langgraph.train import RunDirError, train
 
-from .conftest import agent, make_spec
+from .conftest import REPAIRER_PATH, agent, make_spec
 
 
 def solver_spec() -> ann.GraphSpec:
@@ -58,13 +58,18 @@ def optimizer(prompt: str) -> ScriptedChatModel:
         "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}],
     }
     return ScriptedChatModel(
-        rules=[(r"global critic", CRITIC), (r"repair one layer", patch)], model_name="optimizer"
+        rules=[
+            (r"global critic", CRITIC),
+            (r"repair one layer", patch),
+            (r"write a new instruction", f"```\n{prompt}\n```"),  # reflection (GEPA's prompt)
+        ],
+        model_name="optimizer",
     )
 
 
 # The scenarios below pin the repairer's own path: no bootstrapped demo candidate, whole
 # validation runs (tests of those two defaults are further down).
-LEGACY = {"bootstrap_demos": False, "early_rejection": False}
+LEGACY = {"bootstrap_demos": False, "early_rejection": False, **REPAIRER_PATH}
 
 
 def run(tmp_path, opt, *, epochs=1, progress=False, **kw):
@@ -284,9 +289,10 @@ def test_compiled_optimizer_streams_with_a_user_checkpointer():
         stream_mode="updates",
     ):
         nodes.extend(update)
-    assert nodes[:6] == [
+    assert nodes[:7] == [
         "setup",
         "check_budget",
+        "select_parent",
         "forward",
         "global_critic",
         "local_repair",

@@ -11,7 +11,7 @@ from ann_langgraph.optimize.operators import operator_proposals
 from ann_langgraph.testing import ScriptedChatModel, agent_input
 from ann_langgraph.train import train
 
-from .conftest import agent, make_spec
+from .conftest import REPAIRER_PATH, agent, make_spec
 
 CRITIC = {
     "summary": "The functions are wrong.",
@@ -130,7 +130,7 @@ def _train(tmp_path, **config: Any) -> Any:
         batch_size=4,
         run_dir=tmp_path / "run",
         progress=False,
-        config=ann.OptimizerConfig(bootstrap_demos=False, **config),
+        config=ann.OptimizerConfig(bootstrap_demos=False, **REPAIRER_PATH, **config),
     )
 
 

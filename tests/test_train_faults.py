@@ -37,9 +37,10 @@ from ann_langgraph.train import TrainResult
 
 from .conftest import agent, make_spec
 
-SALT = "faults-v1"
+SALT = "salt-1"
 TRANSPORT = ("timeout", "rate_limit", "server_error")
 EXECUTOR_KINDS = (*TRANSPORT, "empty")
+REFLECTION = "write a new instruction"  # GEPA's reflection prompt, as the optimizer sends it
 OPTIMIZER_KINDS = (*TRANSPORT, "empty", "text", "truncated_json", "wrong_shape")
 
 
@@ -87,6 +88,10 @@ class Faults:
                 return AIMessage(content="")
             if fails and kind == "text":
                 return "Sure! The solver is the problem, I think. Hope this helps."
+            if fails and kind == "truncated_json" and not kw.get("tools"):  # plain text asked
+                return AIMessage(
+                    content="```\nAdd one. LE", response_metadata={"finish_reason": "length"}
+                )
             if fails and kind == "truncated_json":
                 return AIMessage(
                     content="",
@@ -135,7 +140,8 @@ def executor_answer(messages: list[BaseMessage]) -> str:
     n = int(re.search(r"What is (\d+)", question).group(1))  # type: ignore[union-attr]
     if "a reader" in system:
         return f"The question asks for {n} plus one."
-    level = int(re.search(r"LEVEL (\d+)", system).group(1))  # type: ignore[union-attr]
+    found = re.search(r"LEVEL (\d+)", system)  # a garbled reflection may have dropped it
+    level = int(found.group(1)) if found else -1
     if "BAD" in system:
         return "Answer: 0"
     return f"Answer: {n + 1}" if n % 12 <= level else f"Answer: {n}"
@@ -151,6 +157,10 @@ def optimizer_answer(messages: list[BaseMessage]) -> dict[str, Any]:
                 {"layer": "read", "reason": "the reader could be clearer"},
             ],
         }
+    if "write a new instruction" in text:  # a reflective proposal (GEPA's prompt)
+        found = re.search(r"LEVEL (\d+)", text)
+        better = f"Add one. LEVEL {int(found.group(1)) + 1}" if found else "Restate it plainly."
+        return f"```\n{better}\n```"  # type: ignore[return-value]
     layer = re.search(r"LAYER TO REPAIR: '(\w+)'", text).group(1)  # type: ignore[union-attr]
     level = int(re.search(r"LEVEL (\d+)", text).group(1))  # type: ignore[union-attr]
     if layer == "read":  # changes nothing that matters: rolled back
@@ -199,7 +209,13 @@ def run(run_dir: Path, executor: ScriptedChatModel, optimizer: ScriptedChatModel
         batch_size=4,
         run_dir=run_dir,
         config=ann.OptimizerConfig(
-            seed=3, concurrency=4, bootstrap_demos=False, early_rejection=False
+            # no screening: the helpful patch fixes one residue class in twelve, which a
+            # 4-example minibatch rarely holds (screening has its own tests)
+            seed=3,
+            concurrency=4,
+            bootstrap_demos=False,
+            early_rejection=False,
+            screening=False,
         ),
         progress=False,
     )
@@ -263,14 +279,22 @@ def test_training_survives_faulty_models_retrying_or_recording_every_fault(tmp_p
 
     # 2. every structured-output fault of the optimizer was asked again with the error shown,
     # then recorded in the history once, with its reason: a critic error or an invalid candidate
+    # (a reflective proposal is plain text, not structured: its garbage is sampled again, below)
     garbage: Counter[str] = Counter(
-        base for kind, base, _ in op_faults.injected if kind not in TRANSPORT
+        base
+        for kind, base, _ in op_faults.injected
+        if kind not in TRANSPORT and REFLECTION not in base
     )
     assert garbage and all(n == 2 for n in garbage.values()), garbage
     retries = [c["text"] for c in optimizer.calls if "previous answer was not valid" in c["text"]]
     assert len(retries) == len(garbage)
     critic_errors = [r["gradient"]["error"] for r in result.history if r["gradient"].get("error")]
-    invalid = [c["reason"] for r in result.history for c in r["candidates"] if not c["valid"]]
+    invalid = [
+        c["reason"]
+        for r in result.history
+        for c in r["candidates"]
+        if not c["valid"] and c["source"] != "reflection"
+    ]
     # the scripted optimizer may propose a harmful prompt it proposed before: refused as a repeat
     invalid = [reason for reason in invalid if "this same prompt was proposed" not in reason]
     assert len(critic_errors) + len(invalid) == len(garbage)
@@ -280,6 +304,12 @@ def test_training_survives_faulty_models_retrying_or_recording_every_fault(tmp_p
         if row["gradient"].get("error"):  # a failed critic falls back to the output layer
             assert row["gradient"]["attempts"] == 2 and row["gradient"]["fallback"] is True
             assert [b["layer"] for b in row["gradient"]["blame"]] == ["solve"]
+    # a garbled reflective answer (empty, chatter, cut off) is drawn again or recorded, never run
+    reflected = [c for r in result.history for c in r["candidates"] if c["source"] == "reflection"]
+    assert any(kind not in TRANSPORT and REFLECTION in base for kind, base, _ in op_faults.injected)
+    assert any(c.get("resampled") for c in reflected)
+    for c in reflected:
+        assert c["valid"] or c["reason"], c
     # executor faults that are answers (empty content) are scored, not retried
     empty = [full for kind, _, full in ex_faults.injected if kind == "empty"]
     assert empty and all(ex_faults.requests[full] == 1 for full in empty)

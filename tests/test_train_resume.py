@@ -41,9 +41,10 @@ SCENARIO = textwrap.dedent(
         def respond(messages, **kw):
             while HOLD.exists():
                 time.sleep(0.01)
+            # the request and its sample slot (a reflection's samples share a prompt)
             text = "\n".join(str(m.content) for m in messages) + json.dumps(
                 kw.get("tools") or [], sort_keys=True
-            )
+            ) + str(current_sample.get())
             key = hashlib.sha256(text.encode()).hexdigest()[:16]
             log(f"B {role} {key}")
             with lock, LOG.with_suffix(".pids").open("a", encoding="utf-8") as fh:
@@ -74,6 +75,8 @@ SCENARIO = textwrap.dedent(
                 "blame": [{"layer": "solve", "reason": "the solver forgets to add one"}],
             }
         level = int(re.search(r"LEVEL (\d+)", text).group(1))
+        if "write a new instruction" in text:  # a reflective proposal: screened out
+            return f"```\nAdd one to the number. LEVEL {level} BAD\n```"
         history = re.findall(r"(ACCEPTED|REJECTED)", text.split("HISTORY OF EARLIER EDITS", 1)[-1])
         helpful = bool(history) and history[-1] == "REJECTED"
         prompt = (
@@ -124,6 +127,7 @@ DRIVER = (
         from pathlib import Path
 
         import ann_langgraph as ann
+        from ann_langgraph.cache import current_sample
         from ann_langgraph.testing import ScriptedChatModel
 
         run_dir, log_path, hold_path, out_path, resume = sys.argv[1:6]
@@ -150,7 +154,8 @@ DRIVER = (
             run_dir=run_dir,
             resume=resume == "1",
             config=ann.OptimizerConfig(
-                seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False
+                seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False,
+                screening=False,
             ),
             progress=False,
         )

@@ -71,6 +71,47 @@ class OptimizerConfig(BaseModel):
         description="Ask the local repairers for patches written from the critique (the "
         "textual gradient). Off: only demos and operators are tried (an ablation).",
     )
+    reflection: bool = Field(
+        default=True,
+        description="With textual_patches, also sample whole-instruction rewrites of each "
+        "blamed layer's agents from the minibatch's inputs, outputs, finish reasons and metric "
+        "feedback (GEPA's reflective mutation, its prompt and parsing).",
+    )
+    reflection_samples: int = Field(
+        default=2, ge=0, le=8, description="Reflective proposals per blamed layer per step."
+    )
+    reflection_temperature: float = Field(
+        default=1.0, ge=0.0, le=2.0, description="Sampling temperature of those proposals."
+    )
+    reflection_examples: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Minibatch examples each reflection is shown (failing first; GEPA: 3).",
+    )
+    reflection_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Fresh samples drawn for a proposal that repeats a rejected or sibling "
+        "instruction or restates a training example (it never costs a validation run).",
+    )
+    screening: bool = Field(
+        default=True,
+        description="Score each model-written candidate on the minibatch it was written from "
+        "first; only one that beats its parent there (whose scores are already paid for) goes "
+        "on to validation (GEPA's minibatch acceptance).",
+    )
+    pareto_parents: bool = Field(
+        default=True,
+        description="Keep every fully validated candidate in a pool and draw each step's "
+        "parent from the per-example Pareto front of the pool (GEPA), not only the best mean.",
+    )
+    merge: bool = Field(
+        default=True,
+        description="When the front holds two specs from one ancestor, also try their merge: "
+        "each differing part from the one that changed it, else from the one that wins more "
+        "validation examples.",
+    )
     max_demos: int = Field(default=3, ge=1, le=8, description="Demonstrations per agent.")
     operators: bool = Field(
         default=True,

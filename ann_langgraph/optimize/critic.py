@@ -14,6 +14,7 @@ from .context import OptimizerContext
 from .copies import training_inputs
 from .momentum import momentum_summary
 from .operators import operator_proposals
+from .pool import merge_proposals, step_spec
 from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .state import OptimizerState, evidence_records
@@ -44,7 +45,7 @@ class GlobalCritic:
 
     def __call__(self, state: OptimizerState, config: RunnableConfig) -> dict[str, Any]:
         ctx, cfg = self.ctx, self.ctx.cfg
-        spec = GraphSpec.model_validate(state["spec"])
+        spec = GraphSpec.model_validate(step_spec(state))
         results = state["batch"]["results"]
         records = state["batch"]["records"]
         failing = [r for r in results if r["score"] < 1.0]
@@ -121,16 +122,22 @@ class GlobalCritic:
         blame = (state.get("gradient") or {}).get("blame") or []
         if not blame:
             return "momentum"
-        keep = ("spec", "batch", "gradient", "history", "demo_pool", "train")
-        sends = [
-            Send("local_repair", {**{k: state.get(k) for k in keep}, "target": b}) for b in blame
-        ]
-        layers = [b["layer"] for b in blame]
+        # the step's parent (from the pool's front) is the spec every proposal edits
+        view = {**state, "spec": step_spec(state)}
+        keep = ("spec", "batch", "gradient", "history", "demo_pool", "train", "global_step")
+        payload = {k: view.get(k) for k in keep}
+        sends = [Send("local_repair", {**payload, "target": b}) for b in blame]
         cfg = self.ctx.cfg
-        ops = BootstrapDemos.ops(state, layers, cfg.max_demos) if cfg.bootstrap_demos else []
+        if cfg.textual_patches and cfg.reflection and cfg.reflection_samples:
+            sends += [Send("reflective_repair", {**payload, "target": b}) for b in blame]
+        layers = [b["layer"] for b in blame]
+        ops = BootstrapDemos.ops(view, layers, cfg.max_demos) if cfg.bootstrap_demos else []
         if ops:
             sends.append(Send("bootstrap_demos", {"ops": ops}))
-        proposals = operator_proposals(state, layers) if cfg.operators else []
+        proposals = operator_proposals(view, layers) if cfg.operators else []
         if proposals:
             sends.append(Send("operator_candidates", {"proposals": proposals}))
+        merges = merge_proposals(view) if cfg.merge and cfg.pareto_parents else []
+        if merges:
+            sends.append(Send("merge_candidates", {"proposals": merges}))
         return sends

@@ -13,6 +13,7 @@ from ..spec import GraphSpec
 from ..stats import paired_sign_test, sign_test_p
 from .config import OptimizerConfig
 from .context import OptimizerContext
+from .pool import pool_entry, step_spec
 from .state import OptimizerState
 
 # paired_sign_test and sign_test_p live in ann_langgraph.stats; re-exported for old imports.
@@ -57,11 +58,29 @@ class Decide:
                 }
             )
             accept, top = _review(answer, top, state)
+        # every fully validated candidate joins the pool (optimize.pool), committed or not
+        pool_size = len(state.get("pool") or [])
+        joined: list[dict[str, Any]] = []
+        pool_ids: dict[int, int] = {}
+        for c in complete:
+            pool_ids[id(c)] = pool_size + len(joined)
+            joined.append(
+                pool_entry(
+                    pool_size + len(joined),
+                    c["spec"],
+                    c["val"],
+                    parent=c.get("parent"),
+                    global_step=state["global_step"],
+                    source=str(c.get("source", "repairer")),
+                    version=state["version"] + 1 if accept and c is top else None,
+                )
+            )
         candidates = [
             {
                 **{k: v for k, v in c.items() if k not in ("spec", "val")},
                 "before": best,
                 "accepted": accept and c is top,
+                **({"pool_id": pool_ids[id(c)]} if id(c) in pool_ids else {}),
             }
             for c in state["candidates"]
         ]
@@ -73,6 +92,8 @@ class Decide:
             "best_before": best,
         }
         update: dict[str, Any] = {"candidates": candidates, "decision": decision}
+        if joined:
+            update["pool"] = joined
         if accept:
             version = state["version"] + 1
             update.update(
@@ -92,6 +113,8 @@ class Decide:
                         "val_n": len(top["val"]),
                         "p_value": p_value,
                         "global_step": state["global_step"],
+                        "pool_id": pool_ids.get(id(top)),
+                        "pool_parent": top.get("parent"),
                     }
                 ],
             )
@@ -107,7 +130,7 @@ def _review(answer: Any, top: dict[str, Any], state: OptimizerState) -> tuple[bo
     if isinstance(answer, str):
         return answer.strip().lower() in ("y", "yes", "approve", "accept", "ok"), top
     if isinstance(answer, dict) and "patch" in answer:
-        spec = GraphSpec.model_validate(state["spec"])
+        spec = GraphSpec.model_validate(step_spec(state))
         edited = apply_patch(spec, answer["patch"])
         return True, {**top, "patch": answer["patch"], "spec": edited.model_dump(mode="json")}
     return False, top

@@ -14,6 +14,7 @@ from ..langsmith_io import LangSmithError
 from ..spec import GraphSpec
 from ..tracing import ExecutionRecord
 from .context import OptimizerContext
+from .pool import pool_entry, step_spec
 from .state import OptimizerState, compact_records, paid_so_far, usage_of
 
 __all__ = ["Advance", "CheckBudget", "Forward", "Setup", "demo_candidates", "make_batches"]
@@ -66,6 +67,17 @@ class Setup:
                     }
                 ],
                 usage=usage_of(report),
+                pool=[
+                    pool_entry(
+                        0,
+                        state["spec"],
+                        {r.id: r.score for r in report.results},
+                        parent=None,
+                        global_step=0,
+                        source="start",
+                        version=0,
+                    )
+                ],
             )
             ctx.emit("baseline", score=report.mean, n=report.n)
         if not state.get("batches"):
@@ -98,7 +110,7 @@ class CheckBudget:
 
     @staticmethod
     def route(state: OptimizerState) -> str:
-        return END if state.get("stop_reason") else "forward"
+        return END if state.get("stop_reason") else "select_parent"
 
 
 def demo_candidates(
@@ -136,7 +148,7 @@ class Forward:
 
     def __call__(self, state: OptimizerState) -> dict[str, Any]:
         ctx = self.ctx
-        spec = GraphSpec.model_validate(state["spec"])
+        spec = GraphSpec.model_validate(step_spec(state))
         wanted = state["batches"][state["step"]]
         by_id = {str(ex.get("id", i)): ex for i, ex in enumerate(state["train"])}
         examples = [by_id[i] for i in wanted]

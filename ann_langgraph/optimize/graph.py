@@ -1,10 +1,11 @@
 """The backward phase as a LangGraph graph: this module only wires the nodes.
 
-setup -> check_budget -> forward -> global_critic -> local_repair (one ``Send`` per blamed
-layer) + bootstrap_demos + operator_candidates -> validate_format -> evaluate_candidate ->
-decide -> momentum -> advance -> check_budget ... until epochs, patience or budget end. Each
-node is a small class in the module of its concern (forward, critic, repair, operators,
-validate, candidates, decide, momentum);
+setup -> check_budget -> select_parent -> forward -> global_critic -> local_repair and
+reflective_repair (one ``Send`` each per blamed layer) + bootstrap_demos + operator_candidates
++ merge_candidates -> validate_format -> screen_candidates -> evaluate_candidate -> decide ->
+momentum -> advance -> check_budget ... until epochs, patience or budget end. Each node is a
+small class in the module of its concern (forward, pool, critic, repair, reflect, operators,
+validate, screen, candidates, decide, momentum);
 state is JSON-friendly so a SQLite checkpointer can resume a killed run.
 """
 
@@ -30,7 +31,10 @@ from .decide import Decide
 from .forward import Advance, CheckBudget, Forward, Setup
 from .momentum import Momentum
 from .operators import OperatorCandidates
+from .pool import MergeCandidates, SelectParent
+from .reflect import ReflectiveRepair
 from .repair import BootstrapDemos, LocalRepair
+from .screen import ScreenCandidates
 from .state import OptimizerState, paid_so_far
 from .validate import ValidateFormat
 
@@ -89,37 +93,54 @@ def create_optimizer(
         executor=executor,
     )
     check_budget, forward, critic = CheckBudget(ctx), Forward(ctx), GlobalCritic(ctx)
-    validate, advance = ValidateFormat(ctx), Advance(ctx)
+    validate, advance, screen = ValidateFormat(ctx), Advance(ctx), ScreenCandidates(ctx)
 
     builder = StateGraph(OptimizerState)
     retry = llm_retry_policy()
     builder.add_node("setup", Setup(ctx))
     builder.add_node("check_budget", check_budget)
+    builder.add_node("select_parent", SelectParent(ctx))
     builder.add_node("forward", forward)
     builder.add_node("global_critic", critic, retry_policy=retry)
     # Send payloads are not the state type; the nodes read the keys they were sent.
     builder.add_node("local_repair", cast(Any, LocalRepair(ctx)), retry_policy=retry)
+    builder.add_node("reflective_repair", cast(Any, ReflectiveRepair(ctx)), retry_policy=retry)
+    builder.add_node("merge_candidates", cast(Any, MergeCandidates()))
     builder.add_node("bootstrap_demos", cast(Any, BootstrapDemos(ctx)))
     builder.add_node("operator_candidates", cast(Any, OperatorCandidates()))
     builder.add_node("validate_format", validate, defer=True)
+    builder.add_node("screen_candidates", screen)
     builder.add_node("evaluate_candidate", EvaluateCandidates(ctx))
     builder.add_node("decide", Decide(ctx))
     builder.add_node("momentum", Momentum(ctx))
     builder.add_node("advance", advance)
     builder.add_edge(START, "setup")
     builder.add_edge("setup", "check_budget")
-    builder.add_conditional_edges("check_budget", check_budget.route, ["forward", END])
+    builder.add_conditional_edges("check_budget", check_budget.route, ["select_parent", END])
+    builder.add_edge("select_parent", "forward")
     builder.add_conditional_edges("forward", forward.route, ["global_critic", "momentum"])
     builder.add_conditional_edges(
         "global_critic",
         critic.route,
-        ["local_repair", "bootstrap_demos", "operator_candidates", "momentum"],
+        [
+            "local_repair",
+            "reflective_repair",
+            "bootstrap_demos",
+            "operator_candidates",
+            "merge_candidates",
+            "momentum",
+        ],
     )
     builder.add_edge("local_repair", "validate_format")
+    builder.add_edge("reflective_repair", "validate_format")
+    builder.add_edge("merge_candidates", "validate_format")
     builder.add_edge("bootstrap_demos", "validate_format")
     builder.add_edge("operator_candidates", "validate_format")
     builder.add_conditional_edges(
-        "validate_format", validate.route, ["evaluate_candidate", "momentum"]
+        "validate_format", validate.route, ["screen_candidates", "momentum"]
+    )
+    builder.add_conditional_edges(
+        "screen_candidates", screen.route, ["evaluate_candidate", "momentum"]
     )
     builder.add_edge("evaluate_candidate", "decide")
     builder.add_edge("decide", "momentum")

@@ -167,6 +167,7 @@ class Momentum:
 
     def __call__(self, state: OptimizerState) -> dict[str, Any]:
         from .decide import paired_active
+        from .pool import front_members
 
         cfg = self.ctx.cfg
         usage = state.get("usage") or {}
@@ -203,6 +204,9 @@ class Momentum:
             "decision": state.get("decision") or {},
             "best_score": state["best_score"],
             "version": state["version"],
+            "parent": state.get("parent"),
+            "pool_size": len(state.get("pool") or []),
+            "front": front_members(state.get("pool") or []),
             "usage": spent,
             "knobs": {
                 "local_weight": cfg.local_weight,

@@ -23,12 +23,15 @@ __all__ = ["OPERATORS", "Operator", "OperatorCandidates", "operator_proposals"]
 
 @dataclass(frozen=True)
 class Operator:
-    """A named rewrite: ``ops(spec, layer, train)`` returns its patch ops, or ``[]`` where it
-    does not apply (wrong kind of task, or the layer already does what it adds)."""
+    """A named rewrite: ``ops(spec, layer, train, records)`` returns its patch ops, or ``[]``
+    where it does not apply (wrong kind of task, or the layer already does what it adds);
+    ``records`` are the step's minibatch records (compact form)."""
 
     name: str
     rationale: str
-    ops: Callable[[GraphSpec, LayerSpec, list[dict[str, Any]]], list[dict[str, Any]]]
+    ops: Callable[
+        [GraphSpec, LayerSpec, list[dict[str, Any]], list[dict[str, Any]]], list[dict[str, Any]]
+    ]
 
 
 def _states_examples(row: dict[str, Any]) -> bool:
@@ -37,7 +40,10 @@ def _states_examples(row: dict[str, Any]) -> bool:
 
 
 def _test_revise(
-    spec: GraphSpec, layer: LayerSpec, train: list[dict[str, Any]]
+    spec: GraphSpec,
+    layer: LayerSpec,
+    train: list[dict[str, Any]],
+    records: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The one-agent layer that writes the code answer runs the task's stated examples on its
     code and revises on a failure (``test_revise``: Self-Debugging, AFlow's Test operator).
@@ -54,7 +60,60 @@ def _test_revise(
     return [{"op": "set_aggregator", "layer": layer.name, "aggregator": "test_revise"}]
 
 
+# Where at least this share of an agent's minibatch answers hit their cap, the cap is raised.
+CUT_SHARE = 0.25
+MAX_RAISED_CAP = 4096
+
+
+def cut_off(records: list[dict[str, Any]], layer: str) -> dict[str, tuple[int, int, int]]:
+    """Per agent of ``layer``: (answers cut off at the cap, answers, the cap they had)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for r in records:
+        if r.get("layer") != layer or r.get("kind", "llm") != "llm" or r.get("error"):
+            continue
+        cut, total, cap = out.get(r["agent_id"], (0, 0, 0))
+        if r.get("truncated"):
+            cut += 1
+            cap = max(cap, int(r.get("max_tokens") or 0))
+        out[r["agent_id"]] = (cut, total + 1, cap)
+    return out
+
+
+def _raise_cap(
+    spec: GraphSpec,
+    layer: LayerSpec,
+    train: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Double the output cap of each agent of the layer whose answers were cut off on the
+    minibatch (at least ``CUT_SHARE`` of them; at least 512, at most ``MAX_RAISED_CAP``): an
+    unfinished answer scores 0 whatever its prompt says, and the critique says so."""
+    ops = []
+    for agent in layer.agents:
+        cut, total, cap = cut_off(records, layer.name).get(agent.id, (0, 0, 0))
+        cap = agent.max_tokens or cap
+        if not cut or not cap or cut < CUT_SHARE * total or cap >= MAX_RAISED_CAP:
+            continue
+        raised = min(MAX_RAISED_CAP, max(512, 2 * cap))
+        ops.append(
+            {
+                "op": "set_agent_param",
+                "layer": layer.name,
+                "agent": agent.id,
+                "param": "max_tokens",
+                "value": raised,
+            }
+        )
+    return ops
+
+
 OPERATORS: tuple[Operator, ...] = (
+    Operator(
+        name="raise_cap",
+        rationale="Many answers were cut off at their output cap before they finished; give "
+        "the agents room to finish (the extra tokens are counted in the cost).",
+        ops=_raise_cap,
+    ),
     Operator(
         name="test_revise",
         rationale="Run the examples the task states on the written code and, when one fails, "
@@ -86,10 +145,22 @@ def _tried(history: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return settled
 
 
+def _tried_ops(state: Mapping[str, Any], name: str) -> list[list[dict[str, Any]]]:
+    """The ops of every earlier candidate of operator ``name`` that was not committed."""
+    return [
+        list((c.get("patch") or {}).get("ops") or [])
+        for row in state.get("history") or []
+        for c in row.get("candidates") or []
+        if c.get("source") == f"operator:{name}" and not c.get("accepted")
+    ]
+
+
 def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict[str, Any]]:
-    """One proposal per operator that applies to a blamed layer and is not settled for it."""
+    """One proposal per operator that applies to a blamed layer and is not settled for it
+    (``raise_cap`` is never settled: each step whose answers are cut off may raise it again)."""
     spec = GraphSpec.model_validate(state["spec"])
     train = list(state.get("train") or [])
+    records = list((state.get("batch") or {}).get("records") or [])
     tried = _tried(state.get("history") or [])
     out: list[dict[str, Any]] = []
     for name in layers:
@@ -98,9 +169,11 @@ def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict
         except KeyError:
             continue
         for operator in OPERATORS:
-            if (operator.name, name) in tried:
+            if (operator.name, name) in tried and operator.name != "raise_cap":
                 continue
-            ops = operator.ops(spec, layer, train)
+            ops = operator.ops(spec, layer, train, records)
+            if operator.name == "raise_cap" and ops in _tried_ops(state, operator.name):
+                continue  # this very raise was scored already: a rerun is no news
             if ops:
                 out.append(
                     {

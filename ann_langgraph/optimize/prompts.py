@@ -73,7 +73,12 @@ def clip(text: str, limit: int) -> str:
 
 def spec_outline(spec: GraphSpec, *, prompt_chars: int = 400) -> str:
     """The spec as the critic sees it: layers, wiring, aggregators, agents and prompts."""
-    lines = [f"Task: {spec.description or spec.name}", f"Answer format: {spec.answer_format}"]
+    names = ", ".join(f"'{layer.name}'" for layer in spec.layers)
+    lines = [
+        f"Task: {spec.description or spec.name}",
+        f"Answer format: {spec.answer_format}",
+        f"The system has {len(spec.layers)} layer(s), and only these: {names}.",
+    ]
     for i, layer in enumerate(spec.layers):
         reads = ", ".join(spec.layer_inputs(i)) or "the task"
         agg = layer.aggregator + (f" {layer.candidates}" if layer.candidates else "")
@@ -167,6 +172,7 @@ def repair_prompt(
     momentum: str,
     *,
     demos_available: dict[str, int] | None = None,
+    cut_off: dict[str, tuple[int, int, int]] | None = None,
 ) -> str:
     descriptions = "\n".join(
         f"- {name}: {desc}" for name, desc in aggregator_descriptions().items() if name != "dynamic"
@@ -178,6 +184,16 @@ def repair_prompt(
     ]
     if evidence:
         parts.append("WHAT THIS LAYER DID:\n" + "\n\n".join(evidence))
+    cut = {agent: row for agent, row in (cut_off or {}).items() if row[0]}
+    if cut:
+        parts.append(
+            "ANSWERS CUT OFF AT THE CAP (an unfinished answer scores 0 whatever the prompt "
+            "says; set_agent_param max_tokens raises the cap):\n"
+            + "\n".join(
+                f"- {agent}: {n} of {total} answers cut off at max_tokens={cap}"
+                for agent, (n, total, cap) in cut.items()
+            )
+        )
     if momentum:
         parts.append("HISTORY OF EARLIER EDITS:\n" + momentum)
     parts.append("AGGREGATORS YOU MAY USE:\n" + descriptions)

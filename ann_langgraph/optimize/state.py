@@ -82,6 +82,10 @@ class OptimizerState(TypedDict, total=False):
     ledger_since: float
     # successful training traces per "layer/agent": the source of bootstrapped demonstrations
     demo_pool: Annotated[dict[str, list[dict[str, Any]]], merge_demo_pool]
+    # every fully validated spec with its per-example scores (optimize.pool), and the index
+    # of the step's parent in it (None: the best spec)
+    pool: Annotated[list[dict[str, Any]], operator.add]
+    parent: int | None
 
 
 def usage_of(report: Any) -> dict[str, Any]:
@@ -134,6 +138,9 @@ def compact_records(records: Sequence[Any], chars: int = 1500) -> list[dict[str,
                 "aggregator": r.aggregator,
                 "example_id": r.example_id,
                 "output": prompts.clip(r.output, chars),
+                # what the agent was asked (reflection shows it beside the output)
+                "input": prompts.clip(getattr(r, "user_message", "") or "", chars),
+                "max_tokens": getattr(r, "max_tokens", None),
                 "error": r.error,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens,

@@ -25,6 +25,7 @@ from .copies import (
     training_inputs,
 )
 from .momentum import repeated_reason
+from .pool import step_spec
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = [
@@ -192,7 +193,8 @@ class ValidateFormat:
 
     def __call__(self, state: OptimizerState) -> dict[str, Any]:
         ctx = self.ctx
-        spec = GraphSpec.model_validate(state["spec"])
+        step = GraphSpec.model_validate(step_spec(state))
+        pool = state.get("pool") or []
         failing = [r["id"] for r in state["batch"]["results"] if r["score"] < 1.0]
         by_id = {str(ex.get("id", i)): ex for i, ex in enumerate(state["train"])}
         probe = by_id.get(failing[0]) if failing else None
@@ -201,6 +203,7 @@ class ValidateFormat:
         candidates = []
         usage: dict[str, Any] = {}
         inputs: TrainingInputs | None = None  # built at the first patch to check
+        made: dict[str, int] = {}  # spec fingerprint -> the candidate that made it first
         for index, prop in enumerate(state.get("proposals") or []):
             cand: dict[str, Any] = {
                 "layer": prop["layer"],
@@ -211,7 +214,10 @@ class ValidateFormat:
                 "attempts": prop.get("attempts", 0),
                 "parsed": prop.get("parsed", prop.get("patch") is not None),
             }
-            for key in ("parsed_calls", "revisions"):  # the repairer's own record
+            base = prop.get("base")  # a merge edits the pool member it starts from
+            spec = GraphSpec.model_validate(pool[base]["spec"]) if base is not None else step
+            cand["parent"] = base if base is not None else state.get("parent")
+            for key in ("parsed_calls", "revisions", "resampled", "merged", "agent"):
                 if prop.get(key) is not None:
                     cand[key] = prop[key]
             candidates.append(cand)
@@ -226,6 +232,11 @@ class ValidateFormat:
             if new_spec is None:
                 cand["reason"] = reason
                 continue
+            if (twin := made.get(new_spec.fingerprint)) is not None:
+                # two sources (a repairer and a reflection) wrote the same edit: score it once
+                cand["reason"] = f"the same spec as candidate {twin} of this step"
+                continue
+            made[new_spec.fingerprint] = index
             try:
                 compile_graph(new_spec, models=ctx.models)
             except (PatchError, SpecError) as exc:
@@ -249,4 +260,4 @@ class ValidateFormat:
 
     @staticmethod
     def route(state: OptimizerState) -> str:
-        return "evaluate_candidate" if any(c["valid"] for c in state["candidates"]) else "momentum"
+        return "screen_candidates" if any(c["valid"] for c in state["candidates"]) else "momentum"

@@ -1,0 +1,230 @@
+"""Reflective proposals (GEPA's mutation): rewrite a blamed agent's whole instruction from a
+few minibatch examples, each with the agent's own input and output, why its generation stopped,
+and the metric's feedback; several samples per step.
+
+The prompt and the answer's parsing are GEPA's own (``gepa.strategies.instruction_proposal``),
+so the comparison with ``dspy.GEPA`` differs in the search around them, not in the mutation.
+A sample identical to an earlier rejected prompt, to a sibling, or one that restates a training
+example is sampled again (at most ``reflection_retries`` times) instead of being validated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gepa.strategies.instruction_proposal import InstructionProposalSignature
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from ..cache import is_cache_hit, sample_scope
+from ..spec import GraphSpec
+from . import prompts
+from .context import OptimizerContext
+from .copies import training_inputs
+from .state import add_usage, evidence_records
+from .validate import static_reason
+
+__all__ = ["ReflectiveRepair", "finish_reason", "reflection_dataset", "sampler"]
+
+
+def finish_reason(record: dict[str, Any] | None) -> str:
+    """Why the agent's generation stopped, in words the reflection model can act on."""
+    if record is None:
+        return "unknown (no record of this agent for the example)"
+    if record.get("error"):
+        return f"error: {prompts.clip(str(record['error']), 200)}"
+    if record.get("truncated"):
+        return f"length: {record['truncated']}; the answer never reached its end"
+    return "stop: the answer was complete"
+
+
+def reflection_dataset(
+    results: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    *,
+    layer: str,
+    agent: str,
+    count: int,
+    offset: int = 0,
+    chars: int = 1500,
+) -> list[dict[str, Any]]:
+    """GEPA's ``dataset_with_feedback`` for one agent: up to ``count`` minibatch examples, the
+    failing ones first (rotated by ``offset``, so each sample reflects on another mix), then
+    passing ones (what to keep)."""
+    failing = [r for r in results if r["score"] < 1.0]
+    passing = [r for r in results if r["score"] >= 1.0]
+    if failing:
+        shift = offset % len(failing)
+        failing = failing[shift:] + failing[:shift]
+    chosen = (failing[: max(1, count - min(1, len(passing)))] + passing)[:count]
+    rows = []
+    for result in chosen:
+        mine = [
+            r
+            for r in evidence_records(records, result["id"])
+            if r["layer"] == layer and r["agent_id"] == agent and r.get("kind", "llm") == "llm"
+        ]
+        record = mine[-1] if mine else None
+        given = (record or {}).get("input") or str(result.get("input", ""))
+        output = (record or {}).get("output") or str(result.get("output", ""))
+        feedback = f"Score {result['score']:.2f}."
+        if result.get("feedback"):
+            feedback += f" {result['feedback']}"
+        if result.get("error"):
+            feedback += f" Error: {prompts.clip(str(result['error']), 200)}"
+        rows.append(
+            {
+                "Inputs": prompts.clip(given, chars),
+                "Generated Outputs": prompts.clip(output, chars),
+                "Finish reason": finish_reason(record),
+                "Feedback": prompts.clip(feedback, chars // 2),
+            }
+        )
+    return rows
+
+
+def sampler(model: Runnable[Any, Any], *, temperature: float, seed: int) -> Runnable[Any, Any]:
+    """``model`` sampling at ``temperature`` with its own seed: each sample differs (and has its
+    own response-cache key), and a re-run replays the same samples."""
+    if isinstance(model, BaseChatModel):
+        fields = type(model).model_fields
+        update: dict[str, Any] = {}
+        if "temperature" in fields:
+            update["temperature"] = temperature
+        if "seed" in fields:
+            update["seed"] = seed
+        if update:
+            return model.model_copy(update=update)
+    return model
+
+
+def _text(message: Any) -> str:
+    content = getattr(message, "content", message)
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def _usage(message: Any) -> dict[str, int]:
+    if isinstance(message, AIMessage) and is_cache_hit(message):
+        return {"calls": 0, "cached_calls": 1}
+    tokens = getattr(message, "usage_metadata", None) or {}
+    return {
+        "calls": 1,
+        "input_tokens": int(tokens.get("input_tokens", 0)),
+        "output_tokens": int(tokens.get("output_tokens", 0)),
+    }
+
+
+class ReflectiveRepair:
+    """``reflection_samples`` whole-instruction rewrites for one blamed layer (a ``Send`` task
+    per blamed layer, beside ``local_repair``); the agents of the layer take turns."""
+
+    def __init__(self, ctx: OptimizerContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, payload: Any, config: RunnableConfig) -> dict[str, Any]:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        spec = GraphSpec.model_validate(payload["spec"])
+        layer = spec.layer(payload["target"]["layer"])
+        results = payload["batch"]["results"]
+        records = payload["batch"]["records"]
+        history = payload.get("history") or []
+        inputs = training_inputs(payload.get("train") or results)
+        step = int(payload.get("global_step") or 0)
+        proposals: list[dict[str, Any]] = []
+        usage: dict[str, Any] = {}
+        seen: set[str] = {prompts.normalized(a.prompt) for a in layer.agents}
+        for sample in range(cfg.reflection_samples):
+            agent = layer.agents[sample % len(layer.agents)]
+            proposal: dict[str, Any] = {
+                "layer": layer.name,
+                "patch": None,
+                "error": None,
+                "attempts": 0,
+                "source": "reflection",
+                "agent": agent.id,
+            }
+            resampled: list[str] = []
+            for attempt in range(cfg.reflection_retries + 1):
+                offset = sample + attempt * cfg.reflection_samples
+                data = reflection_dataset(
+                    results,
+                    records,
+                    layer=layer.name,
+                    agent=agent.id,
+                    count=cfg.reflection_examples,
+                    offset=offset,
+                )
+                text = str(
+                    InstructionProposalSignature.prompt_renderer(
+                        {"current_instruction_doc": agent.prompt, "dataset_with_feedback": data}
+                    )
+                )
+                if resampled:  # say why the last draw was not used: the next one differs
+                    text += (
+                        f"\n\nA proposal you wrote was not used: {resampled[-1]}. "
+                        "Write a different instruction."
+                    )
+                model = sampler(
+                    ctx.opt_model,
+                    temperature=cfg.reflection_temperature,
+                    seed=cfg.seed * 100_003 + step * 1009 + offset,
+                )
+                # its own cache slot too: a model with no seed would replay the first sample
+                with sample_scope(offset):
+                    message = model.invoke([HumanMessage(text)], config)
+                usage = add_usage(usage, _usage(message))
+                proposal["attempts"] += 1
+                new = InstructionProposalSignature.output_extractor(_text(message))
+                instruction = str(new.get("new_instruction", "")).strip()
+                patch = {
+                    "rationale": "Rewrote the instruction from the minibatch's outputs and "
+                    "feedback (reflective mutation).",
+                    "ops": [
+                        {
+                            "op": "set_prompt",
+                            "layer": layer.name,
+                            "agent": agent.id,
+                            "prompt": instruction,
+                        }
+                    ],
+                }
+                why = self._reject(instruction, seen, spec, patch, inputs, records, history)
+                if why is None:
+                    proposal.update(patch=patch, error=None)
+                    seen.add(prompts.normalized(instruction))
+                    break
+                resampled.append(why)
+                proposal.update(patch=None, error=f"every sample was rejected; last: {why}")
+            if resampled:
+                proposal["resampled"] = resampled
+            proposals.append(proposal)
+        ctx.emit(
+            "reflection",
+            layer=layer.name,
+            proposals=sum(p["patch"] is not None for p in proposals),
+            resampled=sum(len(p.get("resampled", [])) for p in proposals),
+        )
+        return {"proposals": proposals, "usage": ctx.llm_usage(usage)}
+
+    @staticmethod
+    def _reject(
+        instruction: str,
+        seen: set[str],
+        spec: GraphSpec,
+        patch: dict[str, Any],
+        inputs: Any,
+        records: list[dict[str, Any]],
+        history: list[dict[str, Any]],
+    ) -> str | None:
+        """Why this sample is not worth a validation run (so another is drawn), or None."""
+        if not instruction:
+            return "the answer held no instruction"
+        if prompts.normalized(instruction) in seen:
+            return "the same instruction as the current one or a sibling sample"
+        reason, _spec, check = static_reason(spec, patch, inputs, records, history=history)
+        if check == "copied":  # never quote the problem back: it would be copied again
+            return "it restated a training problem (its wording, names or numbers)"
+        return reason

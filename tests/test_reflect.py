@@ -1,0 +1,290 @@
+"""Reflective proposals (GEPA's mutation) and minibatch screening, in the optimizer graph."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_openai import ChatOpenAI
+
+import ann_langgraph as ann
+from ann_langgraph.optimize.reflect import reflection_dataset, sampler
+from ann_langgraph.optimize.screen import screen_verdict
+from ann_langgraph.testing import ScriptedChatModel
+from ann_langgraph.train import train
+
+from .conftest import agent, make_spec
+
+CRITIC = {
+    "summary": "Odd numbers come out one too low.",
+    "blame": [{"layer": "solve", "reason": "the solver forgets to add one for odd numbers"}],
+}
+
+
+def solver_spec(**kw: Any) -> ann.GraphSpec:
+    return make_spec(
+        [
+            {
+                "name": "solve",
+                "agents": [agent("solver", "a solver", "Add one to the number.", **kw)],
+            }
+        ],
+        answer_format="last_number",
+    )
+
+
+def data(n: int, prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
+        for i in range(n)
+    ]
+
+
+def executor() -> ScriptedChatModel:
+    """Right on even numbers; always right with MAGIC; never with BAD."""
+
+    def respond(messages: list[BaseMessage], **kw: Any) -> str:
+        system, question = str(messages[0].content), str(messages[-1].content)
+        n = int(re.search(r"What is (\d+)", question).group(1))  # type: ignore[union-attr]
+        if "BAD" in system:
+            return "Answer: 0"
+        if "MAGIC" in system or n % 2 == 0:
+            return f"Answer: {n + 1}"
+        return f"Answer: {n}"
+
+    return ScriptedChatModel(respond=respond, model_name="executor")
+
+
+def optimizer(repair_prompt: str, reflections: list[str]) -> ScriptedChatModel:
+    """The repairer always proposes ``repair_prompt``; reflection answers ``reflections`` in
+    turn (fenced, as GEPA's prompt asks), repeating the last."""
+    patch = {
+        "rationale": "be explicit",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": repair_prompt}],
+    }
+    asked: list[int] = []
+
+    def reflect(messages: list[BaseMessage], **kw: Any) -> str:
+        asked.append(1)
+        return f"Here it is:\n```\n{reflections[min(len(asked), len(reflections)) - 1]}\n```"
+
+    return ScriptedChatModel(
+        rules=[
+            (r"global critic", CRITIC),
+            (r"repair one layer", patch),
+            (r"write a new instruction", reflect),
+        ],
+        model_name="optimizer",
+    )
+
+
+def run(tmp_path: Any, opt: ScriptedChatModel, **cfg: Any) -> ann.TrainResult:
+    options = {"bootstrap_demos": False, "early_rejection": False, "pareto_parents": False}
+    return train(
+        solver_spec(),
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=opt,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        config=ann.OptimizerConfig(**{**options, **cfg}),
+    )
+
+
+def _candidates(result: ann.TrainResult, step: int = 0) -> list[dict[str, Any]]:
+    return result.history[step]["candidates"]
+
+
+# -- several proposals per step -------------------------------------------------------------
+
+
+def test_each_step_samples_several_whole_instruction_rewrites(tmp_path):
+    opt = optimizer("BAD.", ["Think, then add one. MAGIC", "Add one; show the sum.", "Say +1."])
+    result = run(tmp_path, opt, reflection_samples=3, screening=False)
+    reflected = [c for c in _candidates(result) if c["source"] == "reflection"]
+    assert len(reflected) == 3
+    prompts = [c["patch"]["ops"][0]["prompt"] for c in reflected]
+    # the fenced text, whole, as the agent's new prompt (GEPA's output extractor)
+    assert prompts == ["Think, then add one. MAGIC", "Add one; show the sum.", "Say +1."]
+    assert all(c["patch"]["ops"][0]["op"] == "set_prompt" for c in reflected)
+    # the one that fixes odd numbers is committed
+    assert result.versions[-1]["patch"]["ops"][0]["prompt"] == "Think, then add one. MAGIC"
+    assert result.best_score == 1.0
+    calls = [c for c in opt.calls if "write a new instruction" in c["text"]]
+    assert len(calls) == 3
+    # the reflection shows the current instruction and the agent's own steps with feedback
+    assert "```\nAdd one to the number.\n```" in calls[0]["text"]
+    assert "## Generated Outputs\nAnswer: 1" in calls[0]["text"]
+    assert "## Feedback\nScore 0.00." in calls[0]["text"]
+
+
+def test_no_reflection_when_textual_patches_or_reflection_are_off(tmp_path):
+    for cfg in ({"reflection": False}, {"textual_patches": False}, {"reflection_samples": 0}):
+        opt = optimizer("BAD.", ["Add one. MAGIC"])
+        result = run(tmp_path / str(len(cfg)) / next(iter(cfg)), opt, **cfg)
+        assert not [c for c in _candidates(result) if c["source"] == "reflection"]
+        assert not [c for c in opt.calls if "write a new instruction" in c["text"]]
+
+
+def test_a_repeated_instruction_is_drawn_again_and_never_validated(tmp_path):
+    # every sample says the same: the second proposal is drawn again twice, then given up
+    opt = optimizer("BAD.", ["Add one. MAGIC"])
+    result = run(tmp_path, opt, reflection_samples=2, reflection_retries=2, screening=False)
+    first, second = [c for c in _candidates(result) if c["source"] == "reflection"]
+    assert first["valid"] and first["patch"]["ops"][0]["prompt"] == "Add one. MAGIC"
+    assert second["patch"] is None and not second["valid"]
+    assert second["attempts"] == 3 and len(second["resampled"]) == 3
+    assert all("sibling" in why for why in second["resampled"])
+    assert "val_score" not in second  # no validation run was spent on it
+
+
+def test_a_prompt_rejected_earlier_is_not_proposed_again(tmp_path):
+    # epoch 1 rejects "BAD ..." on validation; epoch 2's reflection proposes it again: resampled
+    opt = optimizer("BAD.", ["Add one. BAD idea", "Add one. BAD idea", "Add one. MAGIC"])
+    result = train(
+        solver_spec(),
+        train=data(4, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=opt,
+        epochs=2,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        config=ann.OptimizerConfig(
+            bootstrap_demos=False,
+            early_rejection=False,
+            pareto_parents=False,
+            textual_patches=True,
+            reflection_samples=1,
+            screening=False,
+        ),
+    )
+    second = next(c for c in _candidates(result, 1) if c["source"] == "reflection")
+    assert any("proposed at epoch 1 step 1" in why for why in second["resampled"])
+    assert second["patch"]["ops"][0]["prompt"] == "Add one. MAGIC"
+
+
+def test_reflection_dataset_shows_failures_first_rotated_then_a_pass():
+    results = [
+        {"id": "a", "score": 0.0, "feedback": "expected 2", "input": "qa", "output": "1"},
+        {"id": "b", "score": 1.0, "feedback": "", "input": "qb", "output": "3"},
+        {"id": "c", "score": 0.0, "feedback": "expected 4", "input": "qc", "output": "3"},
+    ]
+    records = [
+        {
+            "layer": "solve",
+            "agent_id": "solver",
+            "kind": "llm",
+            "example_id": rid,
+            "input": f"asked {rid}",
+            "output": f"said {rid}",
+            "error": None,
+            "sample": 0,
+            "truncated": "output cut off at max_tokens=8 after 8 tokens (unfinished)"
+            if rid == "c"
+            else "",
+        }
+        for rid in "abc"
+    ]
+    rows = reflection_dataset(results, records, layer="solve", agent="solver", count=3)
+    assert [r["Inputs"] for r in rows] == ["asked a", "asked c", "asked b"]
+    assert rows[0]["Finish reason"].startswith("stop")
+    assert rows[1]["Finish reason"].startswith("length: output cut off at max_tokens=8")
+    assert rows[0]["Feedback"] == "Score 0.00. expected 2"
+    shifted = reflection_dataset(results, records, layer="solve", agent="solver", count=2, offset=1)
+    assert [r["Inputs"] for r in shifted] == ["asked c", "asked b"]
+
+
+def test_sampler_sets_temperature_and_a_seed_per_sample():
+    model = ChatOpenAI(model="m", api_key="sk-test", base_url="http://127.0.0.1:9", temperature=0)
+    one = sampler(model, temperature=1.0, seed=5)
+    assert isinstance(one, ChatOpenAI)
+    assert one.temperature == 1.0 and one.seed == 5
+    assert model.temperature == 0  # the optimizer's own model is untouched
+    scripted = ScriptedChatModel(default="x")
+    assert sampler(scripted, temperature=1.0, seed=1) is scripted
+
+
+# -- minibatch screening -----------------------------------------------------------------------
+
+
+def test_screen_verdict_needs_a_strictly_higher_minibatch_sum():
+    parent = {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert screen_verdict({"a": 1.0, "b": 1.0, "c": 0.0}, parent)[0]
+    assert not screen_verdict({"a": 1.0, "b": 0.0, "c": 0.0}, parent)[0]  # a tie stops it
+    assert not screen_verdict({"a": 0.0, "b": 1.0, "c": 0.0}, parent)[0]
+    assert "2/3 beats its parent's 1/3" in screen_verdict({"a": 1, "b": 1, "c": 0}, parent)[1]
+
+
+def test_screening_stops_a_minibatch_loser_before_validation_and_never_a_winner(tmp_path):
+    opt = optimizer("BAD.", ["Add one. MAGIC"])
+    result = run(tmp_path, opt, reflection_samples=1)
+    by_source = {c["source"]: c for c in _candidates(result)}
+    loser, winner = by_source["repairer"], by_source["reflection"]
+    assert loser["screen"]["passed"] is False and not loser["valid"]
+    assert loser["reason"].startswith("screened out: minibatch 0/4 does not beat")
+    assert "val_score" not in loser  # never validated
+    assert loser["screen"]["examples_saved"] == 6 and loser["screen"]["calls_saved_est"] == 6
+    assert winner["screen"]["passed"] is True and winner["val_score"] == 1.0
+    assert result.versions[-1]["patch"]["ops"][0]["prompt"] == "Add one. MAGIC"
+    # the validation runs: the baseline and the winner only (6 examples each)
+    records = (tmp_path / "run" / "records").glob("*.jsonl")
+    assert records
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "screened out" in report and "calls saved by minibatch screening: 6" in report
+
+
+def test_without_screening_the_loser_pays_for_validation(tmp_path):
+    opt = optimizer("BAD.", ["Add one. MAGIC"])
+    result = run(tmp_path, opt, reflection_samples=1, screening=False)
+    loser = next(c for c in _candidates(result) if c["source"] == "repairer")
+    assert "screen" not in loser and loser["valid"] and loser["val_score"] == 0.0
+
+
+def test_the_first_step_raises_a_cap_that_cuts_answers_off(tmp_path):
+    # answers need 6 words; the cap is 4: every answer is cut off, whatever the prompt says
+    spec = solver_spec(max_tokens=4)
+    ex = ScriptedChatModel(
+        respond=lambda m, **kw: (
+            "so the answer is then "
+            + str(int(re.search(r"What is (\d+)", str(m[-1].content)).group(1)) + 1)
+        ),  # type: ignore[union-attr]
+        honour_max_tokens=True,
+        model_name="executor",
+    )
+    opt = optimizer("Answer briefly.", ["Answer briefly please."])
+    result = train(
+        spec,
+        train=data(4, "t"),
+        val=data(4, "v"),
+        metric="numeric_match",
+        models=ex,
+        optimizer_model=opt,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        config=ann.OptimizerConfig(bootstrap_demos=False, early_rejection=False),
+    )
+    cap = next(c for c in _candidates(result) if c["source"] == "operator:raise_cap")
+    assert cap["patch"]["ops"] == [
+        {
+            "op": "set_agent_param",
+            "layer": "solve",
+            "agent": "solver",
+            "param": "max_tokens",
+            "value": 512,
+        }
+    ]
+    assert cap["accepted"] and result.best_score == 1.0
+    assert result.best_spec.layers[0].agents[0].max_tokens == 512
+    # the repairer was told too, in numbers
+    repair = next(c["text"] for c in opt.calls if "repair one layer" in c["text"])
+    assert "solver: 4 of 4 answers cut off at max_tokens=4" in repair
