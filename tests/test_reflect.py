@@ -15,11 +15,7 @@ from ann_langgraph.testing import ScriptedChatModel
 from ann_langgraph.train import train
 
 from .conftest import agent, make_spec
-
-CRITIC = {
-    "summary": "Odd numbers come out one too low.",
-    "blame": [{"layer": "solve", "reason": "the solver forgets to add one for odd numbers"}],
-}
+from .test_optimizer import CRITIC, data, executor
 
 
 def solver_spec(**kw: Any) -> ann.GraphSpec:
@@ -32,28 +28,6 @@ def solver_spec(**kw: Any) -> ann.GraphSpec:
         ],
         answer_format="last_number",
     )
-
-
-def data(n: int, prefix: str) -> list[dict[str, Any]]:
-    return [
-        {"id": f"{prefix}{i}", "input": f"What is {i} plus one?", "target": str(i + 1)}
-        for i in range(n)
-    ]
-
-
-def executor() -> ScriptedChatModel:
-    """Right on even numbers; always right with MAGIC; never with BAD."""
-
-    def respond(messages: list[BaseMessage], **kw: Any) -> str:
-        system, question = str(messages[0].content), str(messages[-1].content)
-        n = int(re.search(r"What is (\d+)", question).group(1))  # type: ignore[union-attr]
-        if "BAD" in system:
-            return "Answer: 0"
-        if "MAGIC" in system or n % 2 == 0:
-            return f"Answer: {n + 1}"
-        return f"Answer: {n}"
-
-    return ScriptedChatModel(respond=respond, model_name="executor")
 
 
 def optimizer(repair_prompt: str, reflections: list[str]) -> ScriptedChatModel:

@@ -31,7 +31,7 @@ from .decide import Decide
 from .forward import Advance, CheckBudget, Forward, Setup
 from .momentum import Momentum
 from .operators import OperatorCandidates
-from .pool import MergeCandidates, SelectParent
+from .pool import SelectParent
 from .reflect import ReflectiveRepair
 from .repair import BootstrapDemos, LocalRepair
 from .screen import ScreenCandidates
@@ -105,7 +105,7 @@ def create_optimizer(
     # Send payloads are not the state type; the nodes read the keys they were sent.
     builder.add_node("local_repair", cast(Any, LocalRepair(ctx)), retry_policy=retry)
     builder.add_node("reflective_repair", cast(Any, ReflectiveRepair(ctx)), retry_policy=retry)
-    builder.add_node("merge_candidates", cast(Any, MergeCandidates()))
+    builder.add_node("merge_candidates", cast(Any, OperatorCandidates()))
     builder.add_node("bootstrap_demos", cast(Any, BootstrapDemos(ctx)))
     builder.add_node("operator_candidates", cast(Any, OperatorCandidates()))
     builder.add_node("validate_format", validate, defer=True)

@@ -188,7 +188,8 @@ def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict
 
 
 class OperatorCandidates:
-    """Passes the operator proposals the critic's route computed on to format validation."""
+    """Passes proposals the critic's route computed (operators, merges) on to format
+    validation: they need no model call."""
 
     def __call__(self, payload: Any) -> dict[str, Any]:
         return {"proposals": list(payload.get("proposals") or [])}

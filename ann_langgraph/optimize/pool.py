@@ -23,7 +23,6 @@ from .context import OptimizerContext
 from .state import OptimizerState
 
 __all__ = [
-    "MergeCandidates",
     "SelectParent",
     "merge_patch",
     "merge_proposals",
@@ -89,15 +88,6 @@ def step_spec(state: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state["spec"])
 
 
-def step_parent_val(state: Mapping[str, Any]) -> dict[str, float]:
-    """The step's parent's validation scores (the best spec's without a pool)."""
-    parent = state.get("parent")
-    pool = state.get("pool") or []
-    if isinstance(parent, int) and 0 <= parent < len(pool):
-        return dict(pool[parent]["val"])
-    return dict(state.get("best_val") or {})
-
-
 class SelectParent:
     """Draw the step's parent from the pool's Pareto front (GEPA's rule), seeded per step."""
 
@@ -142,8 +132,8 @@ def _ancestors(pool: Sequence[Mapping[str, Any]], index: int) -> list[int]:
     return chain
 
 
-def _parts(spec: GraphSpec) -> dict[tuple[str, str, str], Any] | None:
-    """(layer, agent or "", field) -> value; None for the layer names' order (the shape)."""
+def _parts(spec: GraphSpec) -> dict[tuple[str, str, str], Any]:
+    """(layer, agent or "", field) -> value (a layer's agent ids under field "agents")."""
     out: dict[tuple[str, str, str], Any] = {}
     for layer in spec.layers:
         data = layer.model_dump(mode="json")
@@ -193,7 +183,7 @@ def merge_patch(pool: Sequence[Mapping[str, Any]], a: int, b: int) -> dict[str, 
     specs = [GraphSpec.model_validate(pool[i]["spec"]) for i in (a, b, common)]
     if len({tuple(layer.name for layer in s.layers) for s in specs}) != 1:
         return None
-    pa, pb, pc = (_parts(s) or {} for s in specs)
+    pa, pb, pc = (_parts(s) for s in specs)
     val_a, val_b = pool[a]["val"], pool[b]["val"]
     wins_a = sum(1 for k in val_a if val_a[k] > val_b.get(k, 0.0))
     wins_b = sum(1 for k in val_b if val_b[k] > val_a.get(k, 0.0))
@@ -257,10 +247,3 @@ def merge_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
                     }
                 ]
     return []
-
-
-class MergeCandidates:
-    """Passes the merge proposal the critic's route computed on to format validation."""
-
-    def __call__(self, payload: Any) -> dict[str, Any]:
-        return {"proposals": list(payload.get("proposals") or [])}

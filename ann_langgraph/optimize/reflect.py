@@ -14,15 +14,16 @@ from typing import Any
 
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from ..cache import is_cache_hit, sample_scope
+from ..cache import sample_scope
 from ..spec import GraphSpec
 from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
 from .state import add_usage, evidence_records
+from .structured import call_usage
 from .validate import static_reason
 
 __all__ = ["ReflectiveRepair", "finish_reason", "reflection_dataset", "sampler"]
@@ -106,17 +107,6 @@ def _text(message: Any) -> str:
     return str(content)
 
 
-def _usage(message: Any) -> dict[str, int]:
-    if isinstance(message, AIMessage) and is_cache_hit(message):
-        return {"calls": 0, "cached_calls": 1}
-    tokens = getattr(message, "usage_metadata", None) or {}
-    return {
-        "calls": 1,
-        "input_tokens": int(tokens.get("input_tokens", 0)),
-        "output_tokens": int(tokens.get("output_tokens", 0)),
-    }
-
-
 class ReflectiveRepair:
     """``reflection_samples`` whole-instruction rewrites for one blamed layer (a ``Send`` task
     per blamed layer, beside ``local_repair``); the agents of the layer take turns."""
@@ -175,7 +165,7 @@ class ReflectiveRepair:
                 # its own cache slot too: a model with no seed would replay the first sample
                 with sample_scope(offset):
                     message = model.invoke([HumanMessage(text)], config)
-                usage = add_usage(usage, _usage(message))
+                usage = add_usage(usage, call_usage(message))
                 proposal["attempts"] += 1
                 new = InstructionProposalSignature.output_extractor(_text(message))
                 instruction = str(new.get("new_instruction", "")).strip()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from ..cache import is_cache_hit
 from ..models import is_retryable, structured_output_method
 
-__all__ = ["StructuredResult", "invoke_structured"]
+__all__ = ["StructuredResult", "call_usage", "invoke_structured"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -24,6 +24,19 @@ class StructuredResult(BaseModel):
     error: str | None = None
     attempts: int = 0
     usage: dict[str, int] = {}
+
+
+def call_usage(raw: Any) -> dict[str, int]:
+    """What one model answer cost: a cache replay is free (a cached call), else its tokens."""
+    if raw is not None and is_cache_hit(raw):
+        return {"calls": 0, "cached_calls": 1, "input_tokens": 0, "output_tokens": 0}
+    tokens = getattr(raw, "usage_metadata", None) or {}
+    return {
+        "calls": 1,
+        "cached_calls": 0,
+        "input_tokens": int(tokens.get("input_tokens", 0)),
+        "output_tokens": int(tokens.get("output_tokens", 0)),
+    }
 
 
 def invoke_structured(
@@ -59,13 +72,8 @@ def invoke_structured(
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
         else:
             raw = out.get("raw") if isinstance(out, dict) else None
-            if raw is not None and is_cache_hit(raw):  # replayed from the cache: free
-                usage["cached_calls"] += 1
-            else:
-                tokens = getattr(raw, "usage_metadata", None) or {}
-                usage["calls"] += 1
-                usage["input_tokens"] += int(tokens.get("input_tokens", 0))
-                usage["output_tokens"] += int(tokens.get("output_tokens", 0))
+            for key, value in call_usage(raw).items():
+                usage[key] += value
             parsed = out.get("parsed") if isinstance(out, dict) else out
             parse_error = out.get("parsing_error") if isinstance(out, dict) else None
             if isinstance(parsed, dict):
