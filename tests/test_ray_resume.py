@@ -44,6 +44,7 @@ MODELS = (
         import time
         from pathlib import Path
 
+        from ann_langgraph.cache import current_sample
         from ann_langgraph.models import register_model
         from ann_langgraph.testing import ScriptedChatModel
 
@@ -109,7 +110,8 @@ DRIVER = textwrap.dedent(
         run_dir=run_dir,
         resume=resume == "1",
         config=ann.OptimizerConfig(
-            seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False
+            seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False,
+            screening=False,
         ),
         progress=False,
         executor=executor,
