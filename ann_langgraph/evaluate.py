@@ -45,9 +45,10 @@ from pydantic import BaseModel, Field
 from .cache import CacheHitTracker
 from .datasets import load_dataset, prepare_dataset
 from .executors import EvalJob, ExampleOutcome, ExampleResult, Executor, resolve_executor
+from .executors.base import DEFAULT_CONCURRENCY, default_concurrency
 from .langsmith_io import LangSmithSession, experiment_dataset_id, new_run_id
 from .metrics import Metric, get_metric, metric_name
-from .models import ModelResolver, ModelsArg
+from .models import ModelsArg
 from .pricing import Price, cost_usd
 from .progress import PlainLines, rich_bar, stderr_is_terminal
 from .spec import GraphSpec
@@ -64,7 +65,6 @@ __all__ = [
     "load_dataset",
 ]
 
-DEFAULT_CONCURRENCY = 8  # examples at once on provider models (the embedded one gets 1)
 T = TypeVar("T")
 
 
@@ -115,26 +115,6 @@ class EvalReport(BaseModel):
 
 
 # -- evaluation ----------------------------------------------------------------------------
-
-
-def default_concurrency(
-    spec_or_graph: Any, models: ModelsArg = None, *, otherwise: int = DEFAULT_CONCURRENCY
-) -> int:
-    """Examples to run at once when the caller does not say: on the embedded model only, the
-    parallel slots its server really serves (1 on the fallback server).
-
-    More examples than slots only wait for each other, and that wait counts against each
-    example's timeout: a many-call spec times out at 4 at once where it finishes at 1 on a
-    one-slot server, for the same total time. Compiled graphs, whose models cannot be
-    inspected, get ``otherwise``.
-    """
-    if not isinstance(spec_or_graph, GraphSpec):
-        return otherwise
-    if not ModelResolver(spec_or_graph, models).only_embedded():
-        return otherwise
-    from .local.registry import planned_slots
-
-    return planned_slots()
 
 
 def _resolve_graph(spec_or_graph: Any, models: ModelsArg, cache: BaseCache | None) -> Any:

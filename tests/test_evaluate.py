@@ -155,16 +155,15 @@ def test_default_concurrency_is_the_slots_only_when_every_model_is_the_embedded_
 
 
 def test_evaluate_without_concurrency_uses_the_default(monkeypatch):
-    import sys
+    import ann_langgraph.executors.base as executors_base
 
-    evaluate_module = sys.modules["ann_langgraph.evaluate"]  # the package exports a function
     seen = []
 
     def fake_default(spec, models=None, *, otherwise=8):
         seen.append(models)
         return 2
 
-    monkeypatch.setattr(evaluate_module, "default_concurrency", fake_default)
+    monkeypatch.setattr(executors_base, "default_concurrency", fake_default)
     model = scripted(sleep_s=0.25)
     report = evaluate(one_layer_spec(), DATA, "numeric_match", models=model, progress=False)
     assert report.mean == 0.75 and seen == [model]

@@ -129,3 +129,24 @@ def test_embedded_model_on_more_workers_than_nodes_is_named():
     assert engines_warning(3, 3) is None
     text = engines_warning(4, 1)
     assert text and "4 engines" in text and "RayExecutor(workers=1)" in text
+
+
+def test_ray_executor_imports_from_the_package_as_the_docs_write_it():
+    pytest.importorskip("ray")
+    import ann_langgraph.executors as executors
+    from ann_langgraph.executors import RayExecutor
+    from ann_langgraph.executors.ray import RayExecutor as Direct
+
+    assert RayExecutor is Direct and "RayExecutor" in executors.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        executors.Nope  # noqa: B018
+
+
+def test_ray_executor_without_ray_imports_and_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    from ann_langgraph.executors import RayExecutor
+
+    with pytest.raises(ImportError, match=r'pip install "ann-langgraph\[ray\]"'):
+        RayExecutor().start()

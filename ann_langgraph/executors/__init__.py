@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import EvalJob, ExampleOutcome, ExampleResult, Executor, OnResult, run_example
 from .local import LocalExecutor
+
+if TYPE_CHECKING:
+    from .ray import RayExecutor
 
 __all__ = [
     "EvalJob",
@@ -24,10 +27,21 @@ __all__ = [
     "Executor",
     "LocalExecutor",
     "OnResult",
+    "RayExecutor",
     "parse_executor",
     "resolve_executor",
     "run_example",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``RayExecutor`` imports on first use, so ``ray`` stays an optional extra (without it,
+    starting the executor says which extra to install)."""
+    if name == "RayExecutor":
+        from .ray import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_executor(text: str) -> tuple[str, str | None]:

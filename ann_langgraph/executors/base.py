@@ -23,18 +23,44 @@ from langsmith import tracing_context as ls_tracing_context
 from pydantic import BaseModel, Field
 
 from ..metrics import Metric, Score, as_score
+from ..models import ModelResolver, ModelsArg
 from ..sandbox import FILES_CONFIG_KEY
 from ..spec import GraphSpec
 from ..tracing import ExecutionRecord
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "EvalJob",
     "ExampleOutcome",
     "ExampleResult",
     "Executor",
     "OnResult",
+    "default_concurrency",
     "run_example",
 ]
+
+DEFAULT_CONCURRENCY = 8  # examples at once on provider models (the embedded one gets 1)
+
+
+def default_concurrency(
+    spec_or_graph: Any, models: ModelsArg = None, *, otherwise: int = DEFAULT_CONCURRENCY
+) -> int:
+    """Examples to run at once when the caller does not say: on the embedded model only, the
+    parallel slots its server really serves (1 on the fallback server).
+
+    More examples than slots only wait for each other, and that wait counts against each
+    example's timeout: a many-call spec times out at 4 at once where it finishes at 1 on a
+    one-slot server, for the same total time. Compiled graphs, whose models cannot be
+    inspected, get ``otherwise``.
+    """
+    if not isinstance(spec_or_graph, GraphSpec):
+        return otherwise
+    if not ModelResolver(spec_or_graph, models).only_embedded():
+        return otherwise
+    from ..local.registry import planned_slots
+
+    return planned_slots()
+
 
 _ERROR_LIMIT = 2000
 
@@ -119,10 +145,8 @@ class Executor(ABC):
     def default_concurrency(
         self, spec_or_graph: Any, models: Any, *, otherwise: int | None = None
     ) -> int:
-        """Examples in flight when the caller does not say: ``evaluate.default_concurrency``
+        """Examples in flight when the caller does not say: :func:`default_concurrency`
         (the embedded server's slots; ``otherwise``, default 8, for other models)."""
-        from ..evaluate import DEFAULT_CONCURRENCY, default_concurrency
-
         return default_concurrency(
             spec_or_graph, models, otherwise=DEFAULT_CONCURRENCY if otherwise is None else otherwise
         )
