@@ -11,8 +11,8 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, ValidationError
 
 from .aggregators.registry import aggregator_descriptions
-from .optimize.structured import invoke_structured
 from .spec import ANSWER_FORMATS, GraphSpec, SpecError
+from .structured import invoke_structured
 
 __all__ = ["InitResult", "init_spec", "template_spec"]
 

@@ -177,7 +177,7 @@ def judge_metric(model: Runnable[Any, Any] | str | None = None) -> Metric:
     ``model``: a chat model or model string; default ``$ANN_JUDGE_MODEL``. A judge that gives
     no valid verdict (after one retry) scores 0 with the reason in the feedback.
     """
-    from ann_langgraph.optimize.structured import invoke_structured
+    from ann_langgraph.structured import invoke_structured
 
     judge = _judge_model(model)
 

@@ -16,7 +16,7 @@ from ann_langgraph.models import init_model, structured_output_method
 from ann_langgraph.optimize import prompts
 from ann_langgraph.optimize.graph import _with_output_cap
 from ann_langgraph.optimize.schemas import critic_schema
-from ann_langgraph.optimize.structured import invoke_structured
+from ann_langgraph.structured import invoke_structured
 
 pytestmark = [pytest.mark.local_model, pytest.mark.capable_model]
 

@@ -9,6 +9,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Send
 
 from ..spec import GraphSpec
+from ..structured import invoke_structured
 from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
@@ -18,7 +19,6 @@ from .pool import merge_proposals, step_spec
 from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .state import OptimizerState, evidence_records
-from .structured import invoke_structured
 
 __all__ = ["GlobalCritic", "without_repeats"]
 

@@ -19,11 +19,11 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..cache import sample_scope
 from ..spec import GraphSpec
+from ..structured import call_usage
 from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
 from .state import add_usage, evidence_records
-from .structured import call_usage
 from .validate import static_reason
 
 __all__ = ["ReflectiveRepair", "finish_reason", "reflection_dataset", "sampler"]

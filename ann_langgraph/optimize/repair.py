@@ -9,6 +9,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from ..spec import GraphSpec
+from ..structured import StructuredResult, invoke_structured
 from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
@@ -16,7 +17,6 @@ from .momentum import momentum_summary, smoothed_layer_gradient, unkept_ops
 from .operators import cut_off
 from .schemas import layer_patch_schema, to_patch
 from .state import add_usage, evidence_records
-from .structured import StructuredResult, invoke_structured
 from .validate import static_reason
 
 __all__ = ["BootstrapDemos", "LocalRepair", "bootstrap_ops", "demos_for", "tried_demos"]

@@ -9,8 +9,8 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
-from ..cache import is_cache_hit
-from ..models import is_retryable, structured_output_method
+from .cache import is_cache_hit
+from .models import is_retryable, structured_output_method
 
 __all__ = ["StructuredResult", "call_usage", "invoke_structured"]
 
