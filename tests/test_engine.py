@@ -9,6 +9,7 @@ minutes. Tests marked ``local_model`` start the real engine (built by ``make ins
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -43,6 +44,10 @@ from ann_langgraph.local import slots as slots_module
 from ann_langgraph.local.protocol import Plan
 
 local_model = pytest.mark.local_model
+needs_fallback = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in launch_module.SERVER_MODULES),
+    reason='the fallback server is not installed (pip install "ann-langgraph[local-fallback]")',
+)
 needs_cmake = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("cc") is None, reason="needs cmake and cc"
 )
@@ -294,6 +299,7 @@ def _unbuildable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(launch_module, "_WARNED_FALLBACK", threading.Event())
 
 
+@needs_fallback
 def test_auto_falls_back_with_one_warning_when_the_engine_cannot_be_built(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -313,6 +319,34 @@ def test_auto_falls_back_with_one_warning_when_the_engine_cannot_be_built(
     assert "one request at a time" in text and "ann engine --build" in text  # what is lost, fix
 
 
+def test_without_the_fallback_installed_an_unbuildable_engine_is_one_error_naming_both(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _unbuildable(monkeypatch, tmp_path)
+    monkeypatch.setattr(launch_module, "SERVER_MODULES", ("ann_no_such_module",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(LocalModelError) as info:
+            LocalServer(tmp_path / "m.gguf")._choose_engine()
+    text = str(info.value)
+    assert "no-such-source" in text  # why the engine cannot serve
+    assert 'pip install "ann-langgraph[local-fallback]"' in text  # and how to get the fallback
+    assert not [w for w in caught if issubclass(w.category, server_module.EngineFallbackWarning)]
+
+
+def test_the_engine_builds_from_the_pinned_sources_without_llama_cpp_python(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ANN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine, "llama_cpp_version", lambda: None)
+    assert engine.source_version() == engine.ENGINE_SOURCE_VERSION
+    row = engine.engine_status()
+    assert row["llama_cpp_python"] is None and row["llama_cpp_source"] == "0.3.36"
+    assert str(row["status"]).startswith("not built")
+    monkeypatch.setattr(engine, "llama_cpp_version", lambda: "9.9.9-test")
+    assert engine.source_version() == "9.9.9-test"  # the fallback's llama.cpp, when installed
+
+
 def test_asking_for_the_engine_by_name_never_falls_back(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -322,6 +356,7 @@ def test_asking_for_the_engine_by_name_never_falls_back(
         LocalServer(tmp_path / "m.gguf")._choose_engine()
 
 
+@needs_fallback
 @local_model
 def test_the_fallback_server_really_answers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -338,6 +373,7 @@ def test_the_fallback_server_really_answers(
     assert any(issubclass(w.category, server_module.EngineFallbackWarning) for w in caught)
 
 
+@needs_fallback
 @needs_cmake
 def test_a_failed_engine_start_falls_back_and_keeps_its_log_in_the_cache(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -618,7 +654,7 @@ def test_a_server_still_loading_is_not_handed_out(
     monkeypatch.setattr(LocalServer, "_spawn", spawn)
     monkeypatch.setattr(LocalServer, "_wait_ready", wait_ready)
     monkeypatch.setattr(LocalServer, "_cleanup", lambda self: None)
-    monkeypatch.setattr(server_module, "check_server_runtime", lambda: None)
+    monkeypatch.setattr(server_module, "check_server_runtime", lambda *a: None)
     server = LocalServer(model_file, engine="python")
     monkeypatch.setitem(registry_module._SERVERS, model_file.resolve(), server)
     first = threading.Thread(target=registry_module.get_local_server, args=(model_file,))

@@ -121,9 +121,9 @@ def test_missing_server_runtime_names_the_fix(
         "find_spec",
         lambda name, *a: None if name == "llama_cpp" else real(name, *a),
     )
-    with pytest.raises(LocalModelError, match=r"llama-cpp-python\[server\]") as info:
+    with pytest.raises(LocalModelError, match=r"llama-cpp-python with its server extra") as info:
         LocalServer(gguf).start()
-    assert "make install" in str(info.value)
+    assert 'pip install "ann-langgraph[local-fallback]"' in str(info.value)
 
 
 def test_thread_count_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,7 @@ def engine_command(
         bool,
         typer.Option(
             "--build",
-            help="Build llama-server now (once per llama-cpp-python version and CPU; about 4-6 "
+            help="Build llama-server now (once per llama.cpp source version and CPU; about 4-6 "
             "minutes on 2 cores); retries a build that failed before.",
         ),
     ] = False,

@@ -4,9 +4,11 @@ Why llama.cpp's server and not llama-cpp-python's: it serves several requests at
 slots with continuous batching), reuses a shared prompt prefix from its KV cache and from a
 host-memory prompt cache, constrains output to a JSON schema, and parses tool calls with the
 model's own chat template (``--jinja``). No maintained prebuilt Linux wheel carries it, so it is
-compiled once from the llama.cpp sources that ship inside the llama-cpp-python sdist (the same
-llama.cpp version the Python runtime was built from) and kept under the user's cache directory,
-keyed by that version and this CPU (the build is ``-march=native``). ``pip``'s wheel cache does
+compiled once from the llama.cpp sources that ship inside the llama-cpp-python sdist (the
+installed version's when the fallback runtime is installed, so both serve the same llama.cpp;
+else ``ENGINE_SOURCE_VERSION``: the sdist is only downloaded, never built as a wheel, so
+llama.cpp compiles once per machine) and kept under the user's cache directory, keyed by that
+version and this CPU (the build is ``-march=native``). ``pip``'s wheel cache does
 not cover a cmake build; this cache does, so a machine pays for the build once (about 6 minutes
 on 2 cores).
 
@@ -40,6 +42,7 @@ from .errors import LocalModelError
 from .weights import cache_dir, exclusive_lock
 
 __all__ = [
+    "ENGINE_SOURCE_VERSION",
     "ENV_ENGINE",
     "ENV_SOURCE",
     "EngineChoice",
@@ -50,11 +53,15 @@ __all__ = [
     "find_llama_server",
     "llama_cpp_version",
     "resolve_llama_server",
+    "source_version",
 ]
 
 ENV_ENGINE = "ANN_LOCAL_ENGINE"
 ENV_SOURCE = "ANN_LLAMA_CPP_SOURCE"
 _DIST = "llama-cpp-python"
+# The llama-cpp-python sdist whose llama.cpp the engine builds when the fallback runtime is not
+# installed (the `local` extra no longer carries it: one compile instead of two).
+ENGINE_SOURCE_VERSION = "0.3.36"
 _BINARY = "llama-server"
 # Only the server target; no network during the build (no curl, no prebuilt web UI download),
 # a static binary so the cached file needs nothing from the build tree.
@@ -102,11 +109,17 @@ def engine_choice() -> tuple[EngineChoice, Path | None]:
 
 
 def llama_cpp_version() -> str | None:
-    """The installed llama-cpp-python version (its sdist carries the llama.cpp we build)."""
+    """The installed llama-cpp-python version (the fallback server's runtime), or None."""
     try:
         return importlib.metadata.version(_DIST)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def source_version() -> str:
+    """The llama-cpp-python sdist version whose llama.cpp the engine is built from: the
+    installed one (so engine and fallback match), else ``ENGINE_SOURCE_VERSION``."""
+    return llama_cpp_version() or ENGINE_SOURCE_VERSION
 
 
 def cpu_flags_line() -> str:
@@ -129,11 +142,8 @@ def _engine_dir(version: str) -> Path:
 
 
 def find_llama_server() -> Path | None:
-    """The cached build for the installed llama-cpp-python, or None (nothing is built)."""
-    version = llama_cpp_version()
-    if version is None:
-        return None
-    binary = _engine_dir(version) / "bin" / _BINARY
+    """The cached build for :func:`source_version`, or None (nothing is built)."""
+    binary = _engine_dir(source_version()) / "bin" / _BINARY
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
@@ -143,11 +153,8 @@ def _failure_path(version: str) -> Path:
 
 def last_failure() -> dict[str, str] | None:
     """The remembered failed build for this version (reason and log), if any."""
-    version = llama_cpp_version()
-    if version is None:
-        return None
     try:
-        data = json.loads(_failure_path(version).read_text())
+        data = json.loads(_failure_path(source_version()).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -197,19 +204,14 @@ def _stderr_progress() -> Progress:
 
 
 def build_llama_server(*, progress: Progress | None = None) -> Path:
-    """Compile llama-server into the cache (once per llama-cpp-python version and CPU).
+    """Compile llama-server into the cache (once per llama.cpp source version and CPU).
 
     Serialized across processes by a lock; the binary is built in a temporary folder and
     renamed into place, so a half-built engine is never found. A failure is remembered with
     its log (see the module docstring) and raised as ``EngineUnavailable``.
     """
     show = progress or _stderr_progress()
-    version = llama_cpp_version()
-    if version is None:
-        raise EngineUnavailable(
-            "llama-cpp-python is not installed, so there is no llama.cpp source to build "
-            'llama-server from; install it with `pip install "ann-langgraph[local]"`'
-        )
+    version = source_version()
     target_dir = _engine_dir(version)
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,7 @@ def _remember_failure(version: str, reason: str, log_path: Path) -> None:
 
 def _source_tree(version: str, work: Path, log: TextIO, show: Progress) -> Path:
     """The llama.cpp source folder: ``ANN_LLAMA_CPP_SOURCE`` (a folder or an sdist), else the
-    llama-cpp-python sdist of the installed version, fetched with pip."""
+    llama-cpp-python sdist of :func:`source_version`, fetched (not built) with pip."""
     given = os.environ.get(ENV_SOURCE, "").strip()
     if given:
         path = Path(given).expanduser()
@@ -397,10 +399,11 @@ def engine_status() -> dict[str, object]:
         choice, explicit = engine_choice()
     except LocalModelError as exc:
         return {"engine": "invalid", "status": str(exc)}
-    version = llama_cpp_version()
+    version = source_version()
     row: dict[str, object] = {
         "engine": choice,
-        "llama_cpp_python": version,
+        "llama_cpp_source": version,
+        "llama_cpp_python": llama_cpp_version(),
         "binary": None,
         "status": "",
     }
@@ -413,12 +416,9 @@ def engine_status() -> dict[str, object]:
     found = find_llama_server()
     if found is not None:
         row.update(binary=str(found), status="ready")
-    elif version is None:
-        row["status"] = "llama-cpp-python not installed (no engine)"
     elif (failure := last_failure()) is not None:
         row["status"] = f"build failed: {failure.get('reason')} (log {failure.get('log')})"
     else:
         row["status"] = "not built (built on first use, or now with `ann engine --build`)"
-    if version is not None:
-        row["cache"] = str(_engine_dir(version))
+    row["cache"] = str(_engine_dir(version))
     return row

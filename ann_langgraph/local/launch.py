@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 INSTALL_RUNTIME = (
-    'install it with `pip install "llama-cpp-python[server]"` (compiles from source, about '
-    "4 minutes) or `make install`"
+    'install it with `pip install "ann-langgraph[local-fallback]"` (compiles llama-cpp-python '
+    "from source, about 4 minutes)"
 )
 # Modules `python -m llama_cpp.server` imports; checked without importing them (llama_cpp
 # loads its shared library on import).
@@ -43,11 +43,18 @@ SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_
 SERVER_ENV_OVERRIDES = ("HOST", "PORT", "CONFIG_FILE")
 
 
-def check_server_runtime() -> None:
+def check_server_runtime(engine_failure: str | None = None) -> None:
+    """Raise unless the fallback server's runtime is importable; ``engine_failure`` (why
+    llama-server cannot serve) leads the message when the fallback was the way out."""
     missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
     if missing:
+        lead = (
+            f"llama-server (the embedded engine) is unavailable: {engine_failure}; and the "
+            if engine_failure
+            else "the "
+        )
         raise LocalModelError(
-            f"the embedded model server needs llama-cpp-python with its server extra "
+            f"{lead}fallback model server needs llama-cpp-python with its server extra "
             f"(missing in {sys.executable}: {', '.join(missing)}); {INSTALL_RUNTIME}"
         )
 

@@ -183,7 +183,9 @@ class LocalServer:
                     raise
                 except LocalModelError as exc:
                     reason = str(exc).split(". Log ")[0].strip()
-                    warn_fallback(f"{reason} (log {self._keep_failed_log()})")
+                    reason = f"{reason} (log {self._keep_failed_log()})"
+                    check_server_runtime(reason)
+                    warn_fallback(reason)
                     self._use_python()
                 else:
                     self._started(began)
@@ -213,6 +215,7 @@ class LocalServer:
         except EngineUnavailable as exc:
             if choice != "auto":
                 raise
+            check_server_runtime(first_line(exc))  # no fallback installed: say both reasons
             warn_fallback(first_line(exc))
             self._use_python()
             return False
