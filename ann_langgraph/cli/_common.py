@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +53,26 @@ ModelOpt = Annotated[
         "or NAME=MODEL for one name of the spec's models table. Repeatable.",
     ),
 ]
+
+
+ReproducibleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reproducible",
+        help="Make a first run repeatable on this machine: the embedded engine serves one "
+        "request at a time and reuses no cached prompt (slower: no batching, no prompt reuse). "
+        "Provider models are not made repeatable.",
+    ),
+]
+
+
+def _reproducible(on: bool) -> None:
+    """Set before any embedded server starts, so it starts with one slot
+    (docs/reproducibility.md)."""
+    if on:
+        from ..local.slots import ENV_REPRODUCIBLE
+
+        os.environ[ENV_REPRODUCIBLE] = "1"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

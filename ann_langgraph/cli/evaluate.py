@@ -15,6 +15,7 @@ from ..spec import SpecError, save_spec
 from ._common import (
     ExecutorOpt,
     ModelOpt,
+    ReproducibleOpt,
     RequestsOpt,
     SpecArg,
     _check_models,
@@ -24,6 +25,7 @@ from ._common import (
     _load,
     _metric_for,
     _models_override,
+    _reproducible,
     app,
     console,
     err_console,
@@ -113,8 +115,10 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     executor: ExecutorOpt = "local",
     requests_in_flight: RequestsOpt = None,
+    reproducible: ReproducibleOpt = False,
 ) -> None:
     """Score a spec on a benchmark split (or your dataset): accuracy with a 95% CI, cost, files."""
+    _reproducible(reproducible)
     from ..cache import SQLiteLLMCache
     from ..evaluate import evaluate
     from ..langsmith_io import LangSmithError

@@ -12,6 +12,7 @@ from ..models import ModelError
 from ._common import (
     ExecutorOpt,
     ModelOpt,
+    ReproducibleOpt,
     RequestsOpt,
     SpecArg,
     _check_models,
@@ -21,6 +22,7 @@ from ._common import (
     _load,
     _metric_for,
     _models_override,
+    _reproducible,
     app,
     console,
 )
@@ -114,8 +116,10 @@ def train_command(
     ] = None,
     executor: ExecutorOpt = "local",
     requests_in_flight: RequestsOpt = None,
+    reproducible: ReproducibleOpt = False,
 ) -> None:
     """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
+    _reproducible(reproducible)
     from ..langsmith_io import LangSmithError, langsmith_configured
     from ..optimize.graph import Budget, OptimizerConfig
     from ..projection import project_training

@@ -31,6 +31,8 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from .slots import reproducible
+
 if TYPE_CHECKING:
     from .chat import LocalChatModel
     from .server import LocalServer
@@ -122,6 +124,8 @@ class Plan:
         max_tokens = int(requested or alias or model.max_tokens or DEFAULT_MAX_TOKENS)
         extra_body: dict[str, Any] = dict(kwargs.pop("extra_body", None) or {})
         extra_body["max_tokens"] = max_tokens
+        if mode == "engine" and reproducible():
+            extra_body["cache_prompt"] = False  # the whole prompt computed afresh, every time
         response_format = kwargs.pop("response_format", None)
         if mode != "python" and response_format is not None and "schema" in response_format:
             response_format = _json_schema_format(response_format["schema"])

@@ -15,6 +15,7 @@ from .errors import LocalModelError
 
 __all__ = [
     "DEFAULT_N_CTX",
+    "ENV_REPRODUCIBLE",
     "ENV_SLOTS",
     "ENV_THREADS",
     "RequestGate",
@@ -22,6 +23,7 @@ __all__ = [
     "default_slots",
     "engine_slots",
     "env_threads",
+    "reproducible",
 ]
 
 # llama.cpp's worker threads spin-wait on each other: on a busy machine, one thread per core is
@@ -30,14 +32,29 @@ __all__ = [
 ENV_THREADS = "ANN_LOCAL_THREADS"
 # Parallel slots of the engine (requests it decodes together); default from cores and memory.
 ENV_SLOTS = "ANN_LOCAL_SLOTS"
+# Reproducible mode (`--reproducible`): one request at a time, each prompt computed afresh.
+ENV_REPRODUCIBLE = "ANN_LOCAL_REPRODUCIBLE"
 _MAX_SLOTS = 8
 # Context for a GGUF that is not in the catalogue (catalogue entries carry their own).
 DEFAULT_N_CTX = 8192
 
 
+def reproducible() -> bool:
+    """``ANN_LOCAL_REPRODUCIBLE`` is set: the engine serves one request at a time and reuses no
+    cached prompt, so a request's answer depends on the request alone.
+
+    Why both: at temperature 0 an answer still varies with what else the engine decodes in
+    the same batch and with which part of the prompt came from a slot's or the host's prompt
+    cache (float sums in another order); sampling above 0 is already seeded per sample."""
+    return os.environ.get(ENV_REPRODUCIBLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def default_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
-    """Parallel slots: ``ANN_LOCAL_SLOTS``, else twice the cores (at most 8), fewer when memory
-    is short (each slot keeps ``n_ctx`` tokens of KV cache, budgeted at 64 KiB a token)."""
+    """Parallel slots: 1 when :func:`reproducible`, else ``ANN_LOCAL_SLOTS``, else twice the
+    cores (at most 8), fewer when memory is short (each slot keeps ``n_ctx`` tokens of KV
+    cache, budgeted at 64 KiB a token)."""
+    if reproducible():
+        return 1
     chosen = _env_positive_int(ENV_SLOTS)
     if chosen is not None:
         return chosen
@@ -62,6 +79,8 @@ def engine_slots(slots: int, n_ctx: int = DEFAULT_N_CTX) -> int:
     slots keep earlier prompts: the engine picks the slot holding the longest shared prefix
     (the next agent of a team, the next tool round), and an idle slot costs memory, not compute.
     """
+    if reproducible():
+        return slots  # no spare slot holds a prompt: none is reused
     total = 2 * slots
     fit = _slots_that_fit(n_ctx)
     if fit is not None:
