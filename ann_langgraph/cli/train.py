@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..models import ModelError
+
+if TYPE_CHECKING:
+    from ..train import TrainResult
+
 from ._common import (
     ExecutorOpt,
     ModelOpt,
@@ -26,6 +30,9 @@ from ._common import (
     app,
     console,
 )
+
+if TYPE_CHECKING:
+    from ..train import TrainResult
 
 
 @app.command("train")
@@ -122,7 +129,6 @@ def train_command(
     _reproducible(reproducible)
     from ..langsmith_io import LangSmithError, langsmith_configured
     from ..optimize.graph import Budget, OptimizerConfig
-    from ..projection import project_training
     from ..train import RunDirError, train
 
     if trace_source not in ("auto", "local", "langsmith"):
@@ -152,40 +158,12 @@ def train_command(
         concurrency=concurrency,
     )
     if dry_run:
-        label = models if isinstance(models, str) else spec.models.get("default", "local")
-        avg = sum(len(str(r.get("input", ""))) for r in train_rows) // len(train_rows)
-        projection = project_training(
-            spec,
-            n_train=len(train_rows),
-            n_val=len(val_rows),
-            epochs=epochs,
-            batch_size=batch_size,
-            avg_input_chars=avg,
-            model_label=str(label),
-            optimizer_label=optimizer_model or str(label),
+        _print_projection(
+            spec, train_rows, val_rows, config, models, optimizer_model, as_json=json_output
         )
-        if json_output:
-            typer.echo(projection.model_dump_json(indent=2))
-            return
-        console.print(f"[bold]Projected upper bound[/] for {projection.steps} steps:")
-        console.print(
-            f"  {projection.calls} LLM calls ({projection.forward_calls} forward, "
-            f"{projection.optimizer_calls} optimizer), {projection.input_tokens} input + "
-            f"{projection.output_tokens} output tokens, ${projection.cost_usd:.4f}"
-        )
-        for line in projection.assumptions:
-            console.print(f"  - {line}")
         return
     _check_models(spec, models)
-    if optimizer_model:
-        try:
-            from ..models import init_model
-
-            opt_model: Any = init_model(optimizer_model)
-        except ModelError as exc:
-            raise _fail(str(exc)) from None
-    else:
-        opt_model = None
+    opt_model = _optimizer_model(optimizer_model)
     target = run_dir or Path("runs") / spec.name
 
     def ask(question: dict[str, Any]) -> bool:
@@ -228,6 +206,61 @@ def train_command(
         ) from None
     finally:
         runner.close()
+    _print_summary(result, target, as_json=json_output)
+
+
+def _print_projection(
+    spec: Any,
+    train_rows: list[dict[str, Any]],
+    val_rows: list[dict[str, Any]],
+    config: Any,
+    models: Any,
+    optimizer_model: str | None,
+    *,
+    as_json: bool,
+) -> None:
+    """``--dry-run``: the projected upper bound of calls, tokens and cost; no model call."""
+    from ..projection import project_training
+
+    label = models if isinstance(models, str) else spec.models.get("default", "local")
+    avg = sum(len(str(r.get("input", ""))) for r in train_rows) // len(train_rows)
+    projection = project_training(
+        spec,
+        n_train=len(train_rows),
+        n_val=len(val_rows),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        avg_input_chars=avg,
+        model_label=str(label),
+        optimizer_label=optimizer_model or str(label),
+    )
+    if as_json:
+        typer.echo(projection.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]Projected upper bound[/] for {projection.steps} steps:")
+    console.print(
+        f"  {projection.calls} LLM calls ({projection.forward_calls} forward, "
+        f"{projection.optimizer_calls} optimizer), {projection.input_tokens} input + "
+        f"{projection.output_tokens} output tokens, ${projection.cost_usd:.4f}"
+    )
+    for line in projection.assumptions:
+        console.print(f"  - {line}")
+
+
+def _optimizer_model(name: str | None) -> Any:
+    """The ``--optimizer-model`` chat model (None: the executor's models optimize too)."""
+    if not name:
+        return None
+    try:
+        from ..models import init_model
+
+        return init_model(name)
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_summary(result: TrainResult, target: Path, *, as_json: bool) -> None:
+    """The end of a run: scores, patches, usage, held-out test, and where the files are."""
     summary = {
         "best_spec": str(target / "best.yaml"),
         "best_score": result.best_score,
@@ -241,7 +274,7 @@ def train_command(
         "wall_time_s": round(result.wall_time_s, 1),
         "test": result.test,
     }
-    if json_output:
+    if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     proposed = sum(len(h.get("candidates", [])) for h in result.history)
