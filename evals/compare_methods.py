@@ -186,6 +186,8 @@ class MethodRunner:
             options.pop("rollout_budget")
             if optimizer == "gepa":
                 options["rollouts"] = self.gepa_rollouts()
+            elif self.config.rollout_budget:  # sized to the budget (unbudgeted keys unchanged)
+                options["rollouts"] = self.config.rollout_budget
             return self.key(method, options)
         start = self.starter().fingerprint
         if method == "ann":
@@ -403,7 +405,7 @@ class MethodRunner:
             concurrency=dspy_concurrency(cfg),
             out_dir=self.method_dir(method),
             progress=self.progress,
-            rollouts=self.gepa_rollouts() if optimizer == "gepa" else None,
+            rollouts=self.gepa_rollouts() if optimizer == "gepa" else cfg.rollout_budget,
             max_tokens=self.dspy_max_tokens(),
         )
         return self.finish(method, outcome.report, {"key": key, **outcome.details})

@@ -42,6 +42,48 @@ DEFAULT_REFLECTION_MAX_TOKENS = 4096
 # Random-search candidates for bootstrap-rs, beside the zero-shot, labels-only and unshuffled
 # programs it always tries: each costs a bootstrap pass over train and a pass over val.
 BOOTSTRAP_RS_CANDIDATES = 2
+# Demos per program (bootstrapped, labelled) for bootstrap-rs and MIPROv2.
+MAX_DEMOS = 2
+# MIPROv2 under a rollout budget: its minibatch and how often the best so far is re-scored on
+# all of val (DSPy's defaults are 35 and 5; a 40-row val and a few hundred rollouts need less).
+MIPRO_MINIBATCH = 10
+MIPRO_FULL_EVAL_STEPS = 5
+MIPRO_CANDIDATES = 6
+
+
+def _bootstrap_cost(n_train: int) -> int:
+    """Training rollouts one bootstrapped demo set costs, estimated: about two tries per demo
+    kept (the 1.5B model solves about half its training tasks), at most the whole set."""
+    return min(n_train, 2 * MAX_DEMOS)
+
+
+def bootstrap_rs_candidates(rollouts: int | None, *, n_train: int, n_val: int) -> int:
+    """Random-search programs that fit ``rollouts``: the three fixed programs (zero-shot,
+    labels only, unshuffled) each cost a pass over val, every candidate a bootstrap and a pass
+    over val. None: ``BOOTSTRAP_RS_CANDIDATES``."""
+    if not rollouts:
+        return BOOTSTRAP_RS_CANDIDATES
+    fixed = 3 * n_val + _bootstrap_cost(n_train)
+    return max(1, (rollouts - fixed) // (n_val + _bootstrap_cost(n_train)))
+
+
+def miprov2_plan(rollouts: int | None, *, n_train: int, n_val: int) -> dict[str, int] | None:
+    """MIPROv2's settings for ``rollouts`` (None: its ``auto="light"`` preset).
+
+    Cost: a bootstrap per candidate demo set, the default program on all of val, then each
+    trial's minibatch, and all of val again every ``MIPRO_FULL_EVAL_STEPS`` trials."""
+    if not rollouts:
+        return None
+    minibatch = min(MIPRO_MINIBATCH, n_val)
+    fixed = MIPRO_CANDIDATES * _bootstrap_cost(n_train) + n_val
+    per_trial = minibatch + n_val / MIPRO_FULL_EVAL_STEPS
+    trials = max(1, int((rollouts - fixed) // per_trial))
+    return {
+        "num_candidates": MIPRO_CANDIDATES,
+        "num_trials": trials,
+        "minibatch_size": minibatch,
+        "minibatch_full_eval_steps": MIPRO_FULL_EVAL_STEPS,
+    }
 # A provider model's answer cap; on ``local`` the embedded model's own default (256) applies, as
 # for every other method, so all rows are capped alike.
 DEFAULT_MAX_TOKENS = 512
@@ -161,9 +203,13 @@ def _optimizer(
     seed: int,
     threads: int,
     rollouts: int | None = None,
+    n_train: int = 0,
+    n_val: int = 0,
     reflection_lm: Any = None,
     log_dir: Path | None = None,
 ) -> Any:
+    """The DSPy optimizer, sized to ``rollouts`` (examples its training may evaluate) when
+    given: GEPA's ``max_metric_calls``, MIPROv2's trials, bootstrap-rs's candidates."""
     if name == "gepa":
         return dspy.GEPA(
             metric=metric,
@@ -176,13 +222,15 @@ def _optimizer(
             track_stats=True,
         )
     if name == "miprov2":
+        plan = miprov2_plan(rollouts, n_train=n_train, n_val=n_val)
         return dspy.MIPROv2(
             metric=metric,
-            auto="light",
+            auto="light" if plan is None else None,
+            num_candidates=None if plan is None else plan["num_candidates"],
             seed=seed,
             num_threads=threads,
-            max_bootstrapped_demos=2,
-            max_labeled_demos=2,
+            max_bootstrapped_demos=MAX_DEMOS,
+            max_labeled_demos=MAX_DEMOS,
             verbose=False,
         )
     if name == "copro":
@@ -192,9 +240,9 @@ def _optimizer(
         # cannot write the structured answers MIPROv2's and COPRO's proposers parse.
         return dspy.BootstrapFewShotWithRandomSearch(
             metric=metric,
-            max_bootstrapped_demos=2,
-            max_labeled_demos=2,
-            num_candidate_programs=BOOTSTRAP_RS_CANDIDATES,
+            max_bootstrapped_demos=MAX_DEMOS,
+            max_labeled_demos=MAX_DEMOS,
+            num_candidate_programs=bootstrap_rs_candidates(rollouts, n_train=n_train, n_val=n_val),
             num_threads=threads,
         )
     raise ValueError(f"unknown DSPy optimizer {name!r} (known: {', '.join(DSPY_OPTIMIZERS)})")
@@ -223,7 +271,9 @@ def run_dspy(
     ``lm`` replaces the ``dspy.LM`` built from ``model`` (tests pass a dummy LM); ``model``
     stays the label used for pricing. ``max_tokens``: the answer cap (default: the model's
     own; a code benchmark passes the cap its chain-of-thought baseline gets). ``rollouts``:
-    GEPA's ``max_metric_calls``; ``reflection_lm``: GEPA's reflection model (default: the
+    the training budget in examples evaluated (GEPA's ``max_metric_calls``; MIPROv2's trials and
+    bootstrap-rs's candidates are sized to it, estimated; the rollouts really used are
+    reported); ``reflection_lm``: GEPA's reflection model (default: the
     same endpoint, ``reflection_model``). Every optimizer's metric calls on program runs are
     counted as its training ``rollouts``. The compiled program is saved as ``program.json``.
     """
@@ -291,14 +341,18 @@ def run_dspy(
             seed=seed,
             threads=concurrency,
             rollouts=rollouts,
+            n_train=len(train),
+            n_val=len(val),
             reflection_lm=reflection_lm,
             log_dir=folder / "gepa-log",
         )
         trainset, valset = _examples(dspy, train), _examples(dspy, val)
+        plan = miprov2_plan(rollouts, n_train=len(train), n_val=len(val))
         if optimizer == "gepa":
             compiled = opt.compile(program, trainset=trainset, valset=valset)
         elif optimizer == "miprov2":
-            compiled = opt.compile(program, trainset=trainset, valset=valset, seed=seed)
+            sized = {} if plan is None else {k: v for k, v in plan.items() if k != "num_candidates"}
+            compiled = opt.compile(program, trainset=trainset, valset=valset, seed=seed, **sized)
         elif optimizer == "bootstrap-rs":
             compiled = opt.compile(program, trainset=trainset, valset=valset)
         else:
@@ -316,7 +370,7 @@ def run_dspy(
             "train_n": len(trainset),
             "val_n": len(valset),
             "rollouts": rollouts_used,
-            "rollout_budget": rollouts if optimizer == "gepa" else None,
+            "rollout_budget": rollouts,
             "wall_time_s": time.perf_counter() - started,
         }
         compiled.save(str(folder / "program.json"))

@@ -393,3 +393,54 @@ def test_compare_runs_a_gepa_row_on_the_table_budget(tmp_path, monkeypatch):
     assert row.details["training"]["rollout_budget"] == 20
     md = (out / "compare.md").read_text()
     assert "- dspy-gepa: dspy gepa compiled" in md and "rollouts (budget 20)" in md
+
+
+def test_budgeted_dspy_optimizers_are_sized_to_the_rollouts(monkeypatch):
+    from evals import dspy_baseline
+
+    # 3 fixed programs x 40 val + 4 (a bootstrap) = 124; each candidate 40 + 4
+    assert dspy_baseline.bootstrap_rs_candidates(480, n_train=24, n_val=40) == 8
+    assert dspy_baseline.bootstrap_rs_candidates(None, n_train=24, n_val=40) == 2
+    assert dspy_baseline.bootstrap_rs_candidates(10, n_train=24, n_val=40) == 1
+    plan = dspy_baseline.miprov2_plan(480, n_train=24, n_val=40)
+    # 6 demo sets x 4 + 40 (the default program) = 64; each trial 10 + 40/5
+    assert plan == {
+        "num_candidates": 6,
+        "num_trials": 23,
+        "minibatch_size": 10,
+        "minibatch_full_eval_steps": 5,
+    }
+    assert dspy_baseline.miprov2_plan(None, n_train=24, n_val=40) is None
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(dspy, "MIPROv2", lambda **kw: made.append(kw))
+    dspy_baseline._optimizer(
+        dspy, "miprov2", None, seed=0, threads=1, rollouts=480, n_train=24, n_val=40
+    )
+    dspy_baseline._optimizer(dspy, "miprov2", None, seed=0, threads=1)
+    assert made[0]["auto"] is None and made[0]["num_candidates"] == 6
+    assert made[1]["auto"] == "light" and made[1]["num_candidates"] is None
+
+
+def test_a_budgeted_bootstrap_rs_spends_no_more_than_its_budget(tmp_path):
+    from evals import dspy_baseline
+
+    bench = _bench(tmp_path)
+    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
+    n_train, n_val = len(rows["train"]), len(rows["val"])
+    budget = 6 * n_val + 2 * n_train
+    outcome = dspy_baseline.run_dspy(
+        bench,
+        model="scripted",
+        train=rows["train"],
+        val=rows["val"],
+        examples=rows["dev"],
+        metric=bench.metric(),
+        optimizer="bootstrap-rs",
+        concurrency=1,
+        out_dir=tmp_path / "dspy",
+        lm=AdderLM(),
+        rollouts=budget,
+    )
+    training = outcome.details["training"]
+    assert training["rollout_budget"] == budget
+    assert 0 < training["rollouts"] <= budget
