@@ -323,6 +323,25 @@ def test_budget_stopped_run_continues_when_resumed_with_a_larger_budget(tmp_path
         ({"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": " "}, "placeholder"),
         (
             {
+                "op": "set_prompt",
+                "layer": "solve",
+                "agent": "solver",
+                "prompt": "I apologize for any confusion, but I'm not able to generate the new "
+                "instruction. Please provide the specific details you want.",
+            },
+            "a reply to the optimizer",
+        ),
+        (
+            {
+                "op": "set_prompt",
+                "layer": "solve",
+                "agent": "solver",
+                "prompt": "Sorry, I cannot help.",
+            },
+            "a reply to the optimizer",
+        ),
+        (
+            {
                 "op": "add_agent",
                 "layer": "solve",
                 "agent": {"id": "value1", "role": "string", "prompt": "Value2"},
@@ -340,6 +359,18 @@ def test_schema_placeholder_text_is_rejected_by_format_validation(tmp_path, op, 
     assert cands and all(not c["valid"] and fragment in c["reason"] for c in cands)
     assert result.best_spec.fingerprint == solver_spec().fingerprint
     assert all("val_score" not in c for c in cands)
+
+
+def test_an_instruction_that_only_mentions_providing_is_not_taken_for_a_reply():
+    from ann_langgraph.optimize.validate import placeholder_reason
+
+    def reason(prompt: str) -> str | None:
+        op = {"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": prompt}
+        return placeholder_reason({"ops": [op]})
+
+    assert reason("Please provide the final answer as a number.") is None
+    assert reason("Write the function. Do not apologize; return only code.") is None
+    assert "reply to the optimizer" in (reason("Could you please provide more context?") or "")
 
 
 def test_a_critic_that_blames_nothing_falls_back_to_the_output_layer(tmp_path):

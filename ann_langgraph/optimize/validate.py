@@ -50,12 +50,32 @@ _PLACEHOLDER = re.compile(
 )
 
 
+# The optimizer model answering the optimizer instead of writing an instruction: a refusal, an
+# apology, or a request for more. Measured on the 1.5B model (HumanEval, a reflective rewrite):
+# "I apologize for any confusion, but I'm not able to generate the new instruction ... Please
+# provide the specific details ...", which then scored 6/8 on its minibatch by chance.
+_REPLY = re.compile(
+    r"\b(?:i\s+apologi[sz]e|i'?m\s+sorry|i\s+am\s+sorry|sorry,|i'?m\s+(?:not\s+able|unable)|"
+    r"i\s+am\s+(?:not\s+able|unable)|i\s+can(?:not|'t)\s+(?:help|generate|provide|write|create)|"
+    r"as\s+an\s+ai\b|(?:could|can)\s+you\s+(?:please\s+)?(?:provide|share|clarify)|"
+    r"please\s+provide\s+(?:me\b|more\b|(?:the\s+)?(?:specific|additional)\s+(?:details|information))|"
+    r"i\s+need\s+more\s+information)",
+    re.IGNORECASE,
+)
+
+
 def placeholder_reason(patch: dict[str, Any]) -> str | None:
-    """Why the patch's text looks like schema placeholders, or ``None`` if it looks real."""
+    """Why the patch's text looks like schema placeholders, or a reply to the optimizer (a
+    refusal, a request for more) rather than an instruction; ``None`` if it looks real."""
     for where, field, text in patch_texts(patch):
         clean = text.strip().strip("\"'.:").strip()
         if not clean or clean.lower() in _PLACEHOLDER_WORDS or _PLACEHOLDER.match(clean):
             return f"{where}: the {field} {text!r} is a placeholder, not an instruction"
+        if (reply := _REPLY.search(clean[:400])) is not None:
+            return (
+                f"{where}: the {field} is a reply to the optimizer ({reply.group(0)!r}...), "
+                "not an instruction for the agent"
+            )
     return None
 
 
