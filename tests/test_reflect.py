@@ -9,7 +9,7 @@ from langchain_core.messages import BaseMessage
 from langchain_openai import ChatOpenAI
 
 import ann_langgraph as ann
-from ann_langgraph.optimize.reflect import reflection_dataset, sampler
+from ann_langgraph.optimize.reflect import reflection_dataset, reflection_prompt, sampler
 from ann_langgraph.optimize.screen import screen_verdict
 from ann_langgraph.testing import ScriptedChatModel
 from ann_langgraph.train import train
@@ -95,6 +95,11 @@ def test_each_step_samples_several_whole_instruction_rewrites(tmp_path):
     assert "```\nAdd one to the number.\n```" in calls[0]["text"]
     assert "## Generated Outputs\nAnswer: 1" in calls[0]["text"]
     assert "## Feedback\nScore 0.00." in calls[0]["text"]
+    # ours, before GEPA's answer format: hold for every input, and the critic's finding
+    text = calls[0]["text"]
+    note = text.index("not only the examples above")
+    finding = text.index("found this about this step: the solver forgets to add one")
+    assert note < finding < text.index("Provide the new instructions within ``` blocks.")
 
 
 def test_no_reflection_when_textual_patches_or_reflection_are_off(tmp_path):
@@ -143,6 +148,21 @@ def test_a_prompt_rejected_earlier_is_not_proposed_again(tmp_path):
     second = next(c for c in _candidates(result, 1) if c["source"] == "reflection")
     assert any("proposed at epoch 1 step 1" in why for why in second["resampled"])
     assert second["patch"]["ops"][0]["prompt"] == "Add one. MAGIC"
+
+
+def test_the_reflection_prompt_leaves_out_critique_sentences_that_retell_a_problem():
+    from ann_langgraph.optimize.copies import TrainingInputs
+
+    inputs = TrainingInputs([{"id": "t1", "input": "Tobias shoveled 17 driveways in Amarillo."}])
+    critique = inputs.general_part(
+        "The solver ignores units. Tobias shoveled 17 driveways in Amarillo and it said 16."
+    )
+    assert critique == "The solver ignores units."
+    text = reflection_prompt("Solve.", [{"Inputs": "x", "Feedback": "y"}], critique=critique)
+    assert "found this about this step: The solver ignores units." in text
+    assert "Tobias" not in text
+    assert text.rstrip().endswith("Provide the new instructions within ``` blocks.")
+    assert "found this" not in reflection_prompt("Solve.", [{"Inputs": "x"}])
 
 
 def test_reflection_dataset_shows_failures_first_rotated_then_a_pass():

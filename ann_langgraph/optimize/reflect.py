@@ -3,7 +3,10 @@ few minibatch examples, each with the agent's own input and output, why its gene
 and the metric's feedback; several samples per step.
 
 The prompt and the answer's parsing are GEPA's own (``gepa.strategies.instruction_proposal``),
-so the comparison with ``dspy.GEPA`` differs in the search around them, not in the mutation.
+with two additions before its answer format (``reflection_prompt``): the instruction must hold
+for every input, and the global critic's finding about the layer (the textual gradient, minus
+sentences that retell a training problem). So the comparison with ``dspy.GEPA`` differs in the
+gradient and the search around the mutation.
 A sample identical to an earlier rejected prompt, to a sibling, or one that restates a training
 example is sampled again (at most ``reflection_retries`` times) instead of being validated.
 """
@@ -26,7 +29,14 @@ from .copies import training_inputs
 from .state import add_usage, evidence_records
 from .validate import static_reason
 
-__all__ = ["ReflectiveRepair", "finish_reason", "reflection_dataset", "sampler"]
+__all__ = [
+    "GENERAL_NOTE",
+    "ReflectiveRepair",
+    "finish_reason",
+    "reflection_dataset",
+    "reflection_prompt",
+    "sampler",
+]
 
 
 def finish_reason(record: dict[str, Any] | None) -> str:
@@ -100,6 +110,40 @@ def sampler(model: Runnable[Any, Any], *, temperature: float, seed: int) -> Runn
     return model
 
 
+# Added to GEPA's prompt, before its answer format. Why: shown three HumanEval problems, the 1.5B
+# model wrote an instruction for one of them ("Given a list of strings and a substring, write a
+# Python function that returns ...") that cannot help the other tasks.
+GENERAL_NOTE = (
+    "The new instruction is given to the assistant for every task of this kind, not only the "
+    "examples above: write guidance that holds for all of them, and do not describe any one "
+    "example's task."
+)
+_ANSWER_FORMAT = "Provide the new instructions within ``` blocks."
+
+
+def reflection_prompt(
+    instruction: str, dataset: list[dict[str, Any]], *, critique: str = ""
+) -> str:
+    """GEPA's reflective-mutation prompt, plus ours before its answer format: the note that
+    the instruction must hold for every input, and the global critic's finding about this
+    layer (the ANN's textual gradient, which GEPA has no counterpart for)."""
+    text = str(
+        InstructionProposalSignature.prompt_renderer(
+            {"current_instruction_doc": instruction, "dataset_with_feedback": dataset}
+        )
+    )
+    extra = GENERAL_NOTE
+    if critique:
+        extra += (
+            "\n\nA reviewer who read the traces of the whole system found this about this "
+            f"step: {critique}"
+        )
+    head, found, tail = text.rpartition(_ANSWER_FORMAT)
+    if not found:  # another gepa version's wording: add ours at the end
+        return f"{text}\n\n{extra}"
+    return f"{head}{extra}\n\n{found}{tail}"
+
+
 def _text(message: Any) -> str:
     content = getattr(message, "content", message)
     if isinstance(content, list):
@@ -126,6 +170,8 @@ class ReflectiveRepair:
         proposals: list[dict[str, Any]] = []
         usage: dict[str, Any] = {}
         seen: set[str] = {prompts.normalized(a.prompt) for a in layer.agents}
+        # the global critic's textual gradient for this layer, without the problems it retells
+        critique = inputs.general_part(str(payload["target"].get("reason") or ""))
         for sample in range(cfg.reflection_samples):
             agent = layer.agents[sample % len(layer.agents)]
             proposal: dict[str, Any] = {
@@ -147,11 +193,7 @@ class ReflectiveRepair:
                     count=cfg.reflection_examples,
                     offset=offset,
                 )
-                text = str(
-                    InstructionProposalSignature.prompt_renderer(
-                        {"current_instruction_doc": agent.prompt, "dataset_with_feedback": data}
-                    )
-                )
+                text = reflection_prompt(agent.prompt, data, critique=critique)
                 if resampled:  # say why the last draw was not used: the next one differs
                     text += (
                         f"\n\nA proposal you wrote was not used: {resampled[-1]}. "
