@@ -96,6 +96,7 @@ def train(
     trace_source: Literal["auto", "local", "langsmith"] = "auto",
     langsmith_project: str | None = None,
     executor: Executor | str | None = None,
+    objective: Literal["accuracy", "cost"] | None = None,
 ) -> TrainResult:
     """Optimize ``spec`` on ``train``, validating every patch on ``val``; see the module doc.
 
@@ -107,6 +108,8 @@ def train(
     ``test``: a held-out split, scored with the starting and the best spec after training
     (never seen by the optimizer; it must share no input with ``train``/``val``); the result is
     in ``TrainResult.test``, ``test.json`` and the report.
+    ``objective``: overrides ``config.objective`` (``"cost"``: also commit a candidate as
+    accurate at fewer tokens; see ``optimize.objective``).
     ``executor``: where evaluations run (``"local"``, ``"ray"``, ``"ray://..."`` or an
     ``Executor``; see ``ann_langgraph.executors``); the optimizer graph, its checkpoints and the
     run directory stay in this process, so ``resume`` works the same with any executor.
@@ -121,7 +124,12 @@ def train(
         raise ValueError(f"trace_source must be auto, local or langsmith, not {trace_source!r}")
     train_rows, val_rows, test_rows = _rows(train, val, test)
     cfg = (config or OptimizerConfig()).model_copy(
-        update={"epochs": epochs, "batch_size": batch_size, "review": review is not None}
+        update={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "review": review is not None,
+            **({"objective": objective} if objective is not None else {}),
+        }
     )
     meta, old = open_run_dir(
         run_path,

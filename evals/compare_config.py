@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -38,7 +39,7 @@ METHODS = (
 )
 DEFAULT_METHODS = ("io", "cot", "cot-sc", "ann", "ann-trained")
 # Ablations of ann-trained: which of its candidate sources the optimizer may use.
-ANN_VARIANTS = {
+ANN_VARIANTS: dict[str, dict[str, Any]] = {
     "ann-trained": {},
     # the textual gradient alone: the repairers' patches, no bootstrapped demos, no operators
     "ann-textual": {"bootstrap_demos": False, "operators": False},

@@ -124,6 +124,23 @@ def train_command(
     executor: ExecutorOpt = "local",
     requests_in_flight: RequestsOpt = None,
     reproducible: ReproducibleOpt = False,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="accuracy: commit what scores higher on validation. cost: also commit what "
+            "is as accurate (--margin) at --min-saving fewer tokens per example."
+        ),
+    ] = "accuracy",
+    margin: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.99, help="Non-inferiority margin for --objective cost."),
+    ] = 0.02,
+    min_saving: Annotated[
+        float,
+        typer.Option(
+            "--min-saving", min=0.01, max=0.99, help="Least token saving for --objective cost."
+        ),
+    ] = 0.10,
 ) -> None:
     """Optimize a spec: forward passes, critic, per-layer patches, validation, commit/rollback."""
     _reproducible(reproducible)
@@ -147,7 +164,12 @@ def train_command(
     budget = Budget(
         max_tokens=max_tokens, max_calls=max_calls, max_usd=max_usd, max_rollouts=max_rollouts
     )
+    if objective not in ("accuracy", "cost"):
+        raise _fail(f"--objective must be accuracy or cost, not {objective!r}")
     config = OptimizerConfig(
+        objective=objective,  # type: ignore[arg-type]  # checked above
+        margin=margin,
+        min_saving=min_saving,
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,

@@ -15,6 +15,7 @@ from ..spec import GraphSpec
 from ..stats import confidence_interval, sign_test_p
 from .context import OptimizerContext
 from .decide import paired_active
+from .objective import cost_cannot_pass, example_tokens, version_cost
 from .state import OptimizerState, add_usage, usage_of
 
 __all__ = ["EvaluateCandidates", "cannot_win"]
@@ -74,6 +75,7 @@ class EvaluateCandidates:
                 continue
             spec = GraphSpec.model_validate(cand["spec"])
             scores: dict[str, float] = {}
+            results: list[Any] = []
             calls = 0
             stop: str | None = None
             for start in range(0, len(val), size):
@@ -92,6 +94,7 @@ class EvaluateCandidates:
                 usage = add_usage(usage, usage_of(report))
                 calls += report.calls
                 scores.update({r.id: r.score for r in report.results})
+                results += report.results
                 if cfg.early_rejection and len(scores) < len(val):
                     stop = cannot_win(
                         scores,
@@ -101,11 +104,23 @@ class EvaluateCandidates:
                         paired=paired,
                         alpha=cfg.alpha,
                     )
+                    if stop and cfg.objective == "cost":  # it may still win on cost
+                        cheaper = cost_cannot_pass(
+                            scores, current, margin=cfg.margin, alpha=cfg.alpha
+                        )
+                        stop = f"{stop}; and {cheaper}" if cheaper else None
                     if stop:
                         break
             mean = sum(scores.values()) / max(1, len(scores))
             low, high = confidence_interval(list(scores.values()))
-            cand = {**cand, "val_score": mean, "val": scores, "val_ci": [low, high]}
+            cand = {
+                **cand,
+                "val_score": mean,
+                "val": scores,
+                "val_ci": [low, high],
+                "tokens": example_tokens(results),
+                "cost": version_cost(results),
+            }
             if stop:
                 skipped = len(val) - len(scores)
                 cand["early_stop"] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,25 @@ class OptimizerConfig(BaseModel):
     )
     paired_min_n: int = Field(default=12, ge=1)
     alpha: float = Field(default=0.1, gt=0, lt=1)
+    objective: Literal["accuracy", "cost"] = Field(
+        default="accuracy",
+        description="What a commit is for. accuracy: a higher validation score. cost: that, "
+        "or a candidate whose accuracy is not worse (`margin`) at `min_saving` fewer tokens "
+        "per validation example (optimize.objective).",
+    )
+    margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        lt=1.0,
+        description="Non-inferiority margin (objective=cost): the lower confidence bound (at "
+        "`alpha`) of the paired accuracy difference must stay above -margin.",
+    )
+    min_saving: float = Field(
+        default=0.10,
+        gt=0.0,
+        lt=1.0,
+        description="Least fall in validation tokens per example (objective=cost): 0.10 = 10%.",
+    )
     early_rejection: bool = Field(
         default=True,
         description="Score candidates on the validation set in chunks and stop once even a "

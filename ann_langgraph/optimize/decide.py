@@ -1,6 +1,9 @@
 """Commit or roll back: the best complete candidate must beat the current spec on validation
 by ``min_delta`` and, where the paired test is on, win a one-sided sign test at ``alpha``
-(acceptance asks a directional question: is the candidate better?)."""
+(acceptance asks a directional question: is the candidate better?). Under
+``objective="cost"``, when none does, the cheapest candidate that is as accurate (a
+non-inferiority test with ``margin``) at ``min_saving`` fewer tokens per example is committed
+instead (``optimize.objective``)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from ..spec import GraphSpec
 from ..stats import paired_sign_test, sign_test_p
 from .config import OptimizerConfig
 from .context import OptimizerContext
+from .objective import cost_verdict
 from .pool import pool_entry, step_spec
 from .state import OptimizerState
 
@@ -47,6 +51,14 @@ class Decide:
             diffs = [top["val"].get(k, 0.0) - v for k, v in state["best_val"].items()]
             p_value = sign_test_p(diffs, alternative="greater")
             accept = p_value <= cfg.alpha
+        committed_for = "accuracy" if accept else None
+        cost_note: dict[str, Any] | None = None
+        if not accept and cfg.objective == "cost" and complete and state.get("best_tokens"):
+            top, cost_note = _cheaper(complete, state, cfg, fallback=top)
+            accept = bool(cost_note["accept"])
+            committed_for = "cost" if accept else None
+            if accept:
+                delta = top["val_score"] - best
         if accept and cfg.review:
             answer = interrupt(
                 {
@@ -77,7 +89,7 @@ class Decide:
             )
         candidates = [
             {
-                **{k: v for k, v in c.items() if k not in ("spec", "val")},
+                **{k: v for k, v in c.items() if k not in ("spec", "val", "tokens")},
                 "before": best,
                 "accepted": accept and c is top,
                 **({"pool_id": pool_ids[id(c)]} if id(c) in pool_ids else {}),
@@ -90,7 +102,11 @@ class Decide:
             "delta": delta,
             "p_value": p_value,
             "best_before": best,
+            "objective": cfg.objective,
+            "committed_for": committed_for if accept else None,
         }
+        if cost_note is not None:
+            decision["cost"] = cost_note
         update: dict[str, Any] = {"candidates": candidates, "decision": decision}
         if joined:
             update["pool"] = joined
@@ -101,6 +117,7 @@ class Decide:
                 version=version,
                 best_score=top["val_score"],
                 best_val=top["val"],
+                best_tokens=top.get("tokens") or {},
                 versions=[
                     {
                         "version": version,
@@ -115,12 +132,54 @@ class Decide:
                         "global_step": state["global_step"],
                         "pool_id": pool_ids.get(id(top)),
                         "pool_parent": top.get("parent"),
+                        "committed_for": committed_for,
+                        **(top.get("cost") or {}),
                     }
                 ],
             )
             decision["version"] = version
         ctx.emit("decision", **decision)
         return update
+
+
+def _cheaper(
+    complete: list[dict[str, Any]],
+    state: OptimizerState,
+    cfg: OptimizerConfig,
+    *,
+    fallback: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Under ``objective="cost"``: the cheapest fully validated candidate that passes the cost
+    rule (optimize.objective), else the cheapest one, with the numbers that decided."""
+    judged = [
+        (
+            c,
+            cost_verdict(
+                c["val"],
+                state["best_val"],
+                c.get("tokens") or {},
+                state["best_tokens"],
+                margin=cfg.margin,
+                min_saving=cfg.min_saving,
+                alpha=cfg.alpha,
+            ),
+        )
+        for c in complete
+    ]
+    passing = [cv for cv in judged if cv[1].accept]
+    chosen, verdict = min(passing or judged, key=lambda cv: cv[1].tokens)
+    note = {
+        "accept": verdict.accept,
+        "reason": verdict.reason,
+        "layer": chosen["layer"],
+        "lower_bound": verdict.lower_bound,
+        "margin": cfg.margin,
+        "saving": verdict.saving,
+        "min_saving": cfg.min_saving,
+        "tokens_per_example": verdict.tokens,
+        "tokens_per_example_before": verdict.tokens_before,
+    }
+    return (chosen if verdict.accept else fallback), note
 
 
 def _review(answer: Any, top: dict[str, Any], state: OptimizerState) -> tuple[bool, dict[str, Any]]:

@@ -14,6 +14,7 @@ from ..langsmith_io import LangSmithError
 from ..spec import GraphSpec
 from ..tracing import ExecutionRecord
 from .context import OptimizerContext
+from .objective import example_tokens, version_cost
 from .pool import pool_entry, step_spec
 from .state import OptimizerState, compact_records, paid_so_far, usage_of
 
@@ -53,6 +54,7 @@ class Setup:
                 global_step=0,
                 epochs_without_gain=0,
                 best_val={r.id: r.score for r in report.results},
+                best_tokens=example_tokens(report.results),
                 versions=[
                     {
                         "version": 0,
@@ -64,6 +66,7 @@ class Setup:
                         "val_ci": [report.ci_low, report.ci_high],
                         "val_n": report.n,
                         "global_step": 0,
+                        **version_cost(report.results, report.wall_time_s),
                     }
                 ],
                 usage=usage_of(report),

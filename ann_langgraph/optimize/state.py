@@ -61,6 +61,7 @@ class OptimizerState(TypedDict, total=False):
     version: int
     best_score: float
     best_val: dict[str, float]
+    best_tokens: dict[str, int]  # the current version's tokens per validation example
     epoch: int
     step: int
     global_step: int
