@@ -84,6 +84,8 @@ def miprov2_plan(rollouts: int | None, *, n_train: int, n_val: int) -> dict[str,
         "minibatch_size": minibatch,
         "minibatch_full_eval_steps": MIPRO_FULL_EVAL_STEPS,
     }
+
+
 # A provider model's answer cap; on ``local`` the embedded model's own default (256) applies, as
 # for every other method, so all rows are capped alike.
 DEFAULT_MAX_TOKENS = 512
