@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .cost_front import cost_points, front_lines, plot_front
 from .diff import diff_specs, format_diff
 from .optimize.momentum import describe_ops
 from .spec import GraphSpec
@@ -156,6 +157,7 @@ def write_report(
     cache_stats: dict[str, Any] | None = None,
     paid: dict[str, Any] | None = None,
     test: dict[str, Any] | None = None,
+    margin: float = 0.02,
 ) -> Path:
     history: list[dict[str, Any]] = state.get("history") or []
     versions: list[dict[str, Any]] = state.get("versions") or []
@@ -290,6 +292,9 @@ def write_report(
                 f"{describe_ops(c.get('patch'))[:300]}"
             )
     lines += _pool_lines(state.get("pool") or [], history)
+    points = cost_points(versions, history)
+    if plot_front(points, run_path / "cost_front.png") is not None:
+        lines += ["", *front_lines(points, margin=margin)]
     path = run_path / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -31,6 +31,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
+from .cost_front import cheapest_version
 from .executors import Executor, resolve_executor
 from .langsmith_io import LangSmithError, LangSmithSession, new_run_id
 from .metrics import Metric
@@ -66,6 +67,11 @@ class TrainResult(BaseModel):
     report_path: Path
     wall_time_s: float
     test: dict[str, Any] | None = None
+    cheapest_version: int | None = Field(
+        default=None,
+        description="The version saved as cheapest.yaml: the fewest tokens per example within "
+        "`margin` of the best validation accuracy (cost_front.cheapest_version).",
+    )
     pool: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Every fully validated candidate (optimize.pool): id, parent, source, step, "
@@ -267,7 +273,11 @@ def _finish(
         cache_stats=cache.stats() if cache else None,
         paid=paid,
         test=heldout,
+        margin=config.margin,
     )
+    cheapest = cheapest_version(final.get("versions") or [], margin=config.margin)
+    if cheapest is not None:
+        save_spec(GraphSpec.model_validate(cheapest["spec"]), run_path / "cheapest.yaml")
     if cache is not None:
         cache.close()  # folds the WAL into cache.sqlite: the run dir is self-contained
     if session is not None:
@@ -288,6 +298,7 @@ def _finish(
         wall_time_s=wall,
         test=heldout,
         pool=pool_summary(final.get("pool") or []),
+        cheapest_version=None if cheapest is None else int(cheapest["version"]),
     )
 
 

@@ -187,3 +187,51 @@ def test_the_cli_takes_the_objective_and_refuses_an_unknown_one() -> None:
     assert CliRunner().invoke(app, [*args, "--objective", "cost", "--json"]).exit_code == 0
     bad = CliRunner().invoke(app, [*args, "--objective", "speed"])
     assert bad.exit_code == 2 and "--objective must be accuracy or cost" in bad.output
+
+
+# -- the front, cheapest.yaml and the plot ----------------------------------------------------
+
+
+def test_the_front_keeps_what_nothing_beats_on_both_axes() -> None:
+    from ann_langgraph.cost_front import CostPoint, pareto
+
+    pts = [
+        CostPoint(label="a", accuracy=0.5, tokens=100),
+        CostPoint(label="b", accuracy=0.7, tokens=300),
+        CostPoint(label="c", accuracy=0.6, tokens=400),  # beaten by b on both
+        CostPoint(label="d", accuracy=0.5, tokens=150),  # beaten by a (same accuracy, dearer)
+        CostPoint(label="e", accuracy=0.9, tokens=1000),
+    ]
+    assert [p.label for p in pareto(pts)] == ["a", "b", "e"]
+
+
+def test_cheapest_is_the_fewest_tokens_within_the_margin_of_the_best() -> None:
+    from ann_langgraph.cost_front import cheapest_version
+
+    versions = [
+        {"version": 0, "val_score": 0.80, "tokens_per_example": 900.0},
+        {"version": 1, "val_score": 0.90, "tokens_per_example": 1200.0},
+        {"version": 2, "val_score": 0.89, "tokens_per_example": 400.0},
+        {"version": 3, "val_score": 0.85, "tokens_per_example": 100.0},
+    ]
+    assert cheapest_version(versions, margin=0.02)["version"] == 2
+    assert cheapest_version(versions, margin=0.0)["version"] == 1
+    assert cheapest_version(versions, margin=0.1)["version"] == 3
+    assert cheapest_version([{"version": 0, "val_score": 1.0}], margin=0.02) is None
+
+
+def test_a_cost_run_writes_cheapest_yaml_and_the_front_plot(tmp_path: Path) -> None:
+    from ann_langgraph.cost_front import cost_points, pareto
+
+    result = _train(tmp_path, "cost")
+    run = result.run_dir
+    assert result.cheapest_version == 1
+    assert ann.load_spec(run / "cheapest.yaml").fingerprint == result.best_spec.fingerprint
+    png = run / "cost_front.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (run / "report.md").read_text()
+    assert "## Accuracy and cost" in report and "| v1 | 1.000 |" in report
+    versions = [json.loads(line) for line in (run / "versions.jsonl").read_text().splitlines()]
+    points = cost_points(versions, result.history)
+    assert [p.label for p in pareto(points)] == ["v1"]  # as accurate and cheaper than v0
+    assert {p.label for p in points} == {"v0", "v1"}

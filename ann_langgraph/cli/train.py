@@ -293,6 +293,9 @@ def _print_summary(result: TrainResult, target: Path, *, as_json: bool) -> None:
         "usage": result.usage,
         "paid": result.paid,
         "report": str(result.report_path),
+        "cheapest_spec": str(target / "cheapest.yaml")
+        if result.cheapest_version is not None
+        else None,
         "wall_time_s": round(result.wall_time_s, 1),
         "test": result.test,
     }
@@ -318,4 +321,9 @@ def _print_summary(result: TrainResult, target: Path, *, as_json: bool) -> None:
             f"({result.test.get('alternative', 'greater')}) p = {result.test['p_value']:.3g}"
         )
     console.print(f"best spec: {target / 'best.yaml'}")
+    if result.cheapest_version is not None and (target / "cheapest.yaml").exists():
+        console.print(
+            f"cheapest:  {target / 'cheapest.yaml'} (v{result.cheapest_version}, the fewest "
+            "tokens per example within the margin of the best)"
+        )
     console.print(f"report:    {result.report_path}")
