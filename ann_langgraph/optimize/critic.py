@@ -18,6 +18,7 @@ from .operators import operator_proposals
 from .pool import merge_proposals, step_spec
 from .repair import BootstrapDemos
 from .schemas import critic_schema
+from .shrink import shrink_proposals
 from .state import OptimizerState, evidence_records
 
 __all__ = ["GlobalCritic", "without_repeats"]
@@ -50,6 +51,9 @@ class GlobalCritic:
         records = state["batch"]["records"]
         failing = [r for r in results if r["score"] < 1.0]
         passing = [r for r in results if r["score"] >= 1.0]
+        if state["batch"]["mean"] >= cfg.threshold:  # here only for the cost objective's shrinks
+            quiet: dict[str, Any] = {"summary": "", "blame": [], "error": None, "attempts": 0}
+            return {"gradient": {**quiet, "parsed": True, "note": "minibatch at threshold"}}
         budget_chars = cfg.evidence_chars
         per_fail = max(400, int(budget_chars * 0.8) // max(1, len(failing)))
         per_pass = max(300, int(budget_chars * 0.2) // max(1, min(2, len(passing))))
@@ -120,14 +124,16 @@ class GlobalCritic:
         """One ``local_repair`` task per blamed layer (plus a demo bootstrap and the operators
         that apply), or momentum."""
         blame = (state.get("gradient") or {}).get("blame") or []
+        cfg = self.ctx.cfg
+        # under the cost objective, every layer is offered the shrinks, blamed or not
+        shrinks = shrink_proposals(state) if cfg.objective == "cost" and cfg.operators else []
         if not blame:
-            return "momentum"
+            return [Send("operator_candidates", {"proposals": shrinks})] if shrinks else "momentum"
         # the step's parent (from the pool's front) is the spec every proposal edits
         view = {**state, "spec": step_spec(state)}
         keep = ("spec", "batch", "gradient", "history", "demo_pool", "train", "global_step")
         payload = {k: view.get(k) for k in keep}
         sends = [Send("local_repair", {**payload, "target": b}) for b in blame]
-        cfg = self.ctx.cfg
         if cfg.textual_patches and cfg.reflection and cfg.reflection_samples:
             sends += [Send("reflective_repair", {**payload, "target": b}) for b in blame]
         layers = [b["layer"] for b in blame]
@@ -135,6 +141,7 @@ class GlobalCritic:
         if ops:
             sends.append(Send("bootstrap_demos", {"ops": ops}))
         proposals = operator_proposals(view, layers) if cfg.operators else []
+        proposals += shrinks
         if proposals:
             sends.append(Send("operator_candidates", {"proposals": proposals}))
         merges = merge_proposals(view) if cfg.merge and cfg.pareto_parents else []

@@ -190,7 +190,13 @@ class Forward:
         return update
 
     def route(self, state: OptimizerState) -> str:
-        return "global_critic" if state["batch"]["mean"] < self.ctx.cfg.threshold else "momentum"
+        """To the critic when the minibatch is below ``threshold``; under ``objective="cost"``
+        always (a perfect minibatch can still be had cheaper: the critic then proposes the
+        shrinks without a model call)."""
+        cfg = self.ctx.cfg
+        if state["batch"]["mean"] < cfg.threshold or cfg.objective == "cost":
+            return "global_critic"
+        return "momentum"
 
 
 class Advance:

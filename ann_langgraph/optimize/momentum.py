@@ -174,8 +174,11 @@ class Momentum:
         start = state.get("step_usage_start") or {}
         spent = {k: usage.get(k, 0) - start.get(k, 0) for k in usage}
         batch = state.get("batch") or {}
-        skipped = batch.get("mean", 0.0) >= cfg.threshold
         candidates = state.get("candidates") or []
+        # at threshold nothing is repaired; under the cost objective shrinks may still be tried
+        skipped = batch.get("mean", 0.0) >= cfg.threshold and not (
+            candidates or state.get("proposals")
+        )
         if not candidates and state.get("proposals"):
             candidates = [
                 {

@@ -114,14 +114,25 @@ def sense_reason(
 
     Rejected: a vote or debate over a single agent (it is that agent's answer, at the price
     of the machinery), a tool-using aggregator with no tools, test_revise in a graph whose
-    answer is not code, a final-layer output cap too small for the answer format, and a cap
-    lowered on an agent whose answers were already cut off.
+    answer is not code, a final-layer output cap too small for the answer format, a cap
+    lowered on an agent whose answers were already cut off (at its own cap or, without one,
+    at the cap its calls ran with), and a patch that removes the answer layer.
     """
     touched = _touched(patch)
     last = after.layers[-1].name
+    if before.layers[-1].name not in {layer.name for layer in after.layers}:
+        return (
+            f"layer '{before.layers[-1].name}' writes the answer; removing it leaves "
+            f"'{last}' answering in its place"
+        )
     cut = {(r["layer"], r["agent_id"]) for r in records or [] if r.get("truncated")}
-    old_caps = {
-        (layer.name, agent.id): agent.max_tokens
+    seen_caps = {
+        (r["layer"], r["agent_id"]): int(r["max_tokens"])
+        for r in records or []
+        if r.get("max_tokens")
+    }
+    old_caps = {  # the cap an agent had: its own, else the one its calls ran with
+        (layer.name, agent.id): agent.max_tokens or seen_caps.get((layer.name, agent.id))
         for layer in before.layers
         for agent in layer.agents
     }

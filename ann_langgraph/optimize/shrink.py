@@ -1,0 +1,128 @@
+"""Shrink operators (``objective="cost"``): fixed rewrites that make a graph cheaper, offered
+for every layer with no model call and validated like any candidate, so the cost rule
+(optimize.objective) keeps one only where accuracy holds.
+
+- ``vote_to_one``: a vote or debate becomes its first agent alone (sequential_cot).
+- ``drop_voter``: a vote of three or more loses its last agent (still a vote).
+- ``remove_layer``: a layer before the answer layer that no layer reads in ``inputs`` goes.
+- ``lower_cap``: an agent none of whose minibatch answers reached its cap gets a cap of 1.5x
+  its longest answer (never below the answer format's floor, never where an answer was cut).
+
+The sense checks of format validation (a vote over one agent, the answer layer removed, a cap
+lowered where answers were cut off) reject any that would break the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..spec import GraphSpec, LayerSpec
+from .pool import step_spec
+
+__all__ = ["SHRINKS", "shrink_proposals"]
+
+_VOTES = ("parallel_vote", "debate")
+# The lowest cap lower_cap sets: the largest answer-format floor (validate.MIN_ANSWER_TOKENS).
+_CAP_FLOOR = 128
+_CAP_STEP = 32
+
+
+def _vote_to_one(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
+    if layer.aggregator not in _VOTES or len(layer.agents) < 2:
+        return []
+    ops: list[dict[str, Any]] = [
+        {"op": "set_aggregator", "layer": layer.name, "aggregator": "sequential_cot"}
+    ]
+    ops += [{"op": "remove_agent", "layer": layer.name, "agent": a.id} for a in layer.agents[1:]]
+    return ops
+
+
+def _drop_voter(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
+    if layer.aggregator not in _VOTES or len(layer.agents) < 3:
+        return []
+    return [{"op": "remove_agent", "layer": layer.name, "agent": layer.agents[-1].id}]
+
+
+def _remove_layer(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
+    if layer.name == spec.layers[-1].name or len(spec.layers) < 2:
+        return []
+    if any(layer.name in (other.inputs or []) for other in spec.layers):
+        return []
+    return [{"op": "remove_layer", "layer": layer.name}]
+
+
+def _lower_cap(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
+    ops = []
+    for agent in layer.agents:
+        mine = [
+            r
+            for r in records
+            if r.get("layer") == layer.name
+            and r.get("agent_id") == agent.id
+            and r.get("kind", "llm") == "llm"
+            and not r.get("error")
+        ]
+        if not mine or any(r.get("truncated") for r in mine):
+            continue
+        cap = agent.max_tokens or max(int(r.get("max_tokens") or 0) for r in mine)
+        longest = max(int(r.get("output_tokens") or 0) for r in mine)
+        if not cap or not longest:
+            continue
+        lowered = max(_CAP_FLOOR, -(-int(1.5 * longest) // _CAP_STEP) * _CAP_STEP)
+        if lowered <= 0.8 * cap:  # a cut worth a candidate
+            ops.append(
+                {
+                    "op": "set_agent_param",
+                    "layer": layer.name,
+                    "agent": agent.id,
+                    "param": "max_tokens",
+                    "value": lowered,
+                }
+            )
+    return ops
+
+
+SHRINKS = {
+    "vote_to_one": (_vote_to_one, "A single agent instead of the vote costs a fraction."),
+    "drop_voter": (_drop_voter, "One voter fewer: the vote stays, at less cost."),
+    "remove_layer": (_remove_layer, "Drop a layer before the answer that no layer reads."),
+    "lower_cap": (
+        _lower_cap,
+        "No answer came near its output cap; a cap of 1.5x the longest bounds a runaway.",
+    ),
+}
+
+
+def _settled(history: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(shrink, ops) pairs already scored: the same shrink of the same spec is not re-run."""
+    return {
+        (str(c.get("source")), repr((c.get("patch") or {}).get("ops")))
+        for row in history
+        for c in row.get("candidates") or []
+        if str(c.get("source", "")).startswith("operator:") and not c.get("accepted")
+    }
+
+
+def shrink_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One proposal per shrink that applies to a layer of the step's parent spec."""
+    spec = GraphSpec.model_validate(step_spec(state))
+    records = list((state.get("batch") or {}).get("records") or [])
+    settled = _settled(list(state.get("history") or []))
+    out = []
+    for layer in spec.layers:
+        for name, (make, rationale) in SHRINKS.items():
+            ops = make(spec, layer, records)
+            source = f"operator:{name}"
+            if not ops or (source, repr(ops)) in settled:
+                continue
+            out.append(
+                {
+                    "layer": layer.name,
+                    "patch": {"rationale": rationale, "ops": ops},
+                    "error": None,
+                    "attempts": 0,
+                    "source": source,
+                }
+            )
+    return out

@@ -1,0 +1,148 @@
+"""Shrink operators (``objective="cost"``): each rewrite's spec compiles and passes the sense
+checks, the checks refuse the unsafe shrinks, and a cost run commits a shrink that keeps
+accuracy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ann_langgraph as ann
+from ann_langgraph.compile import compile_graph
+from ann_langgraph.optimize.shrink import SHRINKS, shrink_proposals
+from ann_langgraph.optimize.validate import sense_reason
+from ann_langgraph.testing import ScriptedChatModel
+
+from .conftest import REPAIRER_PATH, agent, make_spec
+
+
+def _spec(voters: int = 3) -> ann.GraphSpec:
+    return make_spec(
+        [
+            {"name": "read", "agents": [agent("reader", "a reader", "Restate.")]},
+            {
+                "name": "solve",
+                "aggregator": "parallel_vote",
+                "agents": [agent(f"s{i}", f"solver {i}", "Add one.") for i in range(voters)],
+            },
+            {"name": "answer", "agents": [agent("writer", "a writer", "Answer.")]},
+        ],
+        answer_format="last_number",
+    )
+
+
+def _records(spec: ann.GraphSpec, *, out: int = 40, cap: int = 512, cut: bool = False) -> list:
+    return [
+        {"layer": layer.name, "agent_id": a.id, "kind": "llm", "error": None, "output_tokens": out,
+         "max_tokens": cap, "truncated": "cut off" if cut else ""}
+        for layer in spec.layers for a in layer.agents
+    ]  # fmt: skip
+
+
+def _proposals(spec: ann.GraphSpec, records: list) -> dict[str, dict[str, Any]]:
+    state = {"spec": spec.model_dump(mode="json"), "batch": {"records": records}, "history": []}
+    return {f"{p['source']}@{p['layer']}": p for p in shrink_proposals(state)}
+
+
+def test_each_shrink_compiles_and_passes_the_sense_checks() -> None:
+    spec = _spec()
+    found = _proposals(spec, _records(spec))
+    assert set(found) >= {
+        "operator:vote_to_one@solve",
+        "operator:drop_voter@solve",
+        "operator:remove_layer@read",
+        "operator:remove_layer@solve",
+        "operator:lower_cap@answer",
+    }
+    assert not any(k.startswith("operator:remove_layer@answer") for k in found)
+    for key, proposal in found.items():
+        after = ann.apply_patch(spec, proposal["patch"])
+        assert sense_reason(spec, after, proposal["patch"], _records(spec)) is None, key
+        compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
+    one = ann.apply_patch(spec, found["operator:vote_to_one@solve"]["patch"])
+    assert one.layer("solve").aggregator == "sequential_cot"
+    assert [a.id for a in one.layer("solve").agents] == ["s0"]
+    fewer = ann.apply_patch(spec, found["operator:drop_voter@solve"]["patch"])
+    assert (
+        fewer.layer("solve").aggregator == "parallel_vote" and len(fewer.layer("solve").agents) == 2
+    )
+    capped = found["operator:lower_cap@answer"]["patch"]["ops"][0]
+    assert capped["param"] == "max_tokens" and capped["value"] == 128  # 1.5 x 40, floor 128
+
+
+def test_a_two_agent_vote_is_not_left_with_one_voter_and_cut_answers_keep_their_cap() -> None:
+    spec = _spec(voters=2)
+    found = _proposals(spec, _records(spec, cut=True))
+    assert "operator:drop_voter@solve" not in found
+    assert not any(k.startswith("operator:lower_cap") for k in found)  # answers were cut
+    assert "operator:vote_to_one@solve" in found
+
+
+def test_the_sense_checks_refuse_the_unsafe_shrinks() -> None:
+    spec = _spec(voters=2)
+    drop = {"ops": [{"op": "remove_agent", "layer": "solve", "agent": "s1"}]}
+    assert "over one agent" in sense_reason(spec, ann.apply_patch(spec, drop), drop)
+    last = {"ops": [{"op": "remove_layer", "layer": "answer"}]}
+    assert "writes the answer" in sense_reason(spec, ann.apply_patch(spec, last), last)
+    lower = {"ops": [{"op": "set_agent_param", "layer": "read", "agent": "reader",
+                      "param": "max_tokens", "value": 200}]}  # fmt: skip
+    cut = _records(spec, cap=512, cut=True)  # the calls ran with the model's own 512
+    assert "already cut off" in sense_reason(spec, ann.apply_patch(spec, lower), lower, cut)
+
+
+def _voting_executor() -> ScriptedChatModel:
+    def respond(messages: list[Any], **kw: Any) -> str:
+        question = messages[-1].content
+        n = int(re.search(r"What is (\d+)", question).group(1))
+        return f"Answer: {n + 1}"
+
+    return ScriptedChatModel(respond=respond, model_name="executor")
+
+
+@pytest.mark.parametrize("objective", ["cost", "accuracy"])
+def test_a_cost_run_commits_a_shrink_that_keeps_accuracy(tmp_path: Path, objective: str) -> None:
+    spec = make_spec(
+        [{"name": "solve", "aggregator": "parallel_vote",
+          "agents": [agent(f"s{i}", f"solver {i}", "Add one.") for i in range(3)]}],
+        answer_format="last_number",
+    )  # fmt: skip
+    opt = ScriptedChatModel(default="{}", model_name="optimizer")
+    rows = [
+        {"id": f"r{i}", "input": f"What is {i} plus one?", "target": str(i + 1)} for i in range(12)
+    ]
+    result = ann.train(
+        spec,
+        train=rows[:4],
+        val=rows,
+        metric="numeric_match",
+        models=_voting_executor(),
+        optimizer_model=opt,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / objective,
+        progress=False,
+        objective=objective,  # type: ignore[arg-type]
+        config=ann.OptimizerConfig(bootstrap_demos=False, early_rejection=False, **REPAIRER_PATH),
+    )
+    assert opt.calls == []  # the minibatch was perfect: no critic, no repairer
+    if objective == "accuracy":
+        assert len(result.versions) == 1 and result.history[0]["skipped"]
+        return
+    first = result.history[0]
+    assert not first["skipped"]
+    assert {c["source"] for c in first["candidates"]} >= {
+        "operator:vote_to_one",
+        "operator:drop_voter",
+    }
+    assert first["decision"]["accepted"] and first["decision"]["committed_for"] == "cost"
+    solve = result.best_spec.layer("solve")
+    assert solve.aggregator == "sequential_cot" and len(solve.agents) == 1  # the cheapest
+    assert result.versions[1]["tokens_per_example"] < result.versions[0]["tokens_per_example"] / 2
+
+
+def test_the_shrinks_are_named_and_documented() -> None:
+    assert set(SHRINKS) == {"vote_to_one", "drop_voter", "remove_layer", "lower_cap"}
+    assert all(rationale for _, rationale in SHRINKS.values())
