@@ -110,7 +110,12 @@ def front_lines(points: Sequence[CostPoint], *, margin: float) -> list[str]:
 
 
 def plot_front(
-    points: Sequence[CostPoint], path: Path, *, baselines: Sequence[CostPoint] = ()
+    points: Sequence[CostPoint],
+    path: Path,
+    *,
+    baselines: Sequence[CostPoint] = (),
+    ylabel: str = "validation accuracy",
+    title: str = "Accuracy and cost",
 ) -> Path | None:
     """Accuracy against tokens per example (log scale): versions, other candidates, the front
     as a step line, and baselines; the legend sits below the axes, so it covers no point."""
@@ -140,7 +145,7 @@ def plot_front(
             "*",
             markersize=12,
             color="tab:green",
-            label="committed version",
+            label="committed version" if others or baselines else "method",
         )
         for p in versions:
             ax.annotate(p.label, (p.tokens, p.accuracy), textcoords="offset points", xytext=(5, 4))
@@ -156,11 +161,11 @@ def plot_front(
         ax.plot(p.tokens, p.accuracy, "s", markersize=8, label=f"baseline: {p.label}")
     ax.set_xscale("log")
     ax.set_xlabel("tokens per example (input + output)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    ax.set_title("Accuracy and cost")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -163,6 +163,34 @@ def run_compare(
     )
 
 
+def _plot_front(path: Path, summaries: list[RunSummary], *, n: int) -> Path | None:
+    """The table's methods on the accuracy/cost plane: the ANN rows as labelled stars, the
+    others (io, CoT, CoT-SC, DSPy) as baselines; the front over all of them."""
+    from ann_langgraph.cost_front import CostPoint, plot_front
+
+    done = [s for s in summaries if s.status == "ok" and s.tokens_per_example > 0]
+    points = [
+        CostPoint(
+            label=s.method,
+            accuracy=s.mean,
+            tokens=s.tokens_per_example,
+            kind="version" if s.method.startswith("ann") else "baseline",
+        )
+        for s in done
+    ]
+    ours = [p for p in points if p.kind == "version"]
+    others = [p for p in points if p.kind != "version"]
+    if not ours:
+        ours, others = others, []
+    return plot_front(
+        ours,
+        path,
+        baselines=others,
+        ylabel=f"accuracy on the table's {n} examples",
+        title="Methods: accuracy and tokens per example",
+    )
+
+
 def _write_outputs(
     out: Path,
     config: CompareConfig,
@@ -186,10 +214,10 @@ def _write_outputs(
         if s.status == "ok" and path.exists():
             scores[s.method] = {str(r["id"]): float(r["score"]) for r in read_jsonl(path)}
     paired = paired_tests(scores)
-    md = write_text(
-        out / "compare.md",
-        compare_markdown(summaries, title=title, facts=facts, paired=paired),
-    )
+    text = compare_markdown(summaries, title=title, facts=facts, paired=paired)
+    if _plot_front(out / "compare_front.png", summaries, n=n) is not None:
+        text += "\n![accuracy and tokens per example](compare_front.png)\n"
+    md = write_text(out / "compare.md", text)
     payload = {
         "config": config.model_dump(mode="json"),
         "facts": dict(facts),

@@ -6,7 +6,7 @@ are recorded as they finish::
 
     python -m evals.record /work/keep/compare-gsm8k benchmarks/results/gsm8k-qwen1.5b
 
-copies ``compare.md``/``compare.json`` and, per method, ``summary.json``, ``spec.yaml`` and
+copies ``compare.md``/``compare.json`` (and ``compare_front.png``) and, per method, ``summary.json``, ``spec.yaml`` and
 ``results.jsonl`` with each row's ``input`` and ``target`` removed and its ``output`` cut to
 its last 200 characters, where the answer is (benchmark data is never committed, and a whole
 output restates its problem; ids, scores and token counts stay). A training run adds
@@ -100,6 +100,8 @@ def record_compare(src: str | Path, dest: str | Path) -> list[str]:
         kept.append(folder.name)
     for name in ("compare.md", "compare.json"):
         shutil.copyfile(src / name, dest / name)
+    if (src / "compare_front.png").is_file():  # the plot compare.md links (no benchmark text)
+        shutil.copyfile(src / "compare_front.png", dest / "compare_front.png")
     return kept
 
 

@@ -273,6 +273,9 @@ def test_compare_runs_every_method_on_the_same_examples(tmp_path, scripted):
     assert tests[("ann-trained", "cot-sc")]["p_holm"] == 1.0
     assert "ann-trained vs ann: 4 better, 0 worse, 0 the same (n=4); p = 0.125; Holm p = " in md
     assert "(two-sided; Holm-adjusted across the table's" in md
+    # the methods on the accuracy/cost plane (issue 28): a PNG the table links
+    assert (out / "compare_front.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![accuracy and tokens per example](compare_front.png)" in md
 
 
 def test_compare_reuses_finished_methods_and_records_failures(tmp_path, scripted):
