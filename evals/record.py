@@ -6,10 +6,11 @@ are recorded as they finish::
 
     python -m evals.record /work/keep/compare-gsm8k benchmarks/results/gsm8k-qwen1.5b
 
-copies ``compare.md``/``compare.json`` (and ``compare_front.png``) and, per method, ``summary.json``, ``spec.yaml`` and
-``results.jsonl`` with each row's ``input`` and ``target`` removed and its ``output`` cut to
-its last 200 characters, where the answer is (benchmark data is never committed, and a whole
-output restates its problem; ids, scores and token counts stay). A training run adds
+copies ``compare.md``/``compare.json``, the ``compare_front.png`` plot and, per method,
+``summary.json``, ``spec.yaml`` and ``results.jsonl`` with each row's ``input`` and
+``target`` removed and its ``output`` cut to its last 200 characters, where the answer is
+(benchmark data is never committed, and a whole output restates its problem; ids, scores and
+token counts stay). A training run adds
 ``best.yaml`` and ``optimizer.json`` (its ``evals.optimizer_stats`` row: parse rate, prompt
 reuse), never its history or cache (they quote training examples). A spec's demonstrations
 (training problems and the model's worked answers to them) keep only their ``source`` id and

@@ -36,7 +36,9 @@ def test_a_record_drops_benchmark_text_and_a_later_run_carries_on_from_it(
         assert all("input" not in r and "target" not in r for r in rows)
         assert all({"id", "score", "output"} <= set(r) for r in rows)
         assert all(len(r["output"]) <= 201 for r in rows)  # the end, where the answer is
-    text = "\n".join(p.read_text() for p in record.rglob("*") if p.is_file())
+    files = [p for p in record.rglob("*") if p.is_file()]
+    assert [p.name for p in files if p.suffix == ".png"] == ["compare_front.png"]  # the plot
+    text = "\n".join(p.read_text() for p in files if p.suffix != ".png")
     assert "What is" not in text  # no question of the benchmark anywhere in the record
     assert not (record / "methods" / "ann-trained" / "run").exists()
     assert (record / "methods" / "ann-trained" / "best.yaml").is_file()
