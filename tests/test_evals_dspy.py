@@ -91,8 +91,15 @@ def test_usage_counts_tokens_and_treats_replays_as_free():
     assert out["cost_usd"] == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)
 
 
-def _run(tmp_path: Path, optimizer: str, lm: Any, train: list[dict[str, Any]] | None = None):
-    """run_dspy on the toy benchmark's splits (``train`` replaces its training rows)."""
+def _run(
+    tmp_path: Path,
+    optimizer: str,
+    lm: Any,
+    train: list[dict[str, Any]] | None = None,
+    **options: Any,
+):
+    """run_dspy on the toy benchmark's splits (``train`` replaces its training rows;
+    ``options`` go to run_dspy)."""
     bench = _bench(tmp_path)
     rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
     return run_dspy(
@@ -106,6 +113,7 @@ def _run(tmp_path: Path, optimizer: str, lm: Any, train: list[dict[str, Any]] | 
         concurrency=1,
         out_dir=tmp_path / "dspy",
         lm=lm,
+        **options,
     )
 
 
@@ -422,25 +430,10 @@ def test_budgeted_dspy_optimizers_are_sized_to_the_rollouts(monkeypatch):
 
 
 def test_a_budgeted_bootstrap_rs_spends_no_more_than_its_budget(tmp_path):
-    from evals import dspy_baseline
-
     bench = _bench(tmp_path)
-    rows = {s: bench.load(s, data_dir=tmp_path) for s in ("dev", "train", "val")}
-    n_train, n_val = len(rows["train"]), len(rows["val"])
+    n_train, n_val = (len(bench.load(s, data_dir=tmp_path)) for s in ("train", "val"))
     budget = 6 * n_val + 2 * n_train
-    outcome = dspy_baseline.run_dspy(
-        bench,
-        model="scripted",
-        train=rows["train"],
-        val=rows["val"],
-        examples=rows["dev"],
-        metric=bench.metric(),
-        optimizer="bootstrap-rs",
-        concurrency=1,
-        out_dir=tmp_path / "dspy",
-        lm=AdderLM(),
-        rollouts=budget,
-    )
+    outcome = _run(tmp_path, "bootstrap-rs", AdderLM(), rollouts=budget)
     training = outcome.details["training"]
     assert training["rollout_budget"] == budget
     assert 0 < training["rollouts"] <= budget
