@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 # The scenario's models (needs LOG, HOLD, SLEEP and lock defined before it): shared with
 # test_ray_resume, whose workers import it as a module.
 SCENARIO = textwrap.dedent(
@@ -155,7 +157,7 @@ DRIVER = (
             resume=resume == "1",
             config=ann.OptimizerConfig(
                 seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False,
-                screening=False,
+                screening=False, objective=os.environ.get("ANN_TEST_OBJECTIVE", "accuracy"),
             ),
             progress=False,
         )
@@ -259,7 +261,13 @@ def _checkpointed(run_dir: Path) -> dict[str, Any]:
     return saved.checkpoint["channel_values"]
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twice(tmp_path):
+@pytest.mark.parametrize("objective", ["accuracy", "cost"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twice(
+    tmp_path, monkeypatch, objective
+):
+    """Also in the middle of a cost run (issue 28): its decisions read each candidate's tokens
+    and the current version's, which a resume must restore exactly."""
+    monkeypatch.setenv("ANN_TEST_OBJECTIVE", objective)
     driver = _driver(tmp_path)
     hold = tmp_path / "hold"
 
@@ -314,6 +322,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twic
     decisions = [row["decision"].get("accepted") for row in ref["history"] if row["decision"]]
     assert True in decisions and False in decisions, decisions
     assert len(ref["versions"]) >= 3 and len(ref["history"]) == 6  # 12 / 4 * 2 epochs
+    decided = [row["decision"] for row in ref["history"] if row.get("decision")]
+    assert decided and all(d["objective"] == objective for d in decided)
+    if objective == "cost":  # a rolled-back step weighed its cheapest candidate's tokens
+        assert any("cost" in d for d in decided)
     assert ref["stop_reason"] == "epochs done"
     assert len(ref_paid) == len(set(ref_paid))  # a fresh run never pays for one call twice
     assert 1 <= killed_rows < len(ref["history"])
