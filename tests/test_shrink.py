@@ -146,3 +146,38 @@ def test_a_cost_run_commits_a_shrink_that_keeps_accuracy(tmp_path: Path, objecti
 def test_the_shrinks_are_named_and_documented() -> None:
     assert set(SHRINKS) == {"vote_to_one", "drop_voter", "remove_layer", "lower_cap"}
     assert all(rationale for _, rationale in SHRINKS.values())
+
+
+def test_the_vote_grows_a_one_agent_answer_layer_only_under_cost() -> None:
+    from ann_langgraph.optimize.operators import operator_proposals
+
+    spec = make_spec(
+        [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.", temperature=0.0)]}],
+        answer_format="last_number",
+    )
+    state = {"spec": spec.model_dump(mode="json"), "train": [], "batch": {"records": []}}
+    assert not [p for p in operator_proposals(state, ["solve"]) if p["source"] == "operator:vote"]
+    (vote,) = [
+        p for p in operator_proposals(state, ["solve"], grow=True) if p["source"] == "operator:vote"
+    ]
+    after = ann.apply_patch(spec, vote["patch"])
+    layer = after.layer("solve")
+    assert layer.aggregator == "parallel_vote"
+    assert [(a.id, a.temperature) for a in layer.agents] == [
+        ("solver", 0.0),  # the agent as it was: ties go to it
+        ("solver_2", 0.7),
+        ("solver_3", 0.7),
+    ]
+    assert {a.prompt for a in layer.agents} == {"Add one."}
+    assert sense_reason(spec, after, vote["patch"]) is None
+    compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
+    code = make_spec(
+        [{"name": "code", "agents": [agent("coder", "a coder", "Write it.")]}],
+        answer_format="code_block",
+    )
+    code_state = {**state, "spec": code.model_dump(mode="json")}
+    assert not [
+        p
+        for p in operator_proposals(code_state, ["code"], grow=True)
+        if p["source"] == "operator:vote"
+    ]  # code answers cannot be tallied

@@ -158,6 +158,9 @@ DRIVER = (
             config=ann.OptimizerConfig(
                 seed=7, concurrency=4, bootstrap_demos=False, early_rejection=False,
                 screening=False, objective=os.environ.get("ANN_TEST_OBJECTIVE", "accuracy"),
+                # under cost a vote of the current agent joins the pool; drawn as a parent, it
+                # would outvote the scenario's one helpful edit (LEVEL n+1) every step
+                pareto_parents=os.environ.get("ANN_TEST_OBJECTIVE") != "cost",
             ),
             progress=False,
         )
@@ -324,8 +327,10 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run_and_pays_nothing_twic
     assert len(ref["versions"]) >= 3 and len(ref["history"]) == 6  # 12 / 4 * 2 epochs
     decided = [row["decision"] for row in ref["history"] if row.get("decision")]
     assert decided and all(d["objective"] == objective for d in decided)
-    if objective == "cost":  # a rolled-back step weighed its cheapest candidate's tokens
-        assert any("cost" in d for d in decided)
+    if objective == "cost":  # rolled-back steps weighed tokens; topology grows (a vote)
+        assert all("cost" in d for d in decided if not d["accepted"])
+        sources = {c["source"] for row in ref["history"] for c in row["candidates"]}
+        assert "operator:vote" in sources
     assert ref["stop_reason"] == "epochs done"
     assert len(ref_paid) == len(set(ref_paid))  # a fresh run never pays for one call twice
     assert 1 <= killed_rows < len(ref["history"])

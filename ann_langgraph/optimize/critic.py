@@ -140,7 +140,8 @@ class GlobalCritic:
         ops = BootstrapDemos.ops(view, layers, cfg.max_demos) if cfg.bootstrap_demos else []
         if ops:
             sends.append(Send("bootstrap_demos", {"ops": ops}))
-        proposals = operator_proposals(view, layers) if cfg.operators else []
+        grow = cfg.objective == "cost"  # topology both ways: the cost rule weighs it
+        proposals = operator_proposals(view, layers, grow=grow) if cfg.operators else []
         proposals += shrinks
         if proposals:
             sends.append(Send("operator_candidates", {"proposals": proposals}))

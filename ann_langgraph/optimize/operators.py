@@ -18,7 +18,7 @@ from typing import Any
 from ..code_examples import defined_functions, stated_examples
 from ..spec import GraphSpec, LayerSpec
 
-__all__ = ["OPERATORS", "Operator", "OperatorCandidates", "operator_proposals"]
+__all__ = ["GROWING", "OPERATORS", "Operator", "OperatorCandidates", "operator_proposals"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,42 @@ def _raise_cap(
     return ops
 
 
+# Answer formats a vote can tally (an extracted answer, not code or free text).
+VOTABLE_FORMATS = ("last_number", "choice_letter", "boxed", "last_line")
+VOTE_SAMPLES = 3
+VOTE_TEMPERATURE = 0.7
+
+
+def _vote(
+    spec: GraphSpec,
+    layer: LayerSpec,
+    train: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The one-agent answer layer becomes a vote of ``VOTE_SAMPLES``: the agent as it is, plus
+    copies sampled at ``VOTE_TEMPERATURE`` (self-consistency inside the graph; ties go to the
+    first, the agent as it was). Offered only where the answer can be tallied; it costs about
+    ``VOTE_SAMPLES`` times the layer's tokens, which the report's cost columns show."""
+    if spec.answer_format not in VOTABLE_FORMATS or layer.name != spec.layers[-1].name:
+        return []
+    if layer.aggregator != "sequential_cot" or len(layer.agents) != 1:
+        return []
+    agent = layer.agents[0]
+    taken = {a.id for other in spec.layers for a in other.agents}
+    ops: list[dict[str, Any]] = [
+        {"op": "set_aggregator", "layer": layer.name, "aggregator": "parallel_vote"}
+    ]
+    for i in range(2, VOTE_SAMPLES + 1):
+        new_id = f"{agent.id}_{i}"
+        while new_id in taken:
+            new_id += "x"
+        taken.add(new_id)
+        copy = agent.model_dump(mode="json", exclude_none=True)
+        copy.update(id=new_id, temperature=max(VOTE_TEMPERATURE, agent.temperature or 0.0))
+        ops.append({"op": "add_agent", "layer": layer.name, "agent": copy})
+    return ops
+
+
 OPERATORS: tuple[Operator, ...] = (
     Operator(
         name="raise_cap",
@@ -119,6 +155,19 @@ OPERATORS: tuple[Operator, ...] = (
         rationale="Run the examples the task states on the written code and, when one fails, "
         "tell the coder what failed and let it try afresh (test, then revise).",
         ops=_test_revise,
+    ),
+)
+
+
+# Growing operators: under objective="cost" only, where accuracy is missing (a blamed layer),
+# beside the shrinks (optimize.shrink); the cost rule weighs what they add.
+GROWING: tuple[Operator, ...] = (
+    Operator(
+        name="vote",
+        rationale="Answers vary between samples; a vote of the agent and two sampled copies "
+        "keeps the answer most of them reach (self-consistency), at about three times the "
+        "layer's cost.",
+        ops=_vote,
     ),
 )
 
@@ -155,9 +204,12 @@ def _tried_ops(state: Mapping[str, Any], name: str) -> list[list[dict[str, Any]]
     ]
 
 
-def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict[str, Any]]:
+def operator_proposals(
+    state: Mapping[str, Any], layers: list[str], *, grow: bool = False
+) -> list[dict[str, Any]]:
     """One proposal per operator that applies to a blamed layer and is not settled for it
-    (``raise_cap`` is never settled: each step whose answers are cut off may raise it again)."""
+    (``raise_cap`` is never settled: each step whose answers are cut off may raise it again);
+    ``grow``: the growing operators too (``GROWING``, under the cost objective)."""
     spec = GraphSpec.model_validate(state["spec"])
     train = list(state.get("train") or [])
     records = list((state.get("batch") or {}).get("records") or [])
@@ -168,7 +220,7 @@ def operator_proposals(state: Mapping[str, Any], layers: list[str]) -> list[dict
             layer = spec.layer(name)
         except KeyError:
             continue
-        for operator in OPERATORS:
+        for operator in (*OPERATORS, *(GROWING if grow else ())):
             if (operator.name, name) in tried and operator.name != "raise_cap":
                 continue
             ops = operator.ops(spec, layer, train, records)
