@@ -29,3 +29,23 @@ def test_a_shorter_shared_run_is_not_a_copy():
     general = "Please count how many vowels appear in the answer."
     assert copied_example_reason(_prompt(general), ROWS) is None
     assert copied_example_reason(_prompt(general), ROWS, words=5) is not None
+
+
+def test_a_prompt_naming_one_code_tasks_own_function_restates_it():
+    """Seen on the 1.5B model's HumanEval reflection: print(is_nested('[[]]'))  # Output: True."""
+    tasks = [
+        {"id": "HumanEval/132", "input": "def is_nested(string):\n    '''Brackets.'''"},
+        {"id": "HumanEval/161", "input": "def solve(s):\n    '''Reverse case.'''"},
+        {"id": "HumanEval/0", "input": "def has_close_elements(numbers, threshold):\n    '''x'''"},
+    ]
+    inputs = TrainingInputs(tasks)
+
+    def reason(prompt: str) -> str | None:
+        op = {"op": "set_prompt", "layer": "code", "agent": "coder", "prompt": prompt}
+        return inputs.copied_reason({"ops": [op]})
+
+    found = reason("Write the code.\nprint(is_nested('[[]]'))  # Output: True")
+    assert found and "'HumanEval/132''s own function 'is_nested'" in found
+    assert reason("Solve the problem; write the whole function.") is None  # a word, not a call
+    assert reason("First call solve(s) on the docstring's examples.") is not None
+    assert reason("Write the function; test it on its docstring's examples.") is None

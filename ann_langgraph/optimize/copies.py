@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..code_examples import defined_functions
 from .prompts import sentences
 
 __all__ = [
@@ -130,6 +131,15 @@ class TrainingInputs:
         for example_id, found in per_input:
             for detail in found - common:
                 self.owners.setdefault(detail, []).append(example_id)
+        # the functions a code task defines: one input's function named in a prompt is that task
+        defined = [(example_id, set(defined_functions(text))) for example_id, text in texts]
+        shared_defs = _common([names for _, names in defined])
+        self.functions = {
+            name: example_id
+            for example_id, names in defined
+            for name in names - shared_defs
+            if len(name) >= 4
+        }
         words_of = [(example_id, _content(text)) for example_id, text in texts]
         common_words = _common([found for _, found in words_of])
         self.topics = [(example_id, found - common_words) for example_id, found in words_of]
@@ -164,7 +174,9 @@ class TrainingInputs:
         many driveways did Tobias shovel?", which shares no 8-word run with any input); or
         ``topic_words`` words of one input that few others use ("Solve the subtraction
         problem: ... took away twice the number of pink hard hats ... How many green hard hats
-        remain?", its next prompt: two names only, but "pink", "hard", "hats", "green", "truck")."""
+        remain?", its next prompt: two names only, but "pink", "hard", "hats", "green", "truck").
+        A fourth, for code tasks: the function one training input defines, by name (the 1.5B
+        model's HumanEval reflection wrote ``print(is_nested('[[]]'))  # Output: True`` ...)."""
         for where, field, text in patch_texts(patch):
             found = self._retelling(text)
             if found is not None:
@@ -189,6 +201,15 @@ class TrainingInputs:
                 return (
                     f"copies training example {example_id!r} ({self.words}+ words in a row, "
                     f"e.g. {quote!r})",
+                    "one",
+                )
+        for name, owner in self.functions.items():
+            # a plain word ("solve", "add") counts only as a call; is_nested, camelCase always
+            word = name.isalpha() and (name.islower() or name.isupper())
+            tail = r"\s*\(" if word else r"(?!\w)"
+            if re.search(rf"(?<![\w.]){re.escape(name)}{tail}", text):
+                return (
+                    f"names training example {owner!r}'s own function {name!r}",
                     "one",
                 )
         named = sorted(d for d in _details(text) if d in self.owners)
