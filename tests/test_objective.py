@@ -236,3 +236,46 @@ def test_a_cost_run_writes_cheapest_yaml_and_the_front_plot(tmp_path: Path) -> N
     assert [p.label for p in pareto(points)] == ["v1"]  # as accurate and cheaper than v0
     # the vote (a growing operator, offered under cost) is a point too, dearer than v1
     assert {p.label for p in points} == {"v0", "v1", "step 1.2 (operator:vote)"}
+
+
+def test_the_front_plot_draws_candidates_versions_the_front_and_baselines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ann_langgraph.cost_front import CostPoint, plot_front
+
+    kept: list[Any] = []
+    real = plt.subplots
+
+    def subplots(*args: Any, **kwargs: Any) -> Any:
+        fig, ax = real(*args, **kwargs)
+        kept.append(ax)
+        return fig, ax
+
+    monkeypatch.setattr(plt, "subplots", subplots)
+    points = [
+        CostPoint(label="v0", accuracy=0.5, tokens=900, version=0, kind="version"),
+        CostPoint(label="v1", accuracy=0.5, tokens=300, version=1, kind="version"),
+        CostPoint(label="step 1.1", accuracy=0.4, tokens=200),
+    ]
+    cot = CostPoint(label="cot", accuracy=0.6, tokens=450, kind="baseline")
+    path = plot_front(points, tmp_path / "front.png", baselines=[cot])
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+    (ax,) = kept
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {
+        "candidate (not committed)",
+        "committed version",
+        "front",
+        "baseline: cot",
+    }
+    assert list(lines["committed version"].get_xdata()) == [900, 300]
+    # the front over versions, candidates and baselines, cheapest first: 1.1, v1, cot
+    assert list(lines["front"].get_xdata()) == [200, 300, 450]
+    assert list(lines["front"].get_ydata()) == [0.4, 0.5, 0.6]
+    assert ax.get_xscale() == "log" and "tokens per example" in ax.get_xlabel()
+    assert ax.get_legend() is not None and ax.get_legend().get_bbox_to_anchor() is not None
