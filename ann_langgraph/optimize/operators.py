@@ -18,7 +18,15 @@ from typing import Any
 from ..code_examples import defined_functions, stated_examples
 from ..spec import GraphSpec, LayerSpec
 
-__all__ = ["GROWING", "OPERATORS", "Operator", "OperatorCandidates", "operator_proposals"]
+__all__ = [
+    "GROWING",
+    "OPERATORS",
+    "Operator",
+    "OperatorCandidates",
+    "agent_calls",
+    "cut_off",
+    "operator_proposals",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,16 @@ def _states_examples(row: dict[str, Any]) -> bool:
     return bool(stated_examples(task, defined_functions(task)))
 
 
+def _lone_answer_agent(spec: GraphSpec, layer: LayerSpec) -> bool:
+    """The layer writes the answer with one agent in a plain chain: the shape a fixed rewrite
+    may change (a team's shape is the repairer's to change)."""
+    return (
+        layer.name == spec.layers[-1].name
+        and layer.aggregator == "sequential_cot"
+        and len(layer.agents) == 1
+    )
+
+
 def _test_revise(
     spec: GraphSpec,
     layer: LayerSpec,
@@ -51,10 +69,8 @@ def _test_revise(
     Offered only where it can act: a code answer, and at least half of the training tasks state
     examples with literal values (else the layer would cost the same and change nothing).
     """
-    if spec.answer_format != "code_block" or layer.name != spec.layers[-1].name:
+    if spec.answer_format != "code_block" or not _lone_answer_agent(spec, layer):
         return []
-    if layer.aggregator != "sequential_cot" or len(layer.agents) != 1:
-        return []  # a team's shape is the repairer's to change, not a fixed rewrite's
     if not train or 2 * sum(map(_states_examples, train)) < len(train):
         return []
     return [{"op": "set_aggregator", "layer": layer.name, "aggregator": "test_revise"}]
@@ -65,17 +81,24 @@ CUT_SHARE = 0.25
 MAX_RAISED_CAP = 4096
 
 
-def cut_off(records: list[dict[str, Any]], layer: str) -> dict[str, tuple[int, int, int]]:
-    """Per agent of ``layer``: (answers cut off at the cap, answers, the cap they had)."""
-    out: dict[str, tuple[int, int, int]] = {}
+def agent_calls(records: list[dict[str, Any]], layer: str) -> dict[str, list[dict[str, Any]]]:
+    """Per agent of ``layer``: its model calls on the minibatch that did not fail (compact
+    records), in order."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("layer") != layer or r.get("kind", "llm") != "llm" or r.get("error"):
             continue
-        cut, total, cap = out.get(r["agent_id"], (0, 0, 0))
-        if r.get("truncated"):
-            cut += 1
-            cap = max(cap, int(r.get("max_tokens") or 0))
-        out[r["agent_id"]] = (cut, total + 1, cap)
+        out.setdefault(r["agent_id"], []).append(r)
+    return out
+
+
+def cut_off(records: list[dict[str, Any]], layer: str) -> dict[str, tuple[int, int, int]]:
+    """Per agent of ``layer``: (answers cut off at the cap, answers, the cap they had)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for agent_id, calls in agent_calls(records, layer).items():
+        cut = [r for r in calls if r.get("truncated")]
+        cap = max((int(r.get("max_tokens") or 0) for r in cut), default=0)
+        out[agent_id] = (len(cut), len(calls), cap)
     return out
 
 
@@ -89,8 +112,9 @@ def _raise_cap(
     minibatch (at least ``CUT_SHARE`` of them; at least 512, at most ``MAX_RAISED_CAP``): an
     unfinished answer scores 0 whatever its prompt says, and the critique says so."""
     ops = []
+    cuts = cut_off(records, layer.name)
     for agent in layer.agents:
-        cut, total, cap = cut_off(records, layer.name).get(agent.id, (0, 0, 0))
+        cut, total, cap = cuts.get(agent.id, (0, 0, 0))
         cap = agent.max_tokens or cap
         if not cut or not cap or cut < CUT_SHARE * total or cap >= MAX_RAISED_CAP:
             continue
@@ -123,9 +147,7 @@ def _vote(
     copies sampled at ``VOTE_TEMPERATURE`` (self-consistency inside the graph; ties go to the
     first, the agent as it was). Offered only where the answer can be tallied; it costs about
     ``VOTE_SAMPLES`` times the layer's tokens, which the report's cost columns show."""
-    if spec.answer_format not in VOTABLE_FORMATS or layer.name != spec.layers[-1].name:
-        return []
-    if layer.aggregator != "sequential_cot" or len(layer.agents) != 1:
+    if spec.answer_format not in VOTABLE_FORMATS or not _lone_answer_agent(spec, layer):
         return []
     agent = layer.agents[0]
     taken = {a.id for other in spec.layers for a in other.agents}

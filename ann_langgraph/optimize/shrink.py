@@ -18,13 +18,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..spec import GraphSpec, LayerSpec
+from .operators import agent_calls
 from .pool import step_spec
+from .validate import MIN_ANSWER_TOKENS
 
 __all__ = ["SHRINKS", "shrink_proposals"]
 
 _VOTES = ("parallel_vote", "debate")
-# The lowest cap lower_cap sets: the largest answer-format floor (validate.MIN_ANSWER_TOKENS).
-_CAP_FLOOR = 128
+# The lowest cap lower_cap sets: the largest answer-format floor.
+_CAP_FLOOR = max(MIN_ANSWER_TOKENS.values())
 _CAP_STEP = 32
 
 
@@ -54,15 +56,9 @@ def _remove_layer(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any
 
 def _lower_cap(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
     ops = []
+    calls = agent_calls(records, layer.name)
     for agent in layer.agents:
-        mine = [
-            r
-            for r in records
-            if r.get("layer") == layer.name
-            and r.get("agent_id") == agent.id
-            and r.get("kind", "llm") == "llm"
-            and not r.get("error")
-        ]
+        mine = calls.get(agent.id, [])
         if not mine or any(r.get("truncated") for r in mine):
             continue
         cap = agent.max_tokens or max(int(r.get("max_tokens") or 0) for r in mine)
