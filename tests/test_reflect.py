@@ -9,7 +9,12 @@ from langchain_core.messages import BaseMessage
 from langchain_openai import ChatOpenAI
 
 import ann_langgraph as ann
-from ann_langgraph.optimize.reflect import reflection_dataset, reflection_prompt, sampler
+from ann_langgraph.optimize.reflect import (
+    instruction_from_reply,
+    reflection_dataset,
+    reflection_prompt,
+    sampler,
+)
 from ann_langgraph.optimize.screen import screen_verdict
 from ann_langgraph.testing import ScriptedChatModel
 from ann_langgraph.train import train
@@ -100,6 +105,74 @@ def test_each_step_samples_several_whole_instruction_rewrites(tmp_path):
     note = text.index("not only the examples above")
     finding = text.index("found this about this step: the solver forgets to add one")
     assert note < finding < text.index("Provide the new instructions within ``` blocks.")
+
+
+# Seen on the 1.5B model (dates demo): no fence, a preamble, the instruction under a heading,
+# then steps, then a section retelling a training example.
+SMALL_MODEL_REPLY = """Certainly, let's write a new instruction for the assistant based on the \
+given feedback and examples.
+
+### New Instruction
+
+Given a sentence that mentions a date, write down the date as `yyyy-mm-dd`.
+
+### Detailed Instructions
+
+1. **Extract the Date:** Identify the date mentioned in the sentence.
+
+### Feedback and Example Response
+
+**Feedback:**
+Score 0.00. expected '2002-04-29', got 'The sentence mentions the date 29 April 2002.'
+"""
+
+
+def test_the_instruction_is_taken_from_a_small_models_reply():
+    kept = instruction_from_reply(SMALL_MODEL_REPLY)
+    assert kept.startswith("Given a sentence that mentions a date")
+    assert "Detailed Instructions" in kept and "Identify the date" in kept  # its steps stay
+    assert "Certainly" not in kept and "2002" not in kept and "Feedback" not in kept
+    # GEPA's fenced block still wins, with the preamble around it dropped
+    assert instruction_from_reply("Sure! Here it is:\n```\nAdd one.\n```\nHope it helps.") == (
+        "Add one."
+    )
+    # a reply cut off inside its block (the output cap) keeps what the block holds
+    assert instruction_from_reply("Here is the new instruction:\n```text\nAdd one.\nShow it.") == (
+        "Add one.\nShow it."
+    )
+    # a preamble paragraph, or a preamble ending in a colon, goes; plain instructions stay whole
+    assert instruction_from_reply("Certainly! Here is a better one.\n\nAdd one.") == "Add one."
+    assert instruction_from_reply("Sure, here it is: Add one.") == "Add one."
+    colon = "Based on the sentence, write the date in this format: YYYY-MM-DD."
+    assert instruction_from_reply(colon) == colon
+    plain = "Solve the problem. Let the last line be the number."
+    assert instruction_from_reply(plain) == plain
+    assert instruction_from_reply("Let's think step by step, then answer.") == (
+        "Let's think step by step, then answer."
+    )
+    # bold headings, and an explanation after the instruction
+    assert instruction_from_reply("**New Instruction:**\nAdd one.\n\n**Explanation:**\nWhy.") == (
+        "Add one."
+    )
+
+
+def test_a_reflection_reply_with_a_preamble_and_headings_proposes_the_instruction_only(tmp_path):
+    opt = ScriptedChatModel(
+        rules=[
+            (r"global critic", CRITIC),
+            (r"repair one layer", {"rationale": "r", "ops": []}),
+            (
+                r"write a new instruction",
+                "Certainly! Here is the new instruction.\n\n### New Instruction\n\n"
+                "Think, then add one. MAGIC\n\n### Example Response\nAnswer: 3",
+            ),
+        ],
+        model_name="optimizer",
+    )
+    result = run(tmp_path, opt, reflection_samples=1, screening=False)
+    (reflected,) = [c for c in _candidates(result) if c["source"] == "reflection"]
+    assert reflected["patch"]["ops"][0]["prompt"] == "Think, then add one. MAGIC"
+    assert result.best_score == 1.0
 
 
 def test_no_reflection_when_textual_patches_or_reflection_are_off(tmp_path):
@@ -204,6 +277,19 @@ def test_sampler_sets_temperature_and_a_seed_per_sample():
     assert model.temperature == 0  # the optimizer's own model is untouched
     scripted = ScriptedChatModel(default="x")
     assert sampler(scripted, temperature=1.0, seed=1) is scripted
+
+
+def test_sampler_lowers_the_output_cap_and_never_raises_it():
+    def cap(max_tokens: int | None, limit: int | None) -> int | None:
+        model = ChatOpenAI(
+            model="m", api_key="sk-test", base_url="http://127.0.0.1:9", max_tokens=max_tokens
+        )
+        return sampler(model, temperature=1.0, seed=1, max_tokens=limit).max_tokens
+
+    assert cap(1536, 768) == 768
+    assert cap(300, 768) == 300
+    assert cap(None, 768) == 768
+    assert cap(1536, None) == 1536
 
 
 # -- minibatch screening -----------------------------------------------------------------------

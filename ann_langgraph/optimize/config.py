@@ -108,6 +108,13 @@ class OptimizerConfig(BaseModel):
         le=16,
         description="Minibatch examples each reflection is shown (failing first; GEPA: 3).",
     )
+    reflection_max_tokens: int | None = Field(
+        default=768,
+        ge=64,
+        description="Output cap of each reflective proposal (lowers the optimizer model's own "
+        "cap, never raises it; None keeps it). A new instruction fits; what a small model "
+        "writes after it is dropped by the parsing anyway.",
+    )
     reflection_retries: int = Field(
         default=2,
         ge=0,

@@ -13,6 +13,7 @@ example is sampled again (at most ``reflection_retries`` times) instead of being
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
@@ -33,6 +34,7 @@ __all__ = [
     "GENERAL_NOTE",
     "ReflectiveRepair",
     "finish_reason",
+    "instruction_from_reply",
     "reflection_dataset",
     "reflection_prompt",
     "sampler",
@@ -95,9 +97,13 @@ def reflection_dataset(
     return rows
 
 
-def sampler(model: Runnable[Any, Any], *, temperature: float, seed: int) -> Runnable[Any, Any]:
+def sampler(
+    model: Runnable[Any, Any], *, temperature: float, seed: int, max_tokens: int | None = None
+) -> Runnable[Any, Any]:
     """``model`` sampling at ``temperature`` with its own seed: each sample differs (and has its
-    own response-cache key), and a re-run replays the same samples."""
+    own response-cache key), and a re-run replays the same samples. ``max_tokens`` lowers (never
+    raises) its output cap: an instruction is short, and what a small model writes after it
+    (examples retold, explanations) costs minutes on a CPU and is cut anyway."""
     if isinstance(model, BaseChatModel):
         fields = type(model).model_fields
         update: dict[str, Any] = {}
@@ -105,6 +111,12 @@ def sampler(model: Runnable[Any, Any], *, temperature: float, seed: int) -> Runn
             update["temperature"] = temperature
         if "seed" in fields:
             update["seed"] = seed
+        if max_tokens is not None:
+            for field in ("max_tokens", "max_output_tokens"):
+                if field in fields:
+                    current = getattr(model, field, None)
+                    update[field] = max_tokens if current is None else min(current, max_tokens)
+                    break
         if update:
             return model.model_copy(update=update)
     return model
@@ -142,6 +154,71 @@ def reflection_prompt(
     if not found:  # another gepa version's wording: add ours at the end
         return f"{text}\n\n{extra}"
     return f"{head}{extra}\n\n{found}{tail}"
+
+
+# A heading line ("### New Instruction", "**Revised instruction:**", "New instructions:") and
+# the preamble a small model writes before its answer ("Certainly! Here is ...").
+_HEADING = re.compile(
+    r"^\s*(?:#{1,6}\s*|\*\*)?\s*(?P<title>[^\n*#:]{1,60}?)\s*:?\s*(?:\*\*)?\s*:?\s*$"
+)
+_INSTRUCTION_TITLE = re.compile(
+    r"^(?:the\s+)?(?:new|updated|revised|improved|final)?\s*instructions?$", re.I
+)
+# sections after the instruction that retell the examples or explain the change
+_ASIDE_TITLE = re.compile(
+    r"feedback|example|response|explanation|rationale|reasoning|additional|summary|analysis|"
+    r"note|changes|why",
+    re.I,
+)
+_PREAMBLE = re.compile(
+    r"^\s*(?:certainly|sure|of course|absolutely|okay|ok|great|here is|here's|here are|below is|"
+    r"based on|to address|i will|i'll|let's|let me)\b",
+    re.I,
+)
+
+
+def _heading(line: str) -> str | None:
+    """The title of a markdown or bold heading line (``### X``, ``**X**``, ``X:``), else None."""
+    stripped = line.strip()
+    if not stripped or not (
+        stripped.startswith(("#", "**")) or (stripped.endswith(":") and len(stripped) <= 40)
+    ):
+        return None
+    match = _HEADING.match(stripped)
+    return match.group("title").strip() if match else None
+
+
+def instruction_from_reply(reply: str) -> str:
+    """The instruction in a reflection reply: GEPA's fenced-block parsing, then what a small
+    model wraps around it removed. Why: the 1.5B model answered without a fence, as
+    "Certainly, let's write ... ### New Instruction <the instruction> ### Feedback and Example
+    Response <a training example>", and the whole reply became the agent's prompt."""
+    text = reply.strip()
+    fences = text.count("```")
+    if fences == 1 and not text.startswith("```"):  # a reply cut off inside its block
+        text = text.split("```", 1)[1]
+        text = re.sub(r"^\S*\n", "", text)
+    text = str(InstructionProposalSignature.output_extractor(text)["new_instruction"]).strip()
+    lines = text.splitlines()
+    titles = [_heading(line) for line in lines]
+    start = next((i + 1 for i, t in enumerate(titles) if t and _INSTRUCTION_TITLE.match(t)), None)
+    if start is None:  # no "New Instruction" heading: drop a preamble paragraph only
+        paragraphs = re.split(r"\n\s*\n", text, maxsplit=1)
+        if len(paragraphs) == 2 and _PREAMBLE.match(paragraphs[0]):
+            text = paragraphs[1].strip()
+        elif len(paragraphs) == 1 and _PREAMBLE.match(text):
+            head, colon, rest = text.partition(":")
+            if colon and rest.strip() and re.search(r"\bhere\b|instruction", head, re.I):
+                text = rest.strip()
+        return text
+    asides = [
+        i
+        for i in range(start, len(lines))
+        if (t := titles[i]) and _ASIDE_TITLE.search(t) and not _INSTRUCTION_TITLE.match(t)
+    ]
+    end = asides[0] if asides else len(lines)
+    kept = "\n".join(lines[start:end]).strip()
+    return kept or text
 
 
 def _text(message: Any) -> str:
@@ -203,14 +280,14 @@ class ReflectiveRepair:
                     ctx.opt_model,
                     temperature=cfg.reflection_temperature,
                     seed=cfg.seed * 100_003 + step * 1009 + offset,
+                    max_tokens=cfg.reflection_max_tokens,
                 )
                 # its own cache slot too: a model with no seed would replay the first sample
                 with sample_scope(offset):
                     message = model.invoke([HumanMessage(text)], config)
                 usage = add_usage(usage, call_usage(message))
                 proposal["attempts"] += 1
-                new = InstructionProposalSignature.output_extractor(_text(message))
-                instruction = str(new.get("new_instruction", "")).strip()
+                instruction = instruction_from_reply(_text(message))
                 patch = {
                     "rationale": "Rewrote the instruction from the minibatch's outputs and "
                     "feedback (reflective mutation).",
