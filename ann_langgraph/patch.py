@@ -24,6 +24,7 @@ __all__ = [
     "SetAgentParam",
     "SetAggregator",
     "SetDemos",
+    "SetInputs",
     "SetPrompt",
     "SetRole",
     "SetTools",
@@ -65,7 +66,8 @@ class SetRole(_Op):
 
 
 class SetAggregator(_Op):
-    """Change how a layer combines its agents (``candidates`` for ``dynamic``)."""
+    """Change how a layer combines its agents (``candidates`` for ``dynamic``; ``[]`` clears
+    them, as when a routed layer becomes a plain one)."""
 
     op: Literal["set_aggregator"] = "set_aggregator"
     layer: str
@@ -103,6 +105,15 @@ class RemoveLayer(_Op):
 
     op: Literal["remove_layer"] = "remove_layer"
     layer: str
+
+
+class SetInputs(_Op):
+    """Set the earlier layers a layer reads (``None``: the previous one; ``[]``: the task
+    only). With ``remove_layer`` after it, a layer others read can go, its readers rewired."""
+
+    op: Literal["set_inputs"] = "set_inputs"
+    layer: str
+    inputs: list[str] | None
 
 
 class SetTools(_Op):
@@ -149,7 +160,8 @@ PatchOp = Annotated[
     | RemoveLayer
     | SetTools
     | SetAgentParam
-    | SetDemos,
+    | SetDemos
+    | SetInputs,
     Field(discriminator="op"),
 ]
 
@@ -191,7 +203,7 @@ def _apply_op(data: dict[str, Any], op: Any) -> None:
         layer = _layer(data, op.layer)
         layer["aggregator"] = op.aggregator
         if op.candidates is not None:
-            layer["candidates"] = list(op.candidates)
+            layer["candidates"] = list(op.candidates) or None
     elif isinstance(op, AddAgent):
         layer = _layer(data, op.layer)
         if any(a["id"] == op.agent.id for a in layer["agents"]):
@@ -228,6 +240,8 @@ def _apply_op(data: dict[str, Any], op: Any) -> None:
         data["layers"].remove(target)
     elif isinstance(op, SetTools):
         _layer(data, op.layer)["tools"] = list(op.tools)
+    elif isinstance(op, SetInputs):
+        _layer(data, op.layer)["inputs"] = None if op.inputs is None else list(op.inputs)
     elif isinstance(op, SetAgentParam):
         layer = _layer(data, op.layer)
         agent = layer["agents"][_agent_index(layer, op.agent)]

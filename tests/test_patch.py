@@ -110,6 +110,37 @@ def test_add_and_remove_layer(spec):
     ] == ["y"]
 
 
+def test_set_inputs_rewires_a_reader_so_the_layer_it_read_can_go(spec):
+    assert spec.layer("answer").inputs == ["understand", "solve"]
+    rewired = apply_patch(
+        spec,
+        {
+            "ops": [
+                {"op": "set_inputs", "layer": spec.layers[-1].name, "inputs": []},
+                {"op": "set_inputs", "layer": spec.layers[-1].name, "inputs": None},
+            ]
+        },
+    )
+    assert rewired.layers[-1].inputs is None  # None restores the default (the previous layer)
+    task_only = apply_patch(spec, one({"op": "set_inputs", "layer": "answer", "inputs": []}))
+    assert (
+        task_only.layer("answer").inputs == []
+        and task_only.layer_inputs(len(spec.layers) - 1) == []
+    )
+    assert spec.layer("answer").inputs == ["understand", "solve"]  # the input is untouched
+    # the removal that was refused while answer read solve now goes through
+    gone = apply_patch(
+        spec,
+        {
+            "ops": [
+                {"op": "set_inputs", "layer": "answer", "inputs": ["understand"]},
+                {"op": "remove_layer", "layer": "solve"},
+            ]
+        },
+    )
+    assert [x.name for x in gone.layers] == ["understand", "answer"]
+
+
 def test_set_tools_and_agent_params(spec):
     new = apply_patch(spec, one({"op": "set_tools", "layer": "solve", "tools": ["calculator"]}))
     assert new.layer("solve").tools == ["calculator"]
@@ -238,6 +269,8 @@ def test_all_or_nothing_and_input_never_mutated(spec):
         ),
         ({"op": "remove_layer", "layer": "solve"}, "read it"),
         ({"op": "remove_layer", "layer": "ghost"}, "no layer 'ghost'"),
+        ({"op": "set_inputs", "layer": "answer", "inputs": ["answer"]}, "cannot read itself"),
+        ({"op": "set_inputs", "layer": "ghost", "inputs": None}, "no layer 'ghost'"),
         ({"op": "set_tools", "layer": "solve", "tools": ["rm_rf"]}, "unknown tool"),
         (
             {

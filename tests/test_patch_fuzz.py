@@ -45,6 +45,7 @@ OPS = [
     "remove_layer",
     "set_tools",
     "set_agent_param",
+    "set_inputs",
 ]
 
 
@@ -300,6 +301,10 @@ def new_op(draw: st.DrawFn, spec: GraphSpec) -> Any:
         "add_layer": {"after": n.after, "layer": lambda: new_layer(draw, n)},
         "remove_layer": {"layer": n.layer},
         "set_tools": {"layer": n.layer, "tools": TOOL_LISTS},
+        "set_inputs": {
+            "layer": n.layer,
+            "inputs": st.one_of(st.none(), st.lists(n.layer, max_size=3)),
+        },
         "set_agent_param": {
             "layer": n.layer,
             "agent": n.agent,

@@ -73,6 +73,50 @@ def test_each_shrink_compiles_and_passes_the_sense_checks() -> None:
     assert capped["param"] == "max_tokens" and capped["value"] == 128  # 1.5 x 40, floor 128
 
 
+def test_the_gsm8k_starter_shrinks_its_routed_team_and_drops_a_layer_others_read() -> None:
+    """graphs/gsm8k.yaml: understand -> solve (dynamic: vote | calculator pipeline) -> answer,
+    which reads [understand, solve]: each shrink applies, compiles and rewires its readers."""
+    spec = ann.load_spec(Path(__file__).parents[1] / "graphs" / "gsm8k.yaml")
+    found = _proposals(spec, _records(spec))
+    assert {"operator:vote_to_one@solve", "operator:remove_layer@understand"} <= set(found)
+    for key, proposal in found.items():
+        after = ann.apply_patch(spec, proposal["patch"])
+        assert sense_reason(spec, after, proposal["patch"], _records(spec)) is None, key
+        compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
+    one = ann.apply_patch(spec, found["operator:vote_to_one@solve"]["patch"])
+    solve = one.layer("solve")
+    assert solve.aggregator == "sequential_cot" and solve.candidates is None
+    assert [a.id for a in solve.agents] == ["solver_a"]
+    # the answer layer read [understand, solve]; without understand it reads solve (what
+    # understand read was the task alone), and solve, now first, reads the task
+    gone = ann.apply_patch(spec, found["operator:remove_layer@understand"]["patch"])
+    assert [x.name for x in gone.layers] == ["solve", "answer"]
+    assert gone.layer("answer").inputs == ["solve"] and gone.layer_inputs(0) == []
+    # a middle layer read by default: its reader reads the removed layer's own input
+    middle = ann.apply_patch(spec, found["operator:remove_layer@solve"]["patch"])
+    assert middle.layer("answer").inputs == ["understand"]
+
+
+def test_removing_a_layer_with_explicit_inputs_gives_its_default_reader_those_inputs() -> None:
+    spec = make_spec(
+        [
+            {"name": "a", "agents": [agent("x", "r", "A.")]},
+            {"name": "b", "agents": [agent("y", "r", "B.")]},
+            {"name": "c", "inputs": ["a"], "agents": [agent("z", "r", "C.")]},
+            {"name": "d", "agents": [agent("w", "r", "D.")]},
+        ],
+        answer_format="last_number",
+    )
+    found = _proposals(spec, _records(spec))
+    after = ann.apply_patch(spec, found["operator:remove_layer@c"]["patch"])
+    assert after.layer("d").inputs == ["a"]  # d read c by default; c read a
+    plain = ann.apply_patch(spec, found["operator:remove_layer@b"]["patch"])
+    assert found["operator:remove_layer@b"]["patch"]["ops"] == [
+        {"op": "remove_layer", "layer": "b"}
+    ]  # nobody read b (c reads a): nothing to rewire
+    assert [x.name for x in plain.layers] == ["a", "c", "d"]
+
+
 def test_a_two_agent_vote_is_not_left_with_one_voter_and_cut_answers_keep_their_cap() -> None:
     spec = _spec(voters=2)
     found = _proposals(spec, _records(spec, cut=True))

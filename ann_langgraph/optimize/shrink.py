@@ -2,9 +2,11 @@
 for every layer with no model call and validated like any candidate, so the cost rule
 (optimize.objective) keeps one only where accuracy holds.
 
-- ``vote_to_one``: a vote or debate becomes its first agent alone (sequential_cot).
+- ``vote_to_one``: a vote, a debate or a routed team (``dynamic``) becomes its first agent
+  alone (sequential_cot).
 - ``drop_voter``: a vote of three or more loses its last agent (still a vote).
-- ``remove_layer``: a layer before the answer layer that no layer reads in ``inputs`` goes.
+- ``remove_layer``: a layer before the answer layer goes; a layer that read it reads what the
+  removed layer read instead (``set_inputs``), so no reader loses the task or an earlier layer.
 - ``lower_cap``: an agent none of whose minibatch answers reached its cap gets a cap of 1.5x
   its longest answer (never below the answer format's floor, never where an answer was cut).
 
@@ -25,17 +27,23 @@ from .validate import MIN_ANSWER_TOKENS
 __all__ = ["SHRINKS", "shrink_proposals"]
 
 _VOTES = ("parallel_vote", "debate")
+_TEAMS = (*_VOTES, "dynamic")
 # The lowest cap lower_cap sets: the largest answer-format floor.
 _CAP_FLOOR = max(MIN_ANSWER_TOKENS.values())
 _CAP_STEP = 32
 
 
 def _vote_to_one(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
-    if layer.aggregator not in _VOTES or len(layer.agents) < 2:
+    if layer.aggregator not in _TEAMS or len(layer.agents) < 2:
         return []
-    ops: list[dict[str, Any]] = [
-        {"op": "set_aggregator", "layer": layer.name, "aggregator": "sequential_cot"}
-    ]
+    to_one: dict[str, Any] = {
+        "op": "set_aggregator",
+        "layer": layer.name,
+        "aggregator": "sequential_cot",
+    }
+    if layer.candidates:
+        to_one["candidates"] = []
+    ops: list[dict[str, Any]] = [to_one]
     ops += [{"op": "remove_agent", "layer": layer.name, "agent": a.id} for a in layer.agents[1:]]
     return ops
 
@@ -49,9 +57,22 @@ def _drop_voter(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]
 def _remove_layer(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
     if layer.name == spec.layers[-1].name or len(spec.layers) < 2:
         return []
-    if any(layer.name in (other.inputs or []) for other in spec.layers):
-        return []
-    return [{"op": "remove_layer", "layer": layer.name}]
+    index = [x.name for x in spec.layers].index(layer.name)
+    feeds = spec.layer_inputs(index)  # what the removed layer read
+    ops: list[dict[str, Any]] = []
+    for i, other in enumerate(spec.layers):
+        reads = spec.layer_inputs(i)
+        if i == index or layer.name not in reads:
+            continue
+        rewired: list[str] = []
+        for name in reads:
+            for kept in feeds if name == layer.name else [name]:
+                if kept not in rewired:
+                    rewired.append(kept)
+        if other.inputs is None and i == index + 1 and layer.inputs is None:
+            continue  # the default (the previous layer) already gives it what the layer read
+        ops.append({"op": "set_inputs", "layer": other.name, "inputs": rewired})
+    return [*ops, {"op": "remove_layer", "layer": layer.name}]
 
 
 def _lower_cap(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]]) -> list[Any]:
@@ -82,7 +103,10 @@ def _lower_cap(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any]])
 SHRINKS = {
     "vote_to_one": (_vote_to_one, "A single agent instead of the vote costs a fraction."),
     "drop_voter": (_drop_voter, "One voter fewer: the vote stays, at less cost."),
-    "remove_layer": (_remove_layer, "Drop a layer before the answer that no layer reads."),
+    "remove_layer": (
+        _remove_layer,
+        "Drop a layer before the answer; its readers read what it read instead.",
+    ),
     "lower_cap": (
         _lower_cap,
         "No answer came near its output cap; a cap of 1.5x the longest bounds a runaway.",
