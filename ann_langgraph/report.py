@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from .cost_front import cost_points, front_lines, plot_front
 from .diff import diff_specs, format_diff
+from .layer_usage import layer_usage, usage_lines
 from .optimize.momentum import describe_ops
 from .spec import GraphSpec
 
@@ -292,6 +294,7 @@ def write_report(
                 f"{describe_ops(c.get('patch'))[:300]}"
             )
     lines += _pool_lines(state.get("pool") or [], history)
+    lines += _layer_lines(run_path, state)
     points = cost_points(versions, history)
     if plot_front(points, run_path / "cost_front.png") is not None:
         lines += ["", *front_lines(points, margin=margin)]
@@ -334,6 +337,42 @@ def _pool_lines(pool: list[dict[str, Any]], history: list[dict[str, Any]]) -> li
     parents = [str(h.get("parent")) for h in history if not h.get("skipped")]
     if parents:
         lines += ["", f"Parents drawn per step: {', '.join(parents)}"]
+    return lines
+
+
+def _layer_lines(run_path: Path, state: dict[str, Any]) -> list[str]:
+    """Tokens and answers per layer on a minibatch, for the starting spec (step 1's records)
+    and for the best version where a later step ran on it: the evidence behind a shrink."""
+    versions = {v["version"]: v for v in state.get("versions") or []}
+    members = {m["id"]: m for m in state.get("pool") or []}
+    wanted = {0: "the starting spec (v0)", state.get("version", 0): "the best version"}
+    found: dict[int, tuple[int, list[dict[str, Any]]]] = {}
+    current = 0  # the version a step without a pool parent ran on
+    for row in state.get("history") or []:
+        member = members.get(row.get("parent")) or {}
+        ran_on = int(member["version"]) if member.get("version") is not None else current
+        current = int(row.get("version", current))
+        path = run_path / "records" / f"step-{int(row['global_step']):04d}.jsonl"
+        if row.get("skipped") or ran_on not in wanted or ran_on not in versions:
+            continue
+        if not path.is_file() or (ran_on == 0 and 0 in found):
+            continue  # v0: the first step that ran on it; the best: the last
+        records = [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
+        found[ran_on] = (int(row["global_step"]), records)
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Where the tokens go (per layer, on a step's minibatch)",
+        "",
+        "A layer that costs much while the answer is the one it was given, or whose output "
+        "holds no answer the final one keeps, is what the shrinks try to remove "
+        "(`--objective cost`); validation decides.",
+    ]
+    for version, (step, records) in sorted(found.items()):
+        spec = GraphSpec.model_validate(versions[version]["spec"])
+        title = f"{wanted[version]}, v{version} (step {step + 1}, {len(records)} records)"
+        lines += ["", *usage_lines(layer_usage(spec, records), title=title)]
     return lines
 
 

@@ -185,6 +185,15 @@ def test_a_cost_run_commits_a_shrink_that_keeps_accuracy(tmp_path: Path, objecti
     solve = result.best_spec.layer("solve")
     assert solve.aggregator == "sequential_cot" and len(solve.agents) == 1  # the cheapest
     assert result.versions[1]["tokens_per_example"] < result.versions[0]["tokens_per_example"] / 2
+    # the evidence from the minibatch records rides in the rationale, and the report's table
+    why = next(c for c in first["candidates"] if c["source"] == "operator:vote_to_one")
+    assert (
+        "the team's answer was its first agent's own in 4 of 4 examples"
+        in (why["patch"]["rationale"])
+    )
+    report = (tmp_path / objective / "report.md").read_text()
+    assert "## Where the tokens go" in report
+    assert "| solve | parallel_vote | 3.0 |" in report  # v0 on step 1: three calls an example
 
 
 def test_the_shrinks_are_named_and_documented() -> None:

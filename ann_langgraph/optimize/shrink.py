@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..layer_usage import first_agent_agreement, layer_usage
 from ..spec import GraphSpec, LayerSpec
 from .operators import agent_calls
 from .pool import step_spec
@@ -124,8 +125,33 @@ def _settled(history: list[dict[str, Any]]) -> set[tuple[str, str]]:
     }
 
 
+def _evidence(spec: GraphSpec, layer: LayerSpec, name: str, records: list[dict[str, Any]]) -> str:
+    """What the step's minibatch records say about this shrink (kept in history.jsonl)."""
+    if not records:
+        return ""
+    if name == "remove_layer":
+        row = next(r for r in layer_usage(spec, records) if r.layer == layer.name)
+        return (
+            f" Evidence (minibatch): '{layer.name}' spends {100 * row.share:.0f}% of the "
+            f"graph's tokens ({row.tokens_per_example:,.0f} per example); its own output held "
+            f"an answer in {row.answered} of {row.examples} examples, the final answer in "
+            f"{row.same_as_final}."
+        )
+    if name in ("vote_to_one", "drop_voter"):
+        same, both = first_agent_agreement(
+            records, layer.name, layer.agents[0].id, spec.answer_format
+        )
+        if both:
+            return (
+                f" Evidence (minibatch): the team's answer was its first agent's own in "
+                f"{same} of {both} examples."
+            )
+    return ""
+
+
 def shrink_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One proposal per shrink that applies to a layer of the step's parent spec."""
+    """One proposal per shrink that applies to a layer of the step's parent spec, its
+    rationale carrying the minibatch evidence for it (``layer_usage``)."""
     spec = GraphSpec.model_validate(step_spec(state))
     records = list((state.get("batch") or {}).get("records") or [])
     settled = _settled(list(state.get("history") or []))
@@ -136,10 +162,11 @@ def shrink_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
             source = f"operator:{name}"
             if not ops or (source, repr(ops)) in settled:
                 continue
+            why = rationale + _evidence(spec, layer, name, records)
             out.append(
                 {
                     "layer": layer.name,
-                    "patch": {"rationale": rationale, "ops": ops},
+                    "patch": {"rationale": why, "ops": ops},
                     "error": None,
                     "attempts": 0,
                     "source": source,
