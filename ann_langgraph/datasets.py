@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .langsmith_io import is_langsmith_dataset, load_dataset_spec
+from .langsmith_datasets import is_langsmith_dataset, load_dataset_spec
 
 __all__ = ["load_dataset", "prepare_dataset"]
 

@@ -10,13 +10,14 @@ Why an explicit tracer instead of LangChain's environment tracer: the project is
 own (not ``LANGSMITH_PROJECT``), the client is ours to flush before reading the runs back, and
 the same ``Run`` objects feed the local :class:`~ann_langgraph.tracing.TraceRecorder`, so the
 records rebuilt from LangSmith equal the local ones field for field (timings included).
+
+Configuration lives in ``langsmith_client``, datasets in ``langsmith_datasets``; their names
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import threading
 import time
 import uuid
@@ -24,11 +25,19 @@ import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 
+from .langsmith_client import LangSmithError, langsmith_configured, make_client, new_run_id
+from .langsmith_datasets import (
+    DATASET_PREFIX,
+    example_to_row,
+    experiment_dataset_id,
+    is_langsmith_dataset,
+    load_dataset_spec,
+    load_langsmith_dataset,
+)
 from .tracing import ExecutionRecord, TraceRecorder, record_from_run
 
 if TYPE_CHECKING:
@@ -39,63 +48,17 @@ __all__ = [
     "LangSmithError",
     "LangSmithSession",
     "LangSmithTraceSource",
+    "example_to_row",
+    "experiment_dataset_id",
     "is_langsmith_dataset",
     "langsmith_configured",
+    "load_dataset_spec",
     "load_langsmith_dataset",
+    "make_client",
     "new_run_id",
 ]
 
-DATASET_PREFIX = "langsmith:"
-_TRUE = ("true", "1", "yes")
 logger = logging.getLogger(__name__)
-
-
-class LangSmithError(RuntimeError):
-    """LangSmith was asked for but is not configured, or a LangSmith call failed."""
-
-
-# -- configuration ---------------------------------------------------------------------------
-
-
-def _env(name: str) -> str | None:
-    """``LANGSMITH_<name>`` or its older ``LANGCHAIN_<name>`` alias, read fresh (the langsmith
-    package caches environment reads for the life of the process)."""
-    for key in (f"LANGSMITH_{name}", f"LANGCHAIN_{name}"):
-        value = os.environ.get(key)
-        if value:
-            return value
-    return None
-
-
-def _api_key() -> str | None:
-    return _env("API_KEY")
-
-
-def langsmith_configured() -> bool:
-    """True when LangSmith tracing is on: an API key and ``LANGSMITH_TRACING=true``
-    (or ``LANGCHAIN_TRACING_V2=true``). Reads the environment only."""
-    tracing = _env("TRACING") or os.environ.get("LANGCHAIN_TRACING_V2") or ""
-    return bool(_api_key()) and tracing.strip().lower() in _TRUE
-
-
-def make_client() -> Client:
-    """A ``langsmith.Client`` from the environment (``LANGSMITH_ENDPOINT``, ``LANGSMITH_API_KEY``);
-    raises :class:`LangSmithError` when there is no API key."""
-    key = _api_key()
-    if not key:
-        raise LangSmithError(
-            "LangSmith is not configured: set LANGSMITH_API_KEY (and LANGSMITH_TRACING=true to "
-            "trace runs)"
-        )
-    from langsmith import Client
-
-    return Client(api_url=_env("ENDPOINT"), api_key=key)
-
-
-def new_run_id(name: str) -> str:
-    """A readable, unique ANN run id: ``<name>-<UTC timestamp>-<4 hex>``."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "run"
-    return f"{safe}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 # -- tracing -----------------------------------------------------------------------------------
@@ -388,134 +351,3 @@ class LangSmithTraceSource:
         out = [r for r in (record_from_run(run) for run in self._fetch()) if r is not None]
         out = [r for r in out if wanted is None or r.example_id in wanted]
         return sorted(out, key=lambda r: (r.start_time or "", r.run_id))
-
-
-# -- datasets ----------------------------------------------------------------------------------
-
-_INPUT_KEYS = ("input", "question", "query", "prompt", "text")
-_TARGET_KEYS = ("target", "answer", "output", "expected", "label", "reference")
-
-
-def is_langsmith_dataset(value: Any) -> bool:
-    """Whether ``value`` names a LangSmith dataset (``"langsmith:<name>"``)."""
-    return isinstance(value, str) and value.startswith(DATASET_PREFIX)
-
-
-def _parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    body = spec[len(DATASET_PREFIX) :]
-    name, _, query = body.partition("?")
-    options = dict(parse_qsl(query, keep_blank_values=False)) if query else {}
-    unknown = set(options) - {"input", "target", "split", "limit"}
-    if unknown or not name:
-        raise ValueError(
-            f"{spec}: expected langsmith:<dataset>[?input=KEY&target=KEY&split=NAME&limit=N]"
-            + (f" (unknown option {', '.join(sorted(unknown))})" if unknown else "")
-        )
-    return name, options
-
-
-def _pick(data: Mapping[str, Any], key: str | None, defaults: tuple[str, ...], what: str) -> Any:
-    if key is not None:
-        if key not in data:
-            raise ValueError(f"no {what} field {key!r} (fields: {', '.join(sorted(data))})")
-        return data[key]
-    for name in defaults:
-        if name in data:
-            return data[name]
-    return None
-
-
-def example_to_row(
-    example: Any, *, input_key: str | None = None, target_key: str | None = None
-) -> dict[str, Any]:
-    """One LangSmith example as an ANN example (see :func:`load_langsmith_dataset`)."""
-    inputs: Mapping[str, Any] = getattr(example, "inputs", None) or {}
-    outputs: Mapping[str, Any] = getattr(example, "outputs", None) or {}
-    example_id = str(example.id)
-    text = _pick(inputs, input_key, _INPUT_KEYS, "input")
-    if text is None:
-        strings = [v for v in inputs.values() if isinstance(v, str)]
-        if not strings:
-            raise ValueError(f"example {example_id}: no text input (fields: {sorted(inputs)})")
-        text = strings[0]
-    if not isinstance(text, str):
-        raise ValueError(f"example {example_id}: the input must be a string")
-    target = _pick(outputs, target_key, _TARGET_KEYS, "target") if outputs else None
-    if target is None and len(outputs) == 1:
-        target = next(iter(outputs.values()))
-    elif target is None and outputs:
-        target = dict(outputs)
-    row: dict[str, Any] = {k: v for k, v in inputs.items() if k not in ("id", "input", "target")}
-    row.update(
-        id=example_id,
-        input=text,
-        target=target,
-        langsmith_example_id=example_id,
-        langsmith_dataset_id=str(example.dataset_id),
-    )
-    return row
-
-
-def load_langsmith_dataset(
-    name: str,
-    *,
-    input_key: str | None = None,
-    target_key: str | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-    client: Client | None = None,
-) -> list[dict[str, Any]]:
-    """Examples of the LangSmith dataset ``name`` as ANN examples.
-
-    Mapping: ``id`` = the LangSmith example id; ``input`` = ``inputs[input_key]``, else the
-    first of ``inputs.input|question|query|prompt|text``, else the first string field;
-    ``target`` = ``outputs[target_key]``, else the first of
-    ``outputs.target|answer|output|expected|label|reference``, else the only output value,
-    else the whole ``outputs`` dict (``None`` without outputs). Other input fields are kept;
-    ``langsmith_example_id``/``langsmith_dataset_id`` say where the row came from (experiments
-    use them). ``split`` keeps one dataset split; ``limit`` the first N examples.
-    """
-    if client is None:
-        client = make_client()
-    from langsmith.utils import LangSmithError as _ClientError
-
-    try:
-        examples = list(
-            client.list_examples(dataset_name=name, splits=[split] if split else None, limit=limit)
-        )
-    except _ClientError as exc:
-        raise ValueError(f"LangSmith dataset {name!r}: {exc}") from None
-    rows = []
-    for ex in examples:
-        try:
-            rows.append(example_to_row(ex, input_key=input_key, target_key=target_key))
-        except ValueError as exc:
-            raise ValueError(f"LangSmith dataset {name!r}: {exc}") from None
-    return rows
-
-
-def load_dataset_spec(spec: str, *, client: Client | None = None) -> list[dict[str, Any]]:
-    """``langsmith:<name>[?input=KEY&target=KEY&split=NAME&limit=N]`` -> examples."""
-    name, options = _parse_spec(spec)
-    limit = options.get("limit")
-    if limit is not None and not limit.isdigit():
-        raise ValueError(f"{spec}: limit must be a whole number")
-    return load_langsmith_dataset(
-        name,
-        input_key=options.get("input"),
-        target_key=options.get("target"),
-        split=options.get("split"),
-        limit=int(limit) if limit else None,
-        client=client,
-    )
-
-
-def experiment_dataset_id(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The one LangSmith dataset every row comes from (an experiment compares on one)."""
-    ids = {str(r.get("langsmith_dataset_id") or "") for r in rows}
-    if "" in ids or len(ids) != 1:
-        raise LangSmithError(
-            "a LangSmith experiment needs examples loaded from one LangSmith dataset "
-            "(dataset='langsmith:<name>')"
-        )
-    return ids.pop()
