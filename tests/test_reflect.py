@@ -59,7 +59,13 @@ def optimizer(repair_prompt: str, reflections: list[str]) -> ScriptedChatModel:
 
 
 def run(tmp_path: Any, opt: ScriptedChatModel, **cfg: Any) -> ann.TrainResult:
-    options = {"bootstrap_demos": False, "early_rejection": False, "pareto_parents": False}
+    # one draw at a time: the scripted reflection answers in call order
+    options = {
+        "bootstrap_demos": False,
+        "early_rejection": False,
+        "pareto_parents": False,
+        "parallel_samples": False,
+    }
     return train(
         solver_spec(),
         train=data(8, "t"),
@@ -173,6 +179,48 @@ def test_a_reflection_reply_with_a_preamble_and_headings_proposes_the_instructio
     (reflected,) = [c for c in _candidates(result) if c["source"] == "reflection"]
     assert reflected["patch"]["ops"][0]["prompt"] == "Think, then add one. MAGIC"
     assert result.best_score == 1.0
+
+
+def test_the_first_draws_go_out_at_once_and_are_judged_in_sample_order(tmp_path):
+    """Three first draws meet at a barrier (drawn one by one, the first would wait alone and
+    time out); each answers from its own prompt, so the proposals match the sequential run."""
+    import hashlib
+    import threading
+
+    barrier = threading.Barrier(3, timeout=20)
+
+    def reflect(messages: list[BaseMessage], **kw: Any) -> str:
+        text = str(messages[-1].content)
+        if "was not used" not in text:
+            barrier.wait()
+        # each sample is shown its own rotation of the examples: the reply is its prompt's
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        return f"```\nAdd one ({digest}). MAGIC\n```"
+
+    def scripted() -> ScriptedChatModel:
+        return ScriptedChatModel(
+            rules=[
+                (r"global critic", CRITIC),
+                (r"repair one layer", {"rationale": "r", "ops": []}),
+                (r"write a new instruction", reflect),
+            ],
+            model_name="optimizer",
+        )
+
+    parallel = run(tmp_path / "p", scripted(), reflection_samples=3, screening=False,
+                   parallel_samples=True)  # fmt: skip
+    barrier = threading.Barrier(1)  # one by one: nothing to meet
+    sequential = run(tmp_path / "s", scripted(), reflection_samples=3, screening=False)
+
+    def proposed(result: ann.TrainResult) -> list[str]:
+        return [
+            c["patch"]["ops"][0]["prompt"]
+            for c in _candidates(result)
+            if c["source"] == "reflection" and c["patch"]
+        ]
+
+    assert len(proposed(parallel)) == 3 and len(set(proposed(parallel))) == 3
+    assert proposed(parallel) == proposed(sequential)
 
 
 def test_no_reflection_when_textual_patches_or_reflection_are_off(tmp_path):

@@ -115,6 +115,12 @@ class OptimizerConfig(BaseModel):
         "cap, never raises it; None keeps it). A new instruction fits; what a small model "
         "writes after it is dropped by the parsing anyway.",
     )
+    parallel_samples: bool = Field(
+        default=True,
+        description="Send the reflective proposals' first draws at once (a server with "
+        "parallel slots decodes them in one batch); replies are judged in sample order either "
+        "way, so the proposals are the same.",
+    )
     reflection_retries: int = Field(
         default=2,
         ge=0,

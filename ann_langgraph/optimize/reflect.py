@@ -20,6 +20,7 @@ from gepa.strategies.instruction_proposal import InstructionProposalSignature
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from ..cache import sample_scope
 from ..spec import GraphSpec
@@ -249,6 +250,43 @@ class ReflectiveRepair:
         seen: set[str] = {prompts.normalized(a.prompt) for a in layer.agents}
         # the global critic's textual gradient for this layer, without the problems it retells
         critique = inputs.general_part(str(payload["target"].get("reason") or ""))
+
+        def draw(sample: int, attempt: int, resampled: list[str]) -> Any:
+            """One reflection call: sample ``sample``'s ``attempt``-th draw."""
+            agent = layer.agents[sample % len(layer.agents)]
+            offset = sample + attempt * cfg.reflection_samples
+            data = reflection_dataset(
+                results,
+                records,
+                layer=layer.name,
+                agent=agent.id,
+                count=cfg.reflection_examples,
+                offset=offset,
+            )
+            text = reflection_prompt(agent.prompt, data, critique=critique)
+            if resampled:  # say why the last draw was not used: the next one differs
+                text += (
+                    f"\n\nA proposal you wrote was not used: {resampled[-1]}. "
+                    "Write a different instruction."
+                )
+            model = sampler(
+                ctx.opt_model,
+                temperature=cfg.reflection_temperature,
+                seed=cfg.seed * 100_003 + step * 1009 + offset,
+                max_tokens=cfg.reflection_max_tokens,
+            )
+            # its own cache slot too: a model with no seed would replay the first sample
+            with sample_scope(offset):
+                return model.invoke([HumanMessage(text)], config)
+
+        # The first draws do not depend on each other: sent at once, a server with parallel
+        # slots decodes them in one batch. Replies are still judged in sample order, so the
+        # result is the same as drawing them one by one (retries stay sequential).
+        first: dict[int, Any] = {}
+        if cfg.parallel_samples and cfg.reflection_samples > 1:
+            with ContextThreadPoolExecutor(max_workers=cfg.reflection_samples) as pool:
+                futures = {i: pool.submit(draw, i, 0, []) for i in range(cfg.reflection_samples)}
+                first = {i: f.result() for i, f in futures.items()}
         for sample in range(cfg.reflection_samples):
             agent = layer.agents[sample % len(layer.agents)]
             proposal: dict[str, Any] = {
@@ -261,30 +299,10 @@ class ReflectiveRepair:
             }
             resampled: list[str] = []
             for attempt in range(cfg.reflection_retries + 1):
-                offset = sample + attempt * cfg.reflection_samples
-                data = reflection_dataset(
-                    results,
-                    records,
-                    layer=layer.name,
-                    agent=agent.id,
-                    count=cfg.reflection_examples,
-                    offset=offset,
-                )
-                text = reflection_prompt(agent.prompt, data, critique=critique)
-                if resampled:  # say why the last draw was not used: the next one differs
-                    text += (
-                        f"\n\nA proposal you wrote was not used: {resampled[-1]}. "
-                        "Write a different instruction."
-                    )
-                model = sampler(
-                    ctx.opt_model,
-                    temperature=cfg.reflection_temperature,
-                    seed=cfg.seed * 100_003 + step * 1009 + offset,
-                    max_tokens=cfg.reflection_max_tokens,
-                )
-                # its own cache slot too: a model with no seed would replay the first sample
-                with sample_scope(offset):
-                    message = model.invoke([HumanMessage(text)], config)
+                if attempt == 0 and sample in first:
+                    message = first.pop(sample)
+                else:
+                    message = draw(sample, attempt, resampled)
                 usage = add_usage(usage, call_usage(message))
                 proposal["attempts"] += 1
                 instruction = instruction_from_reply(_text(message))
