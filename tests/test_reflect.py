@@ -416,3 +416,74 @@ def test_the_first_step_raises_a_cap_that_cuts_answers_off(tmp_path):
     # the repairer was told too, in numbers
     repair = next(c["text"] for c in opt.calls if "repair one layer" in c["text"])
     assert "solver: 4 of 4 answers cut off at max_tokens=4" in repair
+
+
+# -- the rollout budget inside a step ------------------------------------------------------------
+
+
+def test_a_step_spends_only_the_rollouts_its_budget_has_left(tmp_path):
+    """Baseline 6 + minibatch 4 + four dry runs (one per candidate) + one validation 6 = 20 of
+    23: the second candidate's validation (6) does not fit, so it is not run, and no later step
+    starts (it needs 11)."""
+    opt = optimizer("BAD.", ["Think, then add one. MAGIC", "Add one; show the sum.", "Say +1."])
+    result = train(
+        solver_spec(),
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=opt,
+        epochs=3,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        budget=ann.Budget(max_rollouts=23),
+        config=ann.OptimizerConfig(
+            bootstrap_demos=False,
+            early_rejection=False,
+            pareto_parents=False,
+            parallel_samples=False,
+            reflection_samples=3,
+            screening=False,
+        ),
+    )
+    (step,) = result.history
+    scored = [c for c in step["candidates"] if "val_score" in c]
+    stopped = [c for c in step["candidates"] if c.get("budget_stop")]
+    assert len(scored) == 1 and stopped
+    assert all("rollout budget: 3 left, a validation needs 6" in c["reason"] for c in stopped)
+    assert result.usage["rollouts"] == 20 <= 23
+    assert "rollout budget reached (3 left of 23; a step needs 11" in str(result.stop_reason)
+
+
+def test_screening_is_skipped_when_its_validation_could_not_follow(tmp_path):
+    opt = optimizer("BAD.", ["Think, then add one. MAGIC", "Add one; show the sum."])
+    result = train(
+        solver_spec(),
+        train=data(8, "t"),
+        val=data(6, "v"),
+        metric="numeric_match",
+        models=executor(),
+        optimizer_model=opt,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        budget=ann.Budget(max_rollouts=6 + 4 + 3 + 10 + 3),  # 3 dry runs, one screening + val
+        config=ann.OptimizerConfig(
+            bootstrap_demos=False,
+            early_rejection=False,
+            pareto_parents=False,
+            parallel_samples=False,
+            reflection_samples=2,
+        ),
+    )
+    candidates = result.history[0]["candidates"]
+    screened = [c for c in candidates if c.get("screen")]
+    assert screened and all(c["screen"]["n"] == 4 for c in screened)
+    assert result.usage["rollouts"] <= 26
+    assert any(
+        "screening and validating it needs 10" in str(c.get("reason"))
+        for c in candidates
+        if c.get("budget_stop")
+    )

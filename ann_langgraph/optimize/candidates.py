@@ -73,6 +73,11 @@ class EvaluateCandidates:
             if not cand["valid"]:
                 out.append(cand)
                 continue
+            left = ctx.budget.rollouts_left(state.get("usage"), usage)
+            if left is not None and left < len(val):
+                why = f"rollout budget: {left} left, a validation needs {len(val)}"
+                out.append({**cand, "valid": False, "reason": why, "budget_stop": True})
+                continue
             spec = GraphSpec.model_validate(cand["spec"])
             scores: dict[str, float] = {}
             results: list[Any] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +37,14 @@ class Budget(BaseModel):
         if self.max_rollouts is not None and rollouts >= self.max_rollouts:
             return f"rollout budget reached ({rollouts} >= {self.max_rollouts})"
         return None
+
+    def rollouts_left(self, *usages: Mapping[str, Any] | None) -> int | None:
+        """Rollouts the budget still allows after ``usages`` (None: no rollout budget). A step
+        spends only what fits, so a run never ends above ``max_rollouts``."""
+        if self.max_rollouts is None:
+            return None
+        spent = sum(int((u or {}).get("rollouts", 0)) for u in usages)
+        return max(0, self.max_rollouts - spent)
 
 
 class OptimizerConfig(BaseModel):

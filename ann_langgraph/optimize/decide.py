@@ -41,6 +41,8 @@ class Decide:
         ctx, cfg = self.ctx, self.ctx.cfg
         best = state["best_score"]
         valid = [c for c in state["candidates"] if c["valid"]]
+        if not valid:  # none was scored (the rollout budget stopped them): nothing to decide
+            return {}
         complete = [c for c in valid if not c.get("early_stop")]
         top = max(complete or valid, key=lambda c: c["val_score"])
         # an early-stopped candidate's mean covers part of the set: no delta to report

@@ -52,6 +52,14 @@ class ScreenCandidates:
             if not cand["valid"] or cand.get("source", "repairer") not in SCREENED_SOURCES:
                 out.append(cand)
                 continue
+            left = ctx.budget.rollouts_left(state.get("usage"), usage)
+            if left is not None and left < len(examples) + n_val:
+                why = (
+                    f"rollout budget: {left} left, screening and validating it needs "
+                    f"{len(examples) + n_val}"
+                )
+                out.append({**cand, "valid": False, "reason": why, "budget_stop": True})
+                continue
             report = ctx.run_eval(
                 GraphSpec.model_validate(cand["spec"]),
                 examples,
