@@ -303,6 +303,21 @@ def main(
             "row in --out used].",
         ),
     ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            help="What the ann rows' training optimises: accuracy, or cost (also a cheaper "
+            "version at non-inferior accuracy; ann train --objective).",
+        ),
+    ] = "accuracy",
+    margin: Annotated[
+        float, typer.Option("--margin", min=0.0, max=1.0, help="--objective cost: the margin.")
+    ] = 0.02,
+    min_saving: Annotated[
+        float,
+        typer.Option("--min-saving", min=0.0, max=0.99, help="--objective cost: tokens saved."),
+    ] = 0.10,
     dspy_optimizer: Annotated[
         str | None,
         typer.Option(
@@ -321,6 +336,9 @@ def main(
         if methods.strip() == "all"
         else [m.strip() for m in methods.split(",") if m.strip()]
     )
+    if objective not in ("accuracy", "cost"):
+        err.print(f"[bold red]error:[/] --objective must be accuracy or cost, not {objective!r}")
+        raise typer.Exit(2)
     try:
         config = CompareConfig(
             benchmark=benchmark,
@@ -348,6 +366,9 @@ def main(
             max_train_calls=max_train_calls,
             max_train_usd=max_train_usd,
             rollout_budget=rollout_budget,
+            objective=objective,  # type: ignore[arg-type]
+            margin=margin,
+            min_saving=min_saving,
             dspy_optimizer=dspy_optimizer,
         )
         check_methods(config.methods)

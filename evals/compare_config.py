@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -97,6 +97,15 @@ class CompareConfig(BaseModel):
         "the ann rows' Budget.max_rollouts and GEPA's max_metric_calls. None: the ann rows are "
         "unbudgeted and GEPA gets the rollouts the ann-trained row in this folder used.",
     )
+    objective: Literal["accuracy", "cost"] = Field(
+        default="accuracy",
+        description="What the ann rows' training optimises (ann train --objective); cost also "
+        "commits a cheaper version at non-inferior accuracy.",
+    )
+    margin: float = Field(default=0.02, ge=0, le=1, description="--objective cost: its margin.")
+    min_saving: float = Field(
+        default=0.10, ge=0, lt=1, description="--objective cost: the token saving it needs."
+    )
     # None: bootstrap-rs on the embedded model (MIPROv2's and COPRO's instruction proposers
     # crash on its unparseable answers), MIPROv2 light elsewhere
     dspy_optimizer: str | None = None
@@ -141,6 +150,9 @@ _FLAGS = {
     "max_train_calls": "--max-train-calls",
     "max_train_usd": "--max-train-usd",
     "rollout_budget": "--rollout-budget",
+    "objective": "--objective",
+    "margin": "--margin",
+    "min_saving": "--min-saving",
     "dspy_optimizer": "--dspy-optimizer",
 }
 

@@ -51,6 +51,28 @@ def dspy_concurrency(config: CompareConfig) -> int:
     return 4
 
 
+def train_options(cfg: CompareConfig) -> dict[str, Any]:
+    """The training options that key an ann row (and the DSPy rows' shared ones)."""
+    return {
+        "train_split": cfg.train_split,
+        "val_split": cfg.val_split,
+        "train_limit": cfg.train_limit,
+        "val_limit": cfg.val_limit,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "optimizer_model": cfg.optimizer_model,
+        "seed": cfg.seed,
+        "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
+        "rollout_budget": cfg.rollout_budget,
+        # only when asked for, so the keys of accuracy runs recorded before stay valid
+        **(
+            {"objective": [cfg.objective, cfg.margin, cfg.min_saving]}
+            if cfg.objective != "accuracy"
+            else {}
+        ),
+    }
+
+
 class MethodRunner:
     """Runs the methods of one comparison, with the shared cache and per-method files."""
 
@@ -283,19 +305,7 @@ class MethodRunner:
         return rows
 
     def train_options(self) -> dict[str, Any]:
-        cfg = self.config
-        return {
-            "train_split": cfg.train_split,
-            "val_split": cfg.val_split,
-            "train_limit": cfg.train_limit,
-            "val_limit": cfg.val_limit,
-            "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size,
-            "optimizer_model": cfg.optimizer_model,
-            "seed": cfg.seed,
-            "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
-            "rollout_budget": cfg.rollout_budget,
-        }
+        return train_options(self.config)
 
     def ann_trained(self, method: str = "ann-trained") -> RunSummary:
         """Train the starter (``method``: ann-trained, or an ablation of ``ANN_VARIANTS``)
@@ -336,6 +346,9 @@ class MethodRunner:
                     seed=cfg.seed,
                     concurrency=cfg.concurrency,
                     timeout_s=cfg.timeout_s,
+                    objective=cfg.objective,
+                    margin=cfg.margin,
+                    min_saving=cfg.min_saving,
                     **ANN_VARIANTS[method],
                 ),
                 progress=self.progress,

@@ -593,3 +593,25 @@ def test_a_rollout_budget_stops_training(tmp_path, scripted):
     training = row.details["training"]
     assert "rollout budget reached" in training["stop_reason"]
     assert training["rollouts"] >= 2
+
+
+def test_the_cost_objective_reaches_the_optimizer_and_keys_only_the_runs_that_ask(
+    tmp_path, scripted
+):
+    from evals.compare_config import config_command
+    from evals.compare_methods import train_options
+
+    _toy(tmp_path)
+    out = tmp_path / "out"
+    config = _config(tmp_path, methods=["ann-trained"], objective="cost", margin=0.05)
+    (row,) = run_compare(config, out_dir=out, progress=False).summaries
+    assert row.status == "ok"
+    run = json.loads((out / "methods" / "ann-trained" / "run" / "run.json").read_text())
+    assert run["config"]["objective"] == "cost" and run["config"]["margin"] == 0.05
+    command = config_command(config, out)
+    assert "--objective cost --margin 0.05" in command and "--min-saving" not in command
+    # an accuracy run's key is what it was before the option existed (records stay reusable)
+    plain = train_options(_config(tmp_path, methods=["ann-trained"]))
+    assert "objective" not in plain
+    cost = train_options(config)
+    assert cost["objective"] == ["cost", 0.05, 0.10]
