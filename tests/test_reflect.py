@@ -58,7 +58,14 @@ def optimizer(repair_prompt: str, reflections: list[str]) -> ScriptedChatModel:
     )
 
 
-def run(tmp_path: Any, opt: ScriptedChatModel, **cfg: Any) -> ann.TrainResult:
+def run(
+    tmp_path: Any,
+    opt: ScriptedChatModel,
+    *,
+    epochs: int = 1,
+    budget: ann.Budget | None = None,
+    **cfg: Any,
+) -> ann.TrainResult:
     # one draw at a time: the scripted reflection answers in call order
     options = {
         "bootstrap_demos": False,
@@ -73,10 +80,11 @@ def run(tmp_path: Any, opt: ScriptedChatModel, **cfg: Any) -> ann.TrainResult:
         metric="numeric_match",
         models=executor(),
         optimizer_model=opt,
-        epochs=1,
+        epochs=epochs,
         batch_size=4,
         run_dir=tmp_path / "run",
         progress=False,
+        budget=budget,
         config=ann.OptimizerConfig(**{**options, **cfg}),
     )
 
@@ -426,26 +434,13 @@ def test_a_step_spends_only_the_rollouts_its_budget_has_left(tmp_path):
     23: the second candidate's validation (6) does not fit, so it is not run, and no later step
     starts (it needs 11)."""
     opt = optimizer("BAD.", ["Think, then add one. MAGIC", "Add one; show the sum.", "Say +1."])
-    result = train(
-        solver_spec(),
-        train=data(8, "t"),
-        val=data(6, "v"),
-        metric="numeric_match",
-        models=executor(),
-        optimizer_model=opt,
+    result = run(
+        tmp_path,
+        opt,
         epochs=3,
-        batch_size=4,
-        run_dir=tmp_path / "run",
-        progress=False,
         budget=ann.Budget(max_rollouts=23),
-        config=ann.OptimizerConfig(
-            bootstrap_demos=False,
-            early_rejection=False,
-            pareto_parents=False,
-            parallel_samples=False,
-            reflection_samples=3,
-            screening=False,
-        ),
+        reflection_samples=3,
+        screening=False,
     )
     (step,) = result.history
     scored = [c for c in step["candidates"] if "val_score" in c]
@@ -458,25 +453,9 @@ def test_a_step_spends_only_the_rollouts_its_budget_has_left(tmp_path):
 
 def test_screening_is_skipped_when_its_validation_could_not_follow(tmp_path):
     opt = optimizer("BAD.", ["Think, then add one. MAGIC", "Add one; show the sum."])
-    result = train(
-        solver_spec(),
-        train=data(8, "t"),
-        val=data(6, "v"),
-        metric="numeric_match",
-        models=executor(),
-        optimizer_model=opt,
-        epochs=1,
-        batch_size=4,
-        run_dir=tmp_path / "run",
-        progress=False,
-        budget=ann.Budget(max_rollouts=6 + 4 + 3 + 10 + 3),  # 3 dry runs, one screening + val
-        config=ann.OptimizerConfig(
-            bootstrap_demos=False,
-            early_rejection=False,
-            pareto_parents=False,
-            parallel_samples=False,
-            reflection_samples=2,
-        ),
+    # 3 dry runs, then one screening and its validation
+    result = run(
+        tmp_path, opt, budget=ann.Budget(max_rollouts=6 + 4 + 3 + 10 + 3), reflection_samples=2
     )
     candidates = result.history[0]["candidates"]
     screened = [c for c in candidates if c.get("screen")]
