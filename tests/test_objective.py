@@ -234,8 +234,13 @@ def test_a_cost_run_writes_cheapest_yaml_and_the_front_plot(tmp_path: Path) -> N
     versions = [json.loads(line) for line in (run / "versions.jsonl").read_text().splitlines()]
     points = cost_points(versions, result.history)
     assert [p.label for p in pareto(points)] == ["v1"]  # as accurate and cheaper than v0
-    # the vote (a growing operator, offered under cost) is a point too, dearer than v1
-    assert {p.label for p in points} == {"v0", "v1", "step 1.2 (operator:vote)"}
+    # the growing operators (offered under cost) are points too, dearer than v1
+    assert {p.label for p in points} == {
+        "v0",
+        "v1",
+        "step 1.2 (operator:vote)",
+        "step 1.3 (operator:checker)",
+    }
 
 
 def test_the_front_plot_draws_candidates_versions_the_front_and_baselines(

@@ -234,3 +234,47 @@ def test_the_vote_grows_a_one_agent_answer_layer_only_under_cost() -> None:
         for p in operator_proposals(code_state, ["code"], grow=True)
         if p["source"] == "operator:vote"
     ]  # code answers cannot be tallied
+
+
+def test_the_checker_grows_a_layer_after_the_answer_once_and_only_under_cost() -> None:
+    from ann_langgraph.optimize.operators import CHECK_LAYER, operator_proposals
+
+    spec = make_spec(
+        [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.", max_tokens=300)]}],
+        answer_format="last_number",
+    )
+    state = {"spec": spec.model_dump(mode="json"), "train": [], "batch": {"records": []}}
+    assert not [
+        p for p in operator_proposals(state, ["solve"]) if p["source"] == "operator:checker"
+    ]
+    (check,) = [
+        p
+        for p in operator_proposals(state, ["solve"], grow=True)
+        if p["source"] == "operator:checker"
+    ]
+    after = ann.apply_patch(spec, check["patch"])
+    assert [x.name for x in after.layers] == ["solve", CHECK_LAYER]
+    checker = after.layer(CHECK_LAYER).agents[0]
+    assert checker.max_tokens == 300 and checker.temperature == 0.0
+    assert checker.prompt.endswith("End with the line 'Answer: <number>' (digits only).")
+    assert after.layer_inputs(1) == ["solve"]  # it reads the proposed solution (and the task)
+    assert sense_reason(spec, after, check["patch"]) is None
+    compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
+    # once: a graph that already ends in a checker, or a layer before the answer, gets none
+    grown = {"spec": after.model_dump(mode="json"), "train": [], "batch": {"records": []}}
+    for name in ("solve", CHECK_LAYER):
+        assert not [
+            p
+            for p in operator_proposals(grown, [name], grow=True)
+            if p["source"] == "operator:checker"
+        ]
+    code = make_spec(
+        [{"name": "code", "agents": [agent("coder", "a coder", "Write it.")]}],
+        answer_format="code_block",
+    )
+    code_state = {**state, "spec": code.model_dump(mode="json")}
+    assert not [
+        p
+        for p in operator_proposals(code_state, ["code"], grow=True)
+        if p["source"] == "operator:checker"
+    ]  # a checker cannot restate code exactly

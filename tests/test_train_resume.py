@@ -63,6 +63,9 @@ SCENARIO = textwrap.dedent(
         """Right on n % 4 <= LEVEL; never right with BAD in the prompt."""
         system, question = messages[0].content, messages[-1].content
         n = int(re.search(r"What is (\d+)", question).group(1))
+        if "LEVEL" not in system:  # a checker (a growing operator): keeps the proposed answer
+            proposed = re.findall(r"Answer: (\d+)", question)
+            return f"Answer: {proposed[-1] if proposed else n}"
         level = int(re.search(r"LEVEL (\d+)", system).group(1))
         if "BAD" in system:
             return "Answer: 0"

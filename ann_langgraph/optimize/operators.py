@@ -19,6 +19,8 @@ from ..code_examples import defined_functions, stated_examples
 from ..spec import GraphSpec, LayerSpec
 
 __all__ = [
+    "CHECK_LAYER",
+    "CHECK_PROMPT",
     "GROWING",
     "OPERATORS",
     "Operator",
@@ -165,6 +167,57 @@ def _vote(
     return ops
 
 
+# How the checker ends, per answer format (the formats a checker can restate exactly).
+_CHECK_ENDINGS = {
+    "last_number": "End with the line 'Answer: <number>' (digits only).",
+    "choice_letter": "End with the line 'Answer: <letter>'.",
+    "boxed": "Put the final answer in \\boxed{}.",
+    "last_line": "Write the final answer alone on the last line.",
+}
+CHECK_LAYER = "check"
+CHECK_PROMPT = (
+    "You are shown a task and a proposed solution. Work the task out again yourself, step by "
+    "step, then compare: keep the proposed answer if it is right, correct it if it is wrong."
+)
+
+
+def _checker(
+    spec: GraphSpec,
+    layer: LayerSpec,
+    train: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """A checker layer after the answer layer: one agent that re-derives the answer from the
+    task and the proposed solution, and corrects it (a verifier, as in AFlow's ScEnsemble and
+    review operators). Offered for answers a checker can restate exactly, once: not after a
+    layer that already is one."""
+    ending = _CHECK_ENDINGS.get(spec.answer_format)
+    if ending is None or layer.name != spec.layers[-1].name or layer.name == CHECK_LAYER:
+        return []
+    if any(other.name == CHECK_LAYER for other in spec.layers):
+        return []
+    cap = max((a.max_tokens or 0) for a in layer.agents) or None
+    checker: dict[str, Any] = {
+        "id": "checker",
+        "role": "a careful checker of the proposed answer",
+        "prompt": f"{CHECK_PROMPT} {ending}",
+        "temperature": 0.0,
+    }
+    if cap:
+        checker["max_tokens"] = cap
+    return [
+        {
+            "op": "add_layer",
+            "after": layer.name,
+            "layer": {
+                "name": CHECK_LAYER,
+                "aggregator": "sequential_cot",
+                "agents": [checker],
+            },
+        }
+    ]
+
+
 OPERATORS: tuple[Operator, ...] = (
     Operator(
         name="raise_cap",
@@ -190,6 +243,12 @@ GROWING: tuple[Operator, ...] = (
         "keeps the answer most of them reach (self-consistency), at about three times the "
         "layer's cost.",
         ops=_vote,
+    ),
+    Operator(
+        name="checker",
+        rationale="The answer layer's answers are often wrong; a checker that works the task "
+        "out again from the proposed solution and corrects it costs one more call per example.",
+        ops=_checker,
     ),
 )
 
