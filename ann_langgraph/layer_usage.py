@@ -79,29 +79,22 @@ def layer_usage(spec: GraphSpec, records: Sequence[Mapping[str, Any]]) -> list[L
     the graph's tokens, and how often its answer (in the graph's answer format) is the graph's
     final answer, and the answer of the last layer it reads (a checker after a vote: how often
     it kept the vote's answer)."""
-    examples = sorted({str(r.get("example_id")) for r in records})
-    n = max(1, len(examples))
-    fmt = spec.answer_format
-    final = layer_answers(records, spec.layers[-1].name, fmt)
-    total = sum(
-        int(r.get("input_tokens") or 0) + int(r.get("output_tokens") or 0)
-        for r in records
-        if r.get("kind", "llm") == "llm"
-    )
+    n = max(1, len({str(r.get("example_id")) for r in records}))
+    answers = {
+        layer.name: layer_answers(records, layer.name, spec.answer_format) for layer in spec.layers
+    }
+    final = answers[spec.layers[-1].name]
+    calls = [r for r in records if r.get("kind", "llm") == "llm"]
+    total = sum(map(_tokens, calls))
     rows = []
     for index, layer in enumerate(spec.layers):
-        calls = [
-            r for r in records if r.get("layer") == layer.name and r.get("kind", "llm") == "llm"
-        ]
-        tokens = sum(
-            int(r.get("input_tokens") or 0) + int(r.get("output_tokens") or 0) for r in calls
-        )
-        mine = layer_answers(records, layer.name, fmt)
-        answered = {e: a for e, a in mine.items() if a is not None}
+        mine = [r for r in calls if r.get("layer") == layer.name]
+        tokens = sum(map(_tokens, mine))
+        answered = {e: a for e, a in answers[layer.name].items() if a is not None}
         inputs = spec.layer_inputs(index)
         same_as_input = None
         if inputs:
-            given = layer_answers(records, inputs[-1], fmt)
+            given = answers[inputs[-1]]
             same_as_input = sum(
                 1 for e, a in answered.items() if given.get(e) is not None and given[e] == a
             )
@@ -109,8 +102,8 @@ def layer_usage(spec: GraphSpec, records: Sequence[Mapping[str, Any]]) -> list[L
             LayerUsage(
                 layer=layer.name,
                 aggregator=layer.aggregator,
-                examples=len({str(r.get("example_id")) for r in calls}),
-                calls_per_example=len(calls) / n,
+                examples=len({str(r.get("example_id")) for r in mine}),
+                calls_per_example=len(mine) / n,
                 tokens_per_example=tokens / n,
                 share=tokens / total if total else 0.0,
                 answered=len(answered),
@@ -120,6 +113,11 @@ def layer_usage(spec: GraphSpec, records: Sequence[Mapping[str, Any]]) -> list[L
             )
         )
     return rows
+
+
+def _tokens(record: Mapping[str, Any]) -> int:
+    """What a call cost: its input plus output tokens."""
+    return int(record.get("input_tokens") or 0) + int(record.get("output_tokens") or 0)
 
 
 def usage_lines(rows: list[LayerUsage], *, title: str) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..layer_usage import first_agent_agreement, layer_usage
+from ..layer_usage import LayerUsage, first_agent_agreement, layer_usage
 from ..spec import GraphSpec, LayerSpec
 from .operators import agent_calls
 from .pool import step_spec
@@ -65,13 +65,13 @@ def _remove_layer(spec: GraphSpec, layer: LayerSpec, records: list[dict[str, Any
         reads = spec.layer_inputs(i)
         if i == index or layer.name not in reads:
             continue
+        if other.inputs is None and i == index + 1 and layer.inputs is None:
+            continue  # the default (the previous layer) already gives it what the layer read
         rewired: list[str] = []
         for name in reads:
             for kept in feeds if name == layer.name else [name]:
                 if kept not in rewired:
                     rewired.append(kept)
-        if other.inputs is None and i == index + 1 and layer.inputs is None:
-            continue  # the default (the previous layer) already gives it what the layer read
         ops.append({"op": "set_inputs", "layer": other.name, "inputs": rewired})
     return [*ops, {"op": "remove_layer", "layer": layer.name}]
 
@@ -125,12 +125,18 @@ def _settled(history: list[dict[str, Any]]) -> set[tuple[str, str]]:
     }
 
 
-def _evidence(spec: GraphSpec, layer: LayerSpec, name: str, records: list[dict[str, Any]]) -> str:
+def _evidence(
+    spec: GraphSpec,
+    layer: LayerSpec,
+    name: str,
+    records: list[dict[str, Any]],
+    usage: dict[str, LayerUsage],
+) -> str:
     """What the step's minibatch records say about this shrink (kept in history.jsonl)."""
     if not records:
         return ""
     if name == "remove_layer":
-        row = next(r for r in layer_usage(spec, records) if r.layer == layer.name)
+        row = usage[layer.name]
         return (
             f" Evidence (minibatch): '{layer.name}' spends {100 * row.share:.0f}% of the "
             f"graph's tokens ({row.tokens_per_example:,.0f} per example); its own output held "
@@ -155,6 +161,7 @@ def shrink_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     spec = GraphSpec.model_validate(step_spec(state))
     records = list((state.get("batch") or {}).get("records") or [])
     settled = _settled(list(state.get("history") or []))
+    usage = {row.layer: row for row in layer_usage(spec, records)}
     out = []
     for layer in spec.layers:
         for name, (make, rationale) in SHRINKS.items():
@@ -162,7 +169,7 @@ def shrink_proposals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
             source = f"operator:{name}"
             if not ops or (source, repr(ops)) in settled:
                 continue
-            why = rationale + _evidence(spec, layer, name, records)
+            why = rationale + _evidence(spec, layer, name, records, usage)
             out.append(
                 {
                     "layer": layer.name,
