@@ -73,8 +73,8 @@ class EvaluateCandidates:
             if not cand["valid"]:
                 out.append(cand)
                 continue
-            left = ctx.budget.rollouts_left(state.get("usage"), usage)
-            if left is not None and left < len(val):
+            left = ctx.budget.short_of(len(val), state.get("usage"), usage)
+            if left is not None:
                 why = f"rollout budget: {left} left, a validation needs {len(val)}"
                 out.append({**cand, "valid": False, "reason": why, "budget_stop": True})
                 continue

@@ -38,13 +38,15 @@ class Budget(BaseModel):
             return f"rollout budget reached ({rollouts} >= {self.max_rollouts})"
         return None
 
-    def rollouts_left(self, *usages: Mapping[str, Any] | None) -> int | None:
-        """Rollouts the budget still allows after ``usages`` (None: no rollout budget). A step
-        spends only what fits, so a run never ends above ``max_rollouts``."""
+    def short_of(self, need: int, *usages: Mapping[str, Any] | None) -> int | None:
+        """The rollouts left after ``usages`` when they are fewer than ``need``, else None (no
+        rollout budget, or it fits). A step spends only what fits, so a run never ends above
+        ``max_rollouts``."""
         if self.max_rollouts is None:
             return None
         spent = sum(int((u or {}).get("rollouts", 0)) for u in usages)
-        return max(0, self.max_rollouts - spent)
+        left = max(0, self.max_rollouts - spent)
+        return left if left < need else None
 
 
 class OptimizerConfig(BaseModel):

@@ -101,12 +101,12 @@ class CheckBudget:
         ctx = self.ctx
         reason = ctx.budget.exceeded(paid_so_far(ctx.cache, state, prices=ctx.prices))
         start = dict(state.get("usage") or {})
-        left = ctx.budget.rollouts_left(start)
         # a step that cannot pay for its minibatch, one screening and one validation would
         # spend the rest on a forward pass whose candidates are never scored
         screen = ctx.cfg.batch_size if ctx.cfg.screening else 0
         need = ctx.cfg.batch_size + 1 + screen + len(state.get("val") or [])  # +1: a dry run
-        if not reason and left is not None and left < need:
+        left = ctx.budget.short_of(need, start)
+        if not reason and left is not None:
             reason = (
                 f"rollout budget reached ({left} left of {ctx.budget.max_rollouts}; a step "
                 f"needs {need}: its minibatch, a dry run, {'a screening, ' if screen else ''}"

@@ -52,8 +52,8 @@ class ScreenCandidates:
             if not cand["valid"] or cand.get("source", "repairer") not in SCREENED_SOURCES:
                 out.append(cand)
                 continue
-            left = ctx.budget.rollouts_left(state.get("usage"), usage)
-            if left is not None and left < len(examples) + n_val:
+            left = ctx.budget.short_of(len(examples) + n_val, state.get("usage"), usage)
+            if left is not None:
                 why = (
                     f"rollout budget: {left} left, screening and validating it needs "
                     f"{len(examples) + n_val}"
