@@ -346,19 +346,19 @@ def _layer_lines(run_path: Path, state: dict[str, Any]) -> list[str]:
     versions = {v["version"]: v for v in state.get("versions") or []}
     members = {m["id"]: m for m in state.get("pool") or []}
     wanted = {0: "the starting spec (v0)", state.get("version", 0): "the best version"}
-    found: dict[int, tuple[int, list[dict[str, Any]]]] = {}
+    steps: dict[int, tuple[int, Path]] = {}  # version -> the step (and file) that shows it
     current = 0  # the version a step without a pool parent ran on
     for row in state.get("history") or []:
         member = members.get(row.get("parent")) or {}
         ran_on = int(member["version"]) if member.get("version") is not None else current
         current = int(row.get("version", current))
-        path = run_path / "records" / f"step-{int(row['global_step']):04d}.jsonl"
         if row.get("skipped") or ran_on not in wanted or ran_on not in versions:
             continue
-        if not path.is_file() or (ran_on == 0 and 0 in found):
-            continue  # v0: the first step that ran on it; the best: the last
-        records = [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
-        found[ran_on] = (int(row["global_step"]), records)
+        path = run_path / "records" / f"step-{int(row['global_step']):04d}.jsonl"
+        if path.is_file() and not (ran_on == 0 and 0 in steps):
+            # v0: the first step that ran on it; the best version: the last
+            steps[ran_on] = (int(row["global_step"]), path)
+    found = {version: (step, _records(path)) for version, (step, path) in steps.items()}
     if not found:
         return []
     lines = [
@@ -374,6 +374,10 @@ def _layer_lines(run_path: Path, state: dict[str, Any]) -> list[str]:
         title = f"{wanted[version]}, v{version} (step {step + 1}, {len(records)} records)"
         lines += ["", *usage_lines(layer_usage(spec, records), title=title)]
     return lines
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
 
 
 def _test_lines(test: dict[str, Any]) -> list[str]:
