@@ -201,18 +201,33 @@ def test_the_shrinks_are_named_and_documented() -> None:
     assert all(rationale for _, rationale in SHRINKS.values())
 
 
-def test_the_vote_grows_a_one_agent_answer_layer_only_under_cost() -> None:
+def _offered(spec: ann.GraphSpec, layer: str, operator: str, *, grow: bool = True) -> list:
+    """The proposals of ``operator:<operator>`` for ``layer`` of ``spec`` (growing ones with
+    ``grow``, as under the cost objective)."""
     from ann_langgraph.optimize.operators import operator_proposals
 
+    state = {"spec": spec.model_dump(mode="json"), "train": [], "batch": {"records": []}}
+    return [
+        p
+        for p in operator_proposals(state, [layer], grow=grow)
+        if p["source"] == f"operator:{operator}"
+    ]
+
+
+def _code_spec() -> ann.GraphSpec:
+    return make_spec(
+        [{"name": "code", "agents": [agent("coder", "a coder", "Write it.")]}],
+        answer_format="code_block",
+    )
+
+
+def test_the_vote_grows_a_one_agent_answer_layer_only_under_cost() -> None:
     spec = make_spec(
         [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.", temperature=0.0)]}],
         answer_format="last_number",
     )
-    state = {"spec": spec.model_dump(mode="json"), "train": [], "batch": {"records": []}}
-    assert not [p for p in operator_proposals(state, ["solve"]) if p["source"] == "operator:vote"]
-    (vote,) = [
-        p for p in operator_proposals(state, ["solve"], grow=True) if p["source"] == "operator:vote"
-    ]
+    assert not _offered(spec, "solve", "vote", grow=False)
+    (vote,) = _offered(spec, "solve", "vote")
     after = ann.apply_patch(spec, vote["patch"])
     layer = after.layer("solve")
     assert layer.aggregator == "parallel_vote"
@@ -224,34 +239,18 @@ def test_the_vote_grows_a_one_agent_answer_layer_only_under_cost() -> None:
     assert {a.prompt for a in layer.agents} == {"Add one."}
     assert sense_reason(spec, after, vote["patch"]) is None
     compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
-    code = make_spec(
-        [{"name": "code", "agents": [agent("coder", "a coder", "Write it.")]}],
-        answer_format="code_block",
-    )
-    code_state = {**state, "spec": code.model_dump(mode="json")}
-    assert not [
-        p
-        for p in operator_proposals(code_state, ["code"], grow=True)
-        if p["source"] == "operator:vote"
-    ]  # code answers cannot be tallied
+    assert not _offered(_code_spec(), "code", "vote")  # code answers cannot be tallied
 
 
 def test_the_checker_grows_a_layer_after_the_answer_once_and_only_under_cost() -> None:
-    from ann_langgraph.optimize.operators import CHECK_LAYER, operator_proposals
+    from ann_langgraph.optimize.operators import CHECK_LAYER
 
     spec = make_spec(
         [{"name": "solve", "agents": [agent("solver", "a solver", "Add one.", max_tokens=300)]}],
         answer_format="last_number",
     )
-    state = {"spec": spec.model_dump(mode="json"), "train": [], "batch": {"records": []}}
-    assert not [
-        p for p in operator_proposals(state, ["solve"]) if p["source"] == "operator:checker"
-    ]
-    (check,) = [
-        p
-        for p in operator_proposals(state, ["solve"], grow=True)
-        if p["source"] == "operator:checker"
-    ]
+    assert not _offered(spec, "solve", "checker", grow=False)
+    (check,) = _offered(spec, "solve", "checker")
     after = ann.apply_patch(spec, check["patch"])
     assert [x.name for x in after.layers] == ["solve", CHECK_LAYER]
     checker = after.layer(CHECK_LAYER).agents[0]
@@ -261,20 +260,6 @@ def test_the_checker_grows_a_layer_after_the_answer_once_and_only_under_cost() -
     assert sense_reason(spec, after, check["patch"]) is None
     compile_graph(after, models=ScriptedChatModel(default="Answer: 1"))
     # once: a graph that already ends in a checker, or a layer before the answer, gets none
-    grown = {"spec": after.model_dump(mode="json"), "train": [], "batch": {"records": []}}
     for name in ("solve", CHECK_LAYER):
-        assert not [
-            p
-            for p in operator_proposals(grown, [name], grow=True)
-            if p["source"] == "operator:checker"
-        ]
-    code = make_spec(
-        [{"name": "code", "agents": [agent("coder", "a coder", "Write it.")]}],
-        answer_format="code_block",
-    )
-    code_state = {**state, "spec": code.model_dump(mode="json")}
-    assert not [
-        p
-        for p in operator_proposals(code_state, ["code"], grow=True)
-        if p["source"] == "operator:checker"
-    ]  # a checker cannot restate code exactly
+        assert not _offered(after, name, "checker")
+    assert not _offered(_code_spec(), "code", "checker")  # a checker cannot restate code exactly
