@@ -266,8 +266,14 @@ async def aevaluate(
             done_scores.append(outcome.result.score)
             errors += outcome.result.error is not None
             bar.update(task_id, advance=1, mean=sum(done_scores) / len(done_scores), errors=errors)
-            if on_result is not None:
-                on_result(outcome.result)
+            if on_result is not None:  # with its usage, so a caller can save it whole
+                mine = [
+                    r
+                    for r in (*recorder.records, *outcome.records)
+                    if r.example_id == outcome.result.id and r.run_id not in before
+                ]
+                hits = tracker.hit_runs | outcome.hit_runs
+                on_result(_with_usage(outcome.result, mine, hits, prices))
             if session is not None:  # as each example finishes: a crash later loses none
                 feedback.append(
                     asyncio.ensure_future(
@@ -355,6 +361,36 @@ def _send_feedback(session: LangSmithSession, result: ExampleResult, metric: str
         logging.getLogger(__name__).warning("LangSmith feedback for %s failed: %s", result.id, exc)
 
 
+def _llm_cost(
+    rec: ExecutionRecord, hit_runs: set[str], prices: Mapping[str, Price] | None
+) -> tuple[bool, float]:
+    """(served by the cache, what it cost): a cached call is free."""
+    cached = rec.run_id in hit_runs
+    return cached, 0.0 if cached else cost_usd(
+        rec.model, rec.input_tokens, rec.output_tokens, prices
+    )
+
+
+def _with_usage(
+    result: ExampleResult,
+    records: Iterable[ExecutionRecord],
+    hit_runs: set[str],
+    prices: Mapping[str, Price] | None,
+) -> ExampleResult:
+    """A copy of ``result`` with the tokens, calls and cost of its LLM ``records``."""
+    out = result.model_copy()
+    for rec in records:
+        if rec.kind != "llm":
+            continue
+        cached, cost = _llm_cost(rec, hit_runs, prices)
+        out.input_tokens += rec.input_tokens
+        out.output_tokens += rec.output_tokens
+        out.calls += 1
+        out.cached_calls += int(cached)
+        out.cost_usd += cost
+    return out
+
+
 def _report(
     results: list[ExampleResult],
     records: list[ExecutionRecord],
@@ -368,8 +404,7 @@ def _report(
     for rec in records:
         if rec.kind != "llm":
             continue
-        cached = rec.run_id in hit_runs
-        cost = 0.0 if cached else cost_usd(rec.model, rec.input_tokens, rec.output_tokens, prices)
+        cached, cost = _llm_cost(rec, hit_runs, prices)
         totals["in"] += rec.input_tokens
         totals["out"] += rec.output_tokens
         totals["calls"] += 1
@@ -456,8 +491,9 @@ def evaluate(
     so the records name their example. ``prices`` extends the price table
     (``ann_langgraph.pricing``). Shows a transient progress bar on a terminal, or a plain line
     every minute when stderr is not one, unless ``progress=False``. Each example's root run id
-    is ``ExampleResult.run_id``. ``on_result`` (optional) is called with each example's result
-    as it finishes, in finishing order (for progress of your own; keep it quick).
+    is ``ExampleResult.run_id``. ``on_result`` (optional) is called with each example's result,
+    its tokens, calls and cost filled in, as it finishes, in finishing order (for progress or
+    saving of your own; keep it quick).
 
     ``langsmith``: ``"auto"`` traces to a new project ``ann-<run id>`` when LangSmith is
     configured (else nothing is sent); a ``LangSmithSession`` traces to its project; ``None``

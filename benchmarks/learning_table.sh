@@ -11,7 +11,9 @@
 # back into benchmarks/results/<table>/ (`python -m evals.record`: no benchmark text), so
 # committing that folder keeps the row when this machine is gone. A method already in the record
 # with the same options is reused by evals.compare (seconds, no model call); changed options
-# (e.g. --val-limit) run it again; a killed method resumes from SCRATCH_DIR on the same machine. Run
+# (e.g. --val-limit) run it again; a killed method resumes from SCRATCH_DIR on the same machine,
+# and on another one from the examples it had scored, once recorded: before a sitting ends, run
+# `python -m evals.record SCRATCH_DIR/<table> benchmarks/results/<table>` and commit. Run
 # it from the repository root with the venv active and ANN_DATA_DIR set (docs/benchmarks.md).
 # Two model-heavy jobs on two cores slow each other badly: run nothing else meanwhile.
 set -euo pipefail
@@ -66,10 +68,11 @@ for table in "${ORDER[@]}"; do
     cmd=(python -m evals.compare "${COMMON[@]}" "${args[@]}" --methods "$method" --out "$out")
     echo "== $(date -u +%FT%TZ) $table $method: ${cmd[*]}"
     if [ "$DRY" = 1 ]; then continue; fi
-    if "${cmd[@]}"; then
-      python -m evals.record "$out" "benchmarks/results/$table"
-    else
+    if ! "${cmd[@]}"; then
       echo "== $table $method failed (exit $?); the next method runs" >&2
     fi
+    # a failed method's scored examples are recorded too (evals.carry): the next machine
+    # scores only the rest
+    python -m evals.record "$out" "benchmarks/results/$table" || true
   done
 done

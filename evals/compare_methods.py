@@ -17,14 +17,15 @@ from ann_langgraph.cache import SQLiteLLMCache
 from ann_langgraph.evaluate import EvalReport, evaluate
 from ann_langgraph.executors import Executor, resolve_executor
 from ann_langgraph.local.catalogue import is_local_string
-from ann_langgraph.metrics import Metric
+from ann_langgraph.metrics import Metric, metric_name
 from ann_langgraph.models import ModelsArg, model_label
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .base import Benchmark, code_version
 from .baselines import BASELINES, baseline_spec
+from .carry import TRAINED, Carried, CarryWriter, discard, join, load_carried
 from .compare_config import ANN_VARIANTS, DSPY_METHODS, METHODS, CompareConfig
-from .report import RunSummary, summarize, write_jsonl, write_text
+from .report import RunSummary, result_row, summarize, write_jsonl, write_text
 
 __all__ = ["MethodRunner", "dspy_concurrency", "error_text"]
 
@@ -108,6 +109,9 @@ class MethodRunner:
         self.executor: Executor = resolve_executor(config.executor)
         self.owns_executor = True
         self.reused: set[str] = set()
+        self.example_ids = {str(ex["id"]) for ex in examples}
+        # per method scored this sitting: its carry meta and the rows carried into it
+        self.carried: dict[str, tuple[Carried | None, dict[str, dict[str, Any]]]] = {}
 
     def method_dir(self, method: str) -> Path:
         return self.out_dir / "methods" / method
@@ -147,20 +151,67 @@ class MethodRunner:
             return None
         return old
 
-    def evaluate_spec(self, spec: GraphSpec, method: str) -> EvalReport:
+    def evaluate_spec(
+        self,
+        spec: GraphSpec,
+        method: str,
+        *,
+        key: str,
+        training: dict[str, Any] | None = None,
+    ) -> EvalReport:
+        """Score ``spec`` on the examples an earlier sitting left unscored (``evals.carry``:
+        every example is saved as it finishes), and join them with the carried ones."""
         models = self.models if self.models is not None else self.config.model
-        return evaluate(
-            spec,
+        folder = self.method_dir(method)
+        previous, carried = load_carried(folder, key=key, fingerprint=spec.fingerprint)
+        carried = {k: v for k, v in carried.items() if k in self.example_ids}
+        if carried:
+            self.console.print(
+                f"{method}: {len(carried)} of {len(self.examples)} examples carried from "
+                f"{previous.sittings if previous else 0} earlier sitting(s)"
+            )
+        by_id = {str(ex["id"]): ex for ex in self.examples}
+        writer = CarryWriter(
+            folder,
+            key=key,
+            fingerprint=spec.fingerprint,
+            code=code_version(),
+            previous=previous,
+            kept=carried,
+            training=training,
+            row=lambda r: result_row(
+                r,
+                by_id.get(r.id, {}),
+                method=method,
+                extras=self.extras,
+                breakdown=self.bench.breakdown,
+            ),
+        )
+        todo = [ex for ex in self.examples if str(ex["id"]) not in carried]
+        report = None
+        if todo:
+            report = evaluate(
+                spec,
+                todo,
+                self.metric,
+                models=models,
+                concurrency=self.config.concurrency
+                or self.executor.default_concurrency(spec, models, otherwise=4),
+                timeout_s=self.config.timeout_s,
+                cache=self.cache,
+                progress=self.progress,
+                metadata={"ann_compare_method": method},
+                executor=self.executor,
+                on_result=writer.add,
+            )
+        writer.save()
+        self.carried[method] = (writer.meta, carried)
+        return join(
+            report,
+            carried,
             self.examples,
-            self.metric,
-            models=models,
-            concurrency=self.config.concurrency
-            or self.executor.default_concurrency(spec, models, otherwise=4),
-            timeout_s=self.config.timeout_s,
-            cache=self.cache,
-            progress=self.progress,
-            metadata={"ann_compare_method": method},
-            executor=self.executor,
+            wall_time_s=writer.meta.wall_time_s,
+            metric=metric_name(self.metric),
         )
 
     def finish(
@@ -173,6 +224,9 @@ class MethodRunner:
     ) -> RunSummary:
         """Write the method's files, the spec with them: written when a run began, a record
         taken meanwhile (``evals.record``) paired a new spec with the old results."""
+        meta, carried = self.carried.pop(method, (None, {}))
+        if meta is not None and meta.sittings > 1:
+            details = {**details, "sittings": meta.sittings, "codes": meta.codes}
         summary, rows = summarize(
             report,
             self.examples,
@@ -180,12 +234,14 @@ class MethodRunner:
             extra_metrics=self.extras,
             breakdown=self.bench.breakdown,
             details={**details, "code": code_version()},
+            known_extra={k: v.get("extra") or {} for k, v in carried.items()},
         )
         folder = self.method_dir(method)
         if spec is not None:
             save_spec(spec, folder / "spec.yaml")
         write_jsonl(folder / "results.jsonl", rows)
         write_text(folder / "summary.json", summary.model_dump_json(indent=2) + "\n")
+        discard(folder)  # results.jsonl holds every row now
         return summary
 
     # -- methods -----------------------------------------------------------------------
@@ -267,7 +323,7 @@ class MethodRunner:
         old = self.reusable(method, key)
         if old is not None:
             return old
-        report = self.evaluate_spec(spec, method)
+        report = self.evaluate_spec(spec, method, key=key)
         return self.finish(
             method,
             report,
@@ -321,6 +377,16 @@ class MethodRunner:
             return old
         train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
         run_dir = self.method_dir(method) / "run"
+        carried = None if (run_dir / "run.json").exists() else self.carried_training(method, key)
+        if carried is not None:  # trained in an earlier sitting, scoring cut off: score on
+            best, training = carried
+            report = self.evaluate_spec(best, method, key=key, training=training)
+            return self.finish(
+                method,
+                report,
+                {"key": key, "spec_fingerprint": best.fingerprint, "training": training},
+                spec=best,
+            )
         model: Any = self.models if self.models is not None else cfg.model
 
         def run() -> Any:
@@ -383,7 +449,8 @@ class MethodRunner:
             "rollout_budget": cfg.rollout_budget,
             "wall_time_s": result.wall_time_s,
         }
-        report = self.evaluate_spec(result.best_spec, method)
+        save_spec(result.best_spec, self.method_dir(method) / TRAINED)
+        report = self.evaluate_spec(result.best_spec, method, key=key, training=training)
         return self.finish(
             method,
             report,
@@ -394,6 +461,21 @@ class MethodRunner:
             },
             spec=result.best_spec,
         )
+
+    def carried_training(self, method: str, key: str) -> tuple[GraphSpec, dict[str, Any]] | None:
+        """The spec an earlier sitting trained under ``key`` and began to score, with its
+        training numbers, when the record carried it whole (``evals.carry``)."""
+        folder = self.method_dir(method)
+        if not (folder / TRAINED).is_file():
+            return None
+        try:
+            spec = load_spec(folder / TRAINED)
+        except (OSError, ValueError):
+            return None
+        meta, _ = load_carried(folder, key=key, fingerprint=spec.fingerprint)
+        if meta is None or not meta.training:
+            return None
+        return spec, dict(meta.training)
 
     def dspy(self, method: str = "dspy") -> RunSummary:
         from . import dspy_baseline

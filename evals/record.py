@@ -1,6 +1,10 @@
 """Keep a comparison's finished rows without the benchmark's own text, so they can be committed
 and a later machine can finish the table.
 
+A method cut off while scoring (the machine gone) leaves ``partial.jsonl``/``partial.json``
+(``evals.carry``): they are recorded the same way, stripped, so the next machine scores only
+the examples still missing. Record before a sitting ends, even mid-method.
+
 A learning table on the embedded model takes longer than one machine lives here, so the rows
 are recorded as they finish::
 
@@ -30,6 +34,7 @@ import typer
 
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
+from .carry import PARTIAL, PARTIAL_META, TRAINED, discard
 from .optimizer_stats import run_stats
 from .report import read_jsonl, write_jsonl, write_text
 
@@ -68,25 +73,47 @@ def _spec_without_data(src: Path, dest: Path) -> None:
     save_spec(GraphSpec.model_validate(data), dest)
 
 
+def _record_partial(folder: Path, out: Path) -> None:
+    """A method cut off while scoring: its carried rows (stripped) and their meta, and the
+    spec it trained when that spec holds no demonstrations (``evals.carry``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / PARTIAL_META, out / PARTIAL_META)
+    rows = read_jsonl(folder / PARTIAL) if (folder / PARTIAL).is_file() else []
+    write_jsonl(out / PARTIAL, [_strip(r) for r in rows])
+    trained = folder / TRAINED
+    if trained.is_file() and not any(
+        a.demos for la in load_spec(trained).layers for a in la.agents
+    ):
+        shutil.copyfile(trained, out / TRAINED)
+
+
 def record_compare(src: str | Path, dest: str | Path) -> list[str]:
     """Copy the finished rows of comparison folder ``src`` into ``dest``; return the methods.
 
-    Methods whose summary is missing or not ``ok`` are left out (a later run redoes them).
+    Methods whose summary is missing or not ``ok`` are left out (a later run redoes them),
+    except the examples such a method had scored (``evals.carry``), which are recorded for a
+    later machine to continue from.
     Replaces what ``dest`` held for those methods; other methods already in ``dest`` stay.
     """
     src, dest = Path(src), Path(dest)
-    if not (src / "compare.json").is_file():
+    partial = sorted(p.parent for p in (src / "methods").glob(f"*/{PARTIAL_META}"))
+    if not (src / "compare.json").is_file() and not partial:
         raise ValueError(f"{src}: no compare.json (not an evals.compare folder?)")
     dest.mkdir(parents=True, exist_ok=True)
     kept: list[str] = []
     for folder in sorted((src / "methods").glob("*")):
         summary_path, results = folder / "summary.json", folder / "results.jsonl"
-        if not summary_path.is_file() or not results.is_file():
-            continue
-        if json.loads(summary_path.read_text(encoding="utf-8")).get("status") != "ok":
+        finished = summary_path.is_file() and results.is_file()
+        if finished and json.loads(summary_path.read_text(encoding="utf-8")).get("status") != "ok":
+            finished = False
+        if not finished:
+            if folder in partial:
+                _record_partial(folder, dest / "methods" / folder.name)
             continue
         out = dest / "methods" / folder.name
         out.mkdir(parents=True, exist_ok=True)
+        discard(out)
+        (out / TRAINED).unlink(missing_ok=True)
         shutil.copyfile(summary_path, out / "summary.json")
         if (folder / "spec.yaml").is_file():
             _spec_without_data(folder / "spec.yaml", out / "spec.yaml")
@@ -100,7 +127,8 @@ def record_compare(src: str | Path, dest: str | Path) -> list[str]:
             write_text(out / "optimizer.json", json.dumps({"runs": [stats]}, indent=2) + "\n")
         kept.append(folder.name)
     for name in ("compare.md", "compare.json"):
-        shutil.copyfile(src / name, dest / name)
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
     if (src / "compare_front.png").is_file():  # the plot compare.md links (no benchmark text)
         shutil.copyfile(src / "compare_front.png", dest / "compare_front.png")
     return kept

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ann_langgraph.evaluate import EvalReport, confidence_interval
+from ann_langgraph.evaluate import EvalReport, ExampleResult, confidence_interval
 from ann_langgraph.metrics import Metric, as_score
 from ann_langgraph.stats import holm, paired_sign_test
 
@@ -27,6 +27,7 @@ __all__ = [
     "compare_table",
     "eval_markdown",
     "read_jsonl",
+    "result_row",
     "summarize",
     "write_jsonl",
 ]
@@ -100,6 +101,26 @@ def _natural(value: str) -> tuple[int, float | str]:
         return (1, value)
 
 
+def result_row(
+    result: ExampleResult,
+    example: Mapping[str, Any],
+    *,
+    method: str = "",
+    extras: Mapping[str, Metric] | None = None,
+    breakdown: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One example's row of ``results.jsonl``: the result, its extra metrics and breakdown."""
+    row = result.model_dump(mode="json")
+    if method:
+        row["method"] = method
+    row["extra"] = {
+        name: (0.0 if result.error is not None else _score(fn, example, result.output))
+        for name, fn in (extras or {}).items()
+    }
+    row["breakdown"] = {key: example.get(key) for key in breakdown}
+    return row
+
+
 def summarize(
     report: EvalReport,
     examples: Sequence[Mapping[str, Any]],
@@ -108,25 +129,24 @@ def summarize(
     extra_metrics: Mapping[str, Metric] | None = None,
     breakdown: Sequence[str] = (),
     details: Mapping[str, Any] | None = None,
+    known_extra: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[RunSummary, list[dict[str, Any]]]:
     """The summary and per-example rows of ``report`` (run on ``examples``, same ids).
 
-    Extra metrics score each example's output (0 for an example that errored); breakdown keys
-    are read from the examples.
+    Extra metrics score each example's output (0 for an example that errored), except those
+    ``known_extra`` gives by example id (rows carried from an earlier sitting, whose recorded
+    output is cut: ``evals.carry``); breakdown keys are read from the examples.
     """
     by_id = {str(ex["id"]): ex for ex in examples}
     extras = dict(extra_metrics or {})
+    known = known_extra or {}
     rows: list[dict[str, Any]] = []
     for result in report.results:
-        example = by_id.get(result.id, {})
-        row = result.model_dump(mode="json")
-        if method:
-            row["method"] = method
-        row["extra"] = {
-            name: (0.0 if result.error is not None else _score(fn, example, result.output))
-            for name, fn in extras.items()
-        }
-        row["breakdown"] = {key: example.get(key) for key in breakdown}
+        row = result_row(
+            result, by_id.get(result.id, {}), method=method, extras=extras, breakdown=breakdown
+        )
+        if result.id in known:  # scored in an earlier sitting, from its whole output
+            row["extra"] = {name: float(known[result.id].get(name, 0.0)) for name in extras}
         rows.append(row)
     n = report.n
     summary = RunSummary(

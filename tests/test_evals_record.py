@@ -165,10 +165,10 @@ def test_a_method_being_run_again_keeps_its_spec_with_its_results(tmp_path, scri
     seen: list[str] = []
     evaluate_spec = compare_methods.MethodRunner.evaluate_spec
 
-    def peek(self, spec, method):
+    def peek(self, spec, method, **kw):
         seen.append(spec_path.read_text())
         assert record_compare(out, tmp_path / "record") == ["cot"]  # a record taken meanwhile
-        return evaluate_spec(self, spec, method)
+        return evaluate_spec(self, spec, method, **kw)
 
     compare_methods.MethodRunner.evaluate_spec = peek  # type: ignore[method-assign]
     try:
