@@ -483,3 +483,24 @@ def test_on_result_hears_each_example_as_it_finishes():
     )
     assert seen == [(r.id, r.score) for r in report.results]  # one call each, finishing order
     assert sorted(score for _, score in seen) == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_on_result_gets_each_examples_usage_and_the_report_counts_it_once():
+    heard = []
+    report = evaluate(
+        one_layer_spec(),
+        DATA,
+        "numeric_match",
+        models=scripted(),
+        concurrency=2,
+        progress=False,
+        on_result=heard.append,
+    )
+    by_id = {r.id: r for r in report.results}
+    for result in heard:  # what a caller saves as it goes (evals.carry) is the whole row
+        final = by_id[result.id]
+        assert result.calls == final.calls == 1
+        assert result.input_tokens == final.input_tokens > 0
+        assert result.output_tokens == final.output_tokens > 0
+    assert report.input_tokens == sum(r.input_tokens for r in report.results)
+    assert report.calls == len(DATA)
