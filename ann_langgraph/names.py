@@ -28,6 +28,7 @@ BUILTIN_AGGREGATORS = (
     "self_refine",
     "dynamic",
     "test_revise",
+    "execute_code",
 )
 BUILTIN_TOOLS = ("calculator", "python")
 

@@ -23,7 +23,7 @@ def _layer_calls(layer: LayerSpec, aggregator: str | None = None) -> int:
         return n * layer.rounds
     if agg == "self_refine":
         return (layer.rounds + 1) + max(1, n - 1) * layer.rounds
-    if agg == "test_revise":
+    if agg in ("test_revise", "execute_code"):
         return 1 + layer.rounds
     if agg == "dynamic":
         return 1 + max(_layer_calls(layer, c) for c in layer.candidates or ["sequential_cot"])

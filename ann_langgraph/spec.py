@@ -219,7 +219,7 @@ class LayerSpec(_Base):
         default=2,
         ge=1,
         le=10,
-        description="Rounds for debate/self_refine; revisions for test_revise.",
+        description="Rounds for debate/self_refine; revisions for test_revise and execute_code.",
     )
     judge: AgentSpec | None = Field(default=None, description="Optional tie-breaker for votes.")
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from . import debate, refine, router, sequential, test_revise, tool_pipeline, vote
+from . import (
+    debate,
+    execute_code,
+    refine,
+    router,
+    sequential,
+    test_revise,
+    tool_pipeline,
+    vote,
+)
 from .registry import register_aggregator
 
 register_aggregator(
@@ -20,4 +29,7 @@ register_aggregator("self_refine", refine.build_self_refine, description=refine.
 register_aggregator("dynamic", router.build_dynamic, description=router.DESCRIPTION)
 register_aggregator(
     "test_revise", test_revise.build_test_revise, description=test_revise.DESCRIPTION
+)
+register_aggregator(
+    "execute_code", execute_code.build_execute_code, description=execute_code.DESCRIPTION
 )

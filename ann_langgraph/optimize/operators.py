@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..aggregators.execute_code import python_program
 from ..code_examples import defined_functions, stated_examples
 from ..spec import GraphSpec, LayerSpec
 
@@ -76,6 +77,30 @@ def _test_revise(
     if not train or 2 * sum(map(_states_examples, train)) < len(train):
         return []
     return [{"op": "set_aggregator", "layer": layer.name, "aggregator": "test_revise"}]
+
+
+# Where at least this share of the answer agent's minibatch answers hold a Python program, the
+# layer runs them (execute_code).
+PROGRAM_SHARE = 0.25
+
+
+def _execute_code(
+    spec: GraphSpec,
+    layer: LayerSpec,
+    train: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The one-agent answer layer runs the Python its answers hold and answers with what it
+    printed (``execute_code``: PAL, Program of Thoughts). Offered where the model already
+    writes programs it cannot run, at least ``PROGRAM_SHARE`` of its minibatch answers (a coder
+    model then makes up their output), and never where the answer is the code itself."""
+    if spec.answer_format == "code_block" or not _lone_answer_agent(spec, layer):
+        return []
+    calls = agent_calls(records, layer.name).get(layer.agents[0].id, [])
+    programs = sum(1 for r in calls if python_program(str(r.get("output") or "")) is not None)
+    if not calls or programs < max(1, PROGRAM_SHARE * len(calls)):
+        return []
+    return [{"op": "set_aggregator", "layer": layer.name, "aggregator": "execute_code"}]
 
 
 # Where at least this share of an agent's minibatch answers hit their cap, the cap is raised.
@@ -230,6 +255,12 @@ OPERATORS: tuple[Operator, ...] = (
         rationale="Run the examples the task states on the written code and, when one fails, "
         "tell the coder what failed and let it try afresh (test, then revise).",
         ops=_test_revise,
+    ),
+    Operator(
+        name="execute_code",
+        rationale="The answers hold Python programs whose output the model wrote itself, as it "
+        "cannot run them; run each program and answer with what it really prints.",
+        ops=_execute_code,
     ),
 )
 

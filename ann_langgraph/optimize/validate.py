@@ -114,9 +114,10 @@ def sense_reason(
 
     Rejected: a vote or debate over a single agent (it is that agent's answer, at the price
     of the machinery), a tool-using aggregator with no tools, test_revise in a graph whose
-    answer is not code, a final-layer output cap too small for the answer format, a cap
-    lowered on an agent whose answers were already cut off (at its own cap or, without one,
-    at the cap its calls ran with), and a patch that removes the answer layer.
+    answer is not code (and execute_code in one whose answer is), a final-layer output cap
+    too small for the answer format, a cap lowered on an agent whose answers were already cut
+    off (at its own cap or, without one, at the cap its calls ran with), and a patch that
+    removes the answer layer.
     """
     touched = _touched(patch)
     last = after.layers[-1].name
@@ -158,6 +159,12 @@ def sense_reason(
             return (
                 f"layer '{layer.name}': test_revise runs code, but this graph answers in "
                 f"{after.answer_format}, not code_block"
+            )
+        if layer.aggregator == "execute_code" and after.answer_format == "code_block":
+            return (
+                f"layer '{layer.name}': execute_code puts a program's printed output in place "
+                "of the text after it, but this graph's answer is the code itself (test_revise "
+                "checks code answers)"
             )
         for agent in layer.agents:
             cap = agent.max_tokens
