@@ -99,6 +99,22 @@ class EvalReport(BaseModel):
     run_id: str | None = Field(default=None, description="ann_run_id, when traced to LangSmith.")
     langsmith_project: str | None = None
 
+    @classmethod
+    def of(cls, results: list[ExampleResult], **fields: Any) -> EvalReport:
+        """A report over ``results``: mean, 95% CI, n and errors from them; usage, wall time,
+        records and metric from ``fields``."""
+        scores = [r.score for r in results]
+        low, high = confidence_interval(scores)
+        return cls(
+            mean=sum(scores) / len(scores) if scores else 0.0,
+            ci_low=low,
+            ci_high=high,
+            n=len(results),
+            results=results,
+            errors=sum(r.error is not None for r in results),
+            **fields,
+        )
+
     @property
     def scores(self) -> list[float]:
         return [r.score for r in self.results]
@@ -380,15 +396,17 @@ def _with_usage(
     """A copy of ``result`` with the tokens, calls and cost of its LLM ``records``."""
     out = result.model_copy()
     for rec in records:
-        if rec.kind != "llm":
-            continue
-        cached, cost = _llm_cost(rec, hit_runs, prices)
-        out.input_tokens += rec.input_tokens
-        out.output_tokens += rec.output_tokens
-        out.calls += 1
-        out.cached_calls += int(cached)
-        out.cost_usd += cost
+        if rec.kind == "llm":
+            _add_call(out, rec, *_llm_cost(rec, hit_runs, prices))
     return out
+
+
+def _add_call(result: ExampleResult, rec: ExecutionRecord, cached: bool, cost: float) -> None:
+    result.input_tokens += rec.input_tokens
+    result.output_tokens += rec.output_tokens
+    result.calls += 1
+    result.cached_calls += int(cached)
+    result.cost_usd += cost
 
 
 def _report(
@@ -415,19 +433,9 @@ def _report(
             totals["cout"] += rec.output_tokens
         result = by_id.get(rec.example_id or "")
         if result is not None:
-            result.input_tokens += rec.input_tokens
-            result.output_tokens += rec.output_tokens
-            result.calls += 1
-            result.cached_calls += int(cached)
-            result.cost_usd += cost
-    scores = [r.score for r in results]
-    low, high = confidence_interval(scores)
-    return EvalReport(
-        mean=sum(scores) / len(scores) if scores else 0.0,
-        ci_low=low,
-        ci_high=high,
-        n=len(results),
-        results=results,
+            _add_call(result, rec, cached, cost)
+    return EvalReport.of(
+        results,
         input_tokens=int(totals["in"]),
         output_tokens=int(totals["out"]),
         calls=int(totals["calls"]),
@@ -437,7 +445,6 @@ def _report(
         cost_usd=float(totals["cost"]),
         wall_time_s=wall,
         records=records,
-        errors=sum(r.error is not None for r in results),
         metric=metric,
     )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ann_langgraph.evaluate import EvalReport, ExampleResult, confidence_interval
+from ann_langgraph.evaluate import EvalReport, ExampleResult
 
 from .report import read_jsonl, write_text
 
@@ -161,18 +161,12 @@ def join(
         else:
             raise ValueError(f"example {key} was neither scored nor carried")
     old = [_result(carried[r.id]) for r in results if r.id not in fresh]
-    scores = [r.score for r in results]
-    low, high = confidence_interval(scores)
 
     def total(name: str) -> Any:
         return (getattr(report, name) if report else 0) + sum(getattr(r, name) for r in old)
 
-    return EvalReport(
-        mean=sum(scores) / len(scores) if scores else 0.0,
-        ci_low=low,
-        ci_high=high,
-        n=len(results),
-        results=results,
+    return EvalReport.of(
+        results,
         input_tokens=total("input_tokens"),
         output_tokens=total("output_tokens"),
         calls=total("calls"),
@@ -180,6 +174,5 @@ def join(
         cost_usd=total("cost_usd"),
         wall_time_s=wall_time_s,
         records=list(report.records) if report else [],
-        errors=sum(1 for r in results if r.error is not None),
         metric=report.metric if report else metric,
     )
