@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ann_langgraph.evaluate import EvalReport, ExampleResult, confidence_interval
+from ann_langgraph.evaluate import EvalReport, ExampleResult
 from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric, as_score
 from ann_langgraph.pricing import cost_usd
@@ -378,21 +378,14 @@ def run_dspy(
         compiled.save(str(folder / "program.json"))
         results, totals = _evaluate(dspy, lm, compiled, examples, metric, output_text, label)
     wall = time.perf_counter() - started - training["wall_time_s"]
-    scores = [r.score for r in results]
-    low, high = confidence_interval(scores)
-    report = EvalReport(
-        mean=sum(scores) / len(scores) if scores else 0.0,
-        ci_low=low,
-        ci_high=high,
-        n=len(results),
-        results=results,
+    report = EvalReport.of(
+        results,
         input_tokens=totals["input_tokens"],
         output_tokens=totals["output_tokens"],
         calls=totals["calls"],
         cached_calls=totals["cached_calls"],
         cost_usd=totals["cost_usd"],
         wall_time_s=wall,
-        errors=sum(r.error is not None for r in results),
         metric=getattr(metric, "__name__", "metric"),
     )
     details = {
