@@ -13,11 +13,13 @@ and at which commits.
 
 A trained spec carries over the same way when it holds nothing a record drops (no demonstrations):
 ``trained.yaml`` plus the training's numbers in ``partial.json``, so a new machine scores it
-instead of training again.
+instead of training again; so does a DSPy row's compiled ``program.json`` without demos (GEPA's:
+instructions only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +39,8 @@ __all__ = [
     "Carried",
     "CarryWriter",
     "discard",
+    "file_fingerprint",
+    "has_demos",
     "join",
     "load_carried",
 ]
@@ -55,6 +59,20 @@ class Carried(BaseModel):
     wall_time_s: float = Field(default=0.0, description="Scoring time of the sittings so far.")
     codes: list[str] = Field(default_factory=list, description="The commit of each sitting.")
     training: dict[str, Any] | None = None
+
+
+def file_fingerprint(path: Path) -> str:
+    """What a carried program file is keyed by (a DSPy row's ``program.json``)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def has_demos(data: Any) -> bool:
+    """Whether a saved DSPy program holds demonstrations (training text: never recorded)."""
+    if isinstance(data, dict):
+        return bool(data.get("demos")) or any(has_demos(v) for v in data.values())
+    if isinstance(data, list):
+        return any(has_demos(v) for v in data)
+    return False
 
 
 def load_carried(

@@ -23,7 +23,15 @@ from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
 from .base import Benchmark, code_version
 from .baselines import BASELINES, baseline_spec
-from .carry import TRAINED, Carried, CarryWriter, discard, join, load_carried
+from .carry import (
+    TRAINED,
+    Carried,
+    CarryWriter,
+    discard,
+    file_fingerprint,
+    join,
+    load_carried,
+)
 from .compare_config import ANN_VARIANTS, DSPY_METHODS, METHODS, CompareConfig
 from .report import RunSummary, result_row, summarize, write_jsonl, write_text
 
@@ -170,22 +178,8 @@ class MethodRunner:
                 f"{method}: {len(carried)} of {len(self.examples)} examples carried from "
                 f"{previous.sittings if previous else 0} earlier sitting(s)"
             )
-        by_id = {str(ex["id"]): ex for ex in self.examples}
-        writer = CarryWriter(
-            folder,
-            key=key,
-            fingerprint=spec.fingerprint,
-            code=code_version(),
-            previous=previous,
-            kept=carried,
-            training=training,
-            row=lambda r: result_row(
-                r,
-                by_id.get(r.id, {}),
-                method=method,
-                extras=self.extras,
-                breakdown=self.bench.breakdown,
-            ),
+        writer = self.carry_writer(
+            method, key, spec.fingerprint, previous, carried, training=training
         )
         todo = [ex for ex in self.examples if str(ex["id"]) not in carried]
         report = None
@@ -212,6 +206,35 @@ class MethodRunner:
             self.examples,
             wall_time_s=writer.meta.wall_time_s,
             metric=metric_name(self.metric),
+        )
+
+    def carry_writer(
+        self,
+        method: str,
+        key: str,
+        fingerprint: str,
+        previous: Carried | None,
+        carried: dict[str, dict[str, Any]],
+        *,
+        training: dict[str, Any] | None = None,
+    ) -> CarryWriter:
+        """Saves each example of ``method`` as it is scored (``evals.carry``)."""
+        by_id = {str(ex["id"]): ex for ex in self.examples}
+        return CarryWriter(
+            self.method_dir(method),
+            key=key,
+            fingerprint=fingerprint,
+            code=code_version(),
+            previous=previous,
+            kept=carried,
+            training=training,
+            row=lambda r: result_row(
+                r,
+                by_id.get(r.id, {}),
+                method=method,
+                extras=self.extras,
+                breakdown=self.bench.breakdown,
+            ),
         )
 
     def finish(
@@ -488,6 +511,21 @@ class MethodRunner:
         optimizer = self.dspy_optimizer(method)
         if self.models is not None and not isinstance(self.models, str):
             raise ValueError("the DSPy baseline needs a model string (e.g. local, openai:...)")
+        folder = self.method_dir(method)
+        carried: dict[str, dict[str, Any]] = {}
+        writer: CarryWriter | None = None
+
+        def carry(program: Path, training: dict[str, Any]) -> Any:
+            """Once the program is ready: the examples an earlier sitting scored with it."""
+            nonlocal carried, writer
+            fingerprint = file_fingerprint(program)
+            previous, carried = load_carried(folder, key=key, fingerprint=fingerprint)
+            carried = {k: v for k, v in carried.items() if k in self.example_ids}
+            writer = self.carry_writer(
+                method, key, fingerprint, previous, carried, training=training
+            )
+            return set(carried), writer.add
+
         outcome = dspy_baseline.run_dspy(
             self.bench,
             model=cfg.model,
@@ -502,8 +540,34 @@ class MethodRunner:
             progress=self.progress,
             rollouts=self.gepa_rollouts() if optimizer == "gepa" else cfg.rollout_budget,
             max_tokens=self.dspy_max_tokens(),
+            compiled_from=self.carried_program(method, key),
+            carry=carry,
         )
-        return self.finish(method, outcome.report, {"key": key, **outcome.details})
+        report = outcome.report
+        if writer is not None:
+            writer.save()
+            self.carried[method] = (writer.meta, carried)
+            report = join(
+                report,
+                carried,
+                self.examples,
+                wall_time_s=writer.meta.wall_time_s,
+                metric=report.metric,
+            )
+        return self.finish(method, report, {"key": key, **outcome.details})
+
+    def carried_program(self, method: str, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """The DSPy program an earlier sitting compiled under ``key`` and began to score, with
+        its training numbers, when the record carried it (no demonstrations: ``evals.carry``)."""
+        program = self.method_dir(method) / "program.json"
+        if not program.is_file():
+            return None
+        meta, _ = load_carried(
+            self.method_dir(method), key=key, fingerprint=file_fingerprint(program)
+        )
+        if meta is None or not meta.training:
+            return None
+        return program, dict(meta.training)
 
     def run(self, method: str) -> RunSummary:
         if method in BASELINES:

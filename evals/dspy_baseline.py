@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from ann_langgraph.metrics import Metric, as_score
 from ann_langgraph.pricing import cost_usd
 
 from .base import Benchmark
+
+# (program.json, training numbers) -> (ids already scored, a callback per example scored)
+Carry = Callable[[Path, dict[str, Any]], tuple[set[str], Callable[[ExampleResult], None] | None]]
 
 __all__ = ["DSPY_OPTIMIZERS", "DSPyOutcome", "DSPyUnavailable", "dspy_model", "run_dspy"]
 
@@ -267,8 +270,15 @@ def run_dspy(
     reflection_lm: Any = None,
     rollouts: int | None = None,
     max_tokens: int | None = None,
+    compiled_from: tuple[Path, dict[str, Any]] | None = None,
+    carry: Carry | None = None,
 ) -> DSPyOutcome:
     """Compile a CoT program on ``train``/``val`` and score it on ``examples``.
+
+    ``compiled_from``: (a saved ``program.json``, its training numbers): score that program
+    instead of compiling (an earlier sitting compiled it). ``carry(program.json, training)``,
+    called once the program is ready, returns the ids already scored (left out) and a callback
+    for each example scored (``evals.carry``).
 
     ``lm`` replaces the ``dspy.LM`` built from ``model`` (tests pass a dummy LM); ``model``
     stays the label used for pricing. ``max_tokens``: the answer cap (default: the model's
@@ -333,6 +343,16 @@ def run_dspy(
 
     program = dspy.ChainOfThought(_signature(dspy, bench))
     started = time.perf_counter()
+    if compiled_from is not None:
+        program.load(str(compiled_from[0]))
+        training = dict(compiled_from[1])
+        with dspy.context(lm=lm, max_errors=UNLIMITED_ERRORS):
+            done, on_result = carry(compiled_from[0], training) if carry else (set(), None)
+            todo = [ex for ex in examples if str(ex["id"]) not in done]
+            results, totals = _evaluate(
+                dspy, lm, program, todo, metric, output_text, label, on_result=on_result
+            )
+        return _outcome(results, totals, training, folder, dspy, metric, started)
     with dspy.context(lm=lm, max_errors=UNLIMITED_ERRORS):
         before = len(lm.history)
         reflected = len(reflection_lm.history) if reflection_lm is not None else 0
@@ -376,8 +396,26 @@ def run_dspy(
             "wall_time_s": time.perf_counter() - started,
         }
         compiled.save(str(folder / "program.json"))
-        results, totals = _evaluate(dspy, lm, compiled, examples, metric, output_text, label)
-    wall = time.perf_counter() - started - training["wall_time_s"]
+        done, on_result = carry(folder / "program.json", training) if carry else (set(), None)
+        todo = [ex for ex in examples if str(ex["id"]) not in done]
+        results, totals = _evaluate(
+            dspy, lm, compiled, todo, metric, output_text, label, on_result=on_result
+        )
+    return _outcome(
+        results, totals, training, folder, dspy, metric, started + training["wall_time_s"]
+    )
+
+
+def _outcome(
+    results: list[ExampleResult],
+    totals: dict[str, Any],
+    training: dict[str, Any],
+    folder: Path,
+    dspy: Any,
+    metric: Metric,
+    scoring_began: float,
+) -> DSPyOutcome:
+    wall = time.perf_counter() - scoring_began
     report = EvalReport.of(
         results,
         input_tokens=totals["input_tokens"],
@@ -396,7 +434,7 @@ def run_dspy(
             "baseline_score": None,
             "best_score": None,
             "steps": None,
-            "stop_reason": f"dspy {optimizer} compiled",
+            "stop_reason": f"dspy {training['optimizer']} compiled",
         },
         "dspy_version": getattr(dspy, "__version__", "?"),
         "program": str(folder / "program.json"),
@@ -412,9 +450,11 @@ def _evaluate(
     metric: Metric,
     output_text: Any,
     label: str,
+    *,
+    on_result: Callable[[ExampleResult], None] | None = None,
 ) -> tuple[list[ExampleResult], dict[str, Any]]:
     """Run the compiled program on each example in order (one at a time: exact per-example
-    usage from the LM history)."""
+    usage from the LM history); ``on_result`` hears each one as it finishes."""
     results: list[ExampleResult] = []
     totals = {"calls": 0, "cached_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     for row in examples:
@@ -441,4 +481,6 @@ def _evaluate(
         for key in totals:
             totals[key] += usage[key]
         results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results, totals

@@ -34,7 +34,7 @@ import typer
 
 from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 
-from .carry import PARTIAL, PARTIAL_META, TRAINED, discard
+from .carry import PARTIAL, PARTIAL_META, TRAINED, discard, has_demos
 from .optimizer_stats import run_stats
 from .report import read_jsonl, write_jsonl, write_text
 
@@ -80,6 +80,9 @@ def _record_partial(folder: Path, out: Path) -> None:
     shutil.copyfile(folder / PARTIAL_META, out / PARTIAL_META)
     rows = read_jsonl(folder / PARTIAL) if (folder / PARTIAL).is_file() else []
     write_jsonl(out / PARTIAL, [_strip(r) for r in rows])
+    program = folder / "program.json"  # a DSPy row's compiled program, when it has no demos
+    if program.is_file() and not has_demos(json.loads(program.read_text(encoding="utf-8"))):
+        shutil.copyfile(program, out / "program.json")
     trained = folder / TRAINED
     if trained.is_file() and not any(
         a.demos for la in load_spec(trained).layers for a in la.agents
@@ -112,8 +115,9 @@ def record_compare(src: str | Path, dest: str | Path) -> list[str]:
             continue
         out = dest / "methods" / folder.name
         out.mkdir(parents=True, exist_ok=True)
-        discard(out)
-        (out / TRAINED).unlink(missing_ok=True)
+        discard(out)  # the finished row replaces what an earlier sitting carried
+        for name in (TRAINED, "program.json"):
+            (out / name).unlink(missing_ok=True)
         shutil.copyfile(summary_path, out / "summary.json")
         if (folder / "spec.yaml").is_file():
             _spec_without_data(folder / "spec.yaml", out / "spec.yaml")

@@ -437,3 +437,78 @@ def test_a_budgeted_bootstrap_rs_spends_no_more_than_its_budget(tmp_path):
     training = outcome.details["training"]
     assert training["rollout_budget"] == budget
     assert 0 < training["rollouts"] <= budget
+
+
+def test_a_gepa_row_cut_off_while_scoring_goes_on_from_its_record_without_compiling(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    from evals import compare, dspy_baseline
+    from evals.carry import PARTIAL, PARTIAL_META
+    from evals.record import record_compare
+
+    _bench(tmp_path)
+    real_run, real_evaluate = dspy_baseline.run_dspy, dspy_baseline._evaluate
+    compiled: list[int] = []
+    real_gepa = dspy.GEPA
+
+    def gepa(*a: Any, **kw: Any) -> Any:
+        compiled.append(1)
+        return real_gepa(*a, **kw)
+
+    monkeypatch.setattr(dspy, "GEPA", gepa)
+    monkeypatch.setattr(
+        dspy_baseline,
+        "run_dspy",
+        lambda *a, **kw: real_run(*a, **{**kw, "lm": MagicLM(), "reflection_lm": ReflectLM()}),
+    )
+
+    def dies(dspy_, lm, program, examples, *a: Any, **kw: Any) -> Any:
+        real_evaluate(dspy_, lm, program, examples[:1], *a, **kw)
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(dspy_baseline, "_evaluate", dies)
+    config = compare.CompareConfig(
+        benchmark="toy-dspy",
+        model="scripted",
+        data_dir=str(tmp_path),
+        methods=["dspy-gepa"],
+        concurrency=1,
+        rollout_budget=20,
+    )
+    out = tmp_path / "out"
+    (row,) = compare.run_compare(config, out_dir=out, progress=False).summaries
+    assert row.status == "error" and compiled == [1]
+    record = tmp_path / "record"
+    record_compare(out, record)
+    kept = record / "methods" / "dspy-gepa"
+    assert len(read_jsonl(kept / PARTIAL)) == 1
+    assert "MAGIC" in (kept / "program.json").read_text()  # instructions only: carried whole
+    assert json.loads((kept / PARTIAL_META).read_text())["training"]["optimizer"] == "gepa"
+
+    monkeypatch.setattr(dspy_baseline, "_evaluate", real_evaluate)
+    again = tmp_path / "again"
+    shutil.copytree(record, again)
+    scored: list[str] = []
+    monkeypatch.setattr(
+        dspy_baseline,
+        "_evaluate",
+        lambda d, lm, p, examples, *a, **kw: (
+            scored.extend(str(e["id"]) for e in examples),
+            real_evaluate(d, lm, p, examples, *a, **kw),
+        )[1],
+    )
+    (row,) = compare.run_compare(config, out_dir=again, progress=False).summaries
+    assert compiled == [1]  # not compiled again
+    assert row.status == "ok" and row.n == 3 and row.mean == 1.0 and len(scored) == 2
+    assert row.details["sittings"] == 2
+    assert row.details["training"]["rollout_budget"] == 20  # the first sitting's numbers
+    assert not (again / "methods" / "dspy-gepa" / PARTIAL).exists()
+
+
+def test_a_dspy_program_with_demos_is_not_carried_whole():
+    from evals.carry import has_demos
+
+    assert not has_demos({"predict": {"demos": [], "signature": {"instructions": "x"}}})
+    assert has_demos({"predict": {"demos": [{"question": "What is 1+2?", "answer": "3"}]}})
