@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ann_langgraph.evaluate import EvalReport, ExampleResult
+from ann_langgraph.eval_report import EvalReport
+from ann_langgraph.executors import ExampleResult
 
 from .report import read_jsonl, write_text
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ann_langgraph.evaluate import EvalReport, ExampleResult
+from ann_langgraph.eval_report import EvalReport
+from ann_langgraph.executors import ExampleResult
 from ann_langgraph.local.catalogue import is_local_string
 from ann_langgraph.metrics import Metric, as_score
 from ann_langgraph.pricing import cost_usd
