@@ -57,8 +57,8 @@ test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -m "not local_model and not langgraph_dev and not ray_cluster"
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check ann_langgraph evals tests benchmarks examples
-	$(VENV)/bin/ruff format --check ann_langgraph evals examples tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check ann_langgraph evals examples tests benchmarks data
 
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy

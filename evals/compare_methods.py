@@ -1,12 +1,12 @@
 """One comparison's methods, run on the same examples with a shared response cache: each method
 writes ``methods/<method>/`` (summary, per-example rows, spec) and a finished one is reused when
-its key (examples, model, options) matches."""
+its key (examples, model, options) matches. The trained rows are in ``compare_train``, the DSPy
+rows in ``compare_dspy``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,21 @@ from ann_langgraph.spec import GraphSpec, load_spec, save_spec
 from .base import Benchmark, code_version
 from .baselines import BASELINES, baseline_spec
 from .carry import (
-    TRAINED,
     Carried,
     CarryWriter,
     discard,
-    file_fingerprint,
     join,
     load_carried,
 )
 from .compare_config import ANN_VARIANTS, DSPY_METHODS, METHODS, CompareConfig
+from .compare_dspy import (
+    dspy_concurrency,
+    dspy_max_tokens,
+    dspy_optimizer,
+    gepa_rollouts,
+    run_dspy_method,
+)
+from .compare_train import run_ann_trained, train_options
 from .report import RunSummary, result_row, summarize, write_jsonl, write_text
 
 __all__ = ["MethodRunner", "dspy_concurrency", "error_text"]
@@ -46,40 +52,6 @@ def _hash(data: Any) -> str:
 def error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text if len(text) <= 2000 else text[:2000] + "...[truncated]"
-
-
-def dspy_concurrency(config: CompareConfig) -> int:
-    """DSPy's threads: ``--concurrency``, else the engine's slots on ``local`` (as the other
-    rows get), else 4."""
-    if config.concurrency:
-        return config.concurrency
-    if is_local_string(config.model):
-        from ann_langgraph.local.registry import planned_slots
-
-        return planned_slots()
-    return 4
-
-
-def train_options(cfg: CompareConfig) -> dict[str, Any]:
-    """The training options that key an ann row (and the DSPy rows' shared ones)."""
-    return {
-        "train_split": cfg.train_split,
-        "val_split": cfg.val_split,
-        "train_limit": cfg.train_limit,
-        "val_limit": cfg.val_limit,
-        "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
-        "optimizer_model": cfg.optimizer_model,
-        "seed": cfg.seed,
-        "budget": [cfg.max_train_tokens, cfg.max_train_calls, cfg.max_train_usd],
-        "rollout_budget": cfg.rollout_budget,
-        # only when asked for, so the keys of accuracy runs recorded before stay valid
-        **(
-            {"objective": [cfg.objective, cfg.margin, cfg.min_saving]}
-            if cfg.objective != "accuracy"
-            else {}
-        ),
-    }
 
 
 class MethodRunner:
@@ -281,12 +253,12 @@ class MethodRunner:
             return self.key(method, {"spec": self.baseline_spec(method).fingerprint})
         options = self.train_options()
         if method == "dspy" or method in DSPY_METHODS:  # no starter spec involved
-            optimizer = self.dspy_optimizer(method)
-            options = {**options, "optimizer": optimizer, "max_tokens": self.dspy_max_tokens()}
+            optimizer = dspy_optimizer(self, method)
+            options = {**options, "optimizer": optimizer, "max_tokens": dspy_max_tokens(self)}
             options.pop("optimizer_model")
             options.pop("rollout_budget")
             if optimizer == "gepa":
-                options["rollouts"] = self.gepa_rollouts()
+                options["rollouts"] = gepa_rollouts(self)
             elif self.config.rollout_budget:  # sized to the budget (unbudgeted keys unchanged)
                 options["rollouts"] = self.config.rollout_budget
             return self.key(method, options)
@@ -296,32 +268,6 @@ class MethodRunner:
         if method != "ann-trained":  # ablations: the key names what they leave out
             options = {**options, "variant": ANN_VARIANTS[method]}
         return self.key(method, {"spec": start, "train": options})
-
-    def dspy_optimizer(self, method: str) -> str:
-        return DSPY_METHODS.get(method) or self.config.dspy_optimizer_for_model()
-
-    def dspy_max_tokens(self) -> int | None:
-        """DSPy's answer cap: the one our chain-of-thought baseline gets on this benchmark
-        (1024 before a code answer), else the model's own."""
-        from .baselines import REASONED_CODE_MAX_TOKENS
-
-        return REASONED_CODE_MAX_TOKENS if self.bench.answer_format == "code_block" else None
-
-    def gepa_rollouts(self) -> int:
-        """GEPA's ``max_metric_calls``: ``--rollout-budget``, else the training rollouts of the
-        ann-trained row this folder holds (so both spend the same)."""
-        if self.config.rollout_budget:
-            return self.config.rollout_budget
-        old = None
-        if self.summary_path("ann-trained").exists():
-            old = self.finished("ann-trained", self.key_for("ann-trained"))
-        training = (old.details.get("training") or {}) if old is not None else {}
-        if training.get("rollouts"):
-            return int(training["rollouts"])
-        raise ValueError(
-            "GEPA's rollout budget is the ann-trained row's: run --methods ann-trained into "
-            "this folder first, or pass --rollout-budget N"
-        )
 
     def table(self, summaries: list[RunSummary]) -> list[RunSummary]:
         """The methods earlier commands finished in this folder for the same examples, model
@@ -386,196 +332,13 @@ class MethodRunner:
     def train_options(self) -> dict[str, Any]:
         return train_options(self.config)
 
-    def ann_trained(self, method: str = "ann-trained") -> RunSummary:
-        """Train the starter (``method``: ann-trained, or an ablation of ``ANN_VARIANTS``)
-        and score the best spec."""
-        from ann_langgraph.optimize.graph import Budget, OptimizerConfig
-        from ann_langgraph.train import RunDirError, train
-
-        cfg = self.config
-        start = self.starter()
-        key = self.key_for(method)
-        old = self.reusable(method, key)
-        if old is not None:
-            return old
-        train_rows, val_rows = self.split_rows("train"), self.split_rows("val")
-        run_dir = self.method_dir(method) / "run"
-        carried = None if (run_dir / "run.json").exists() else self.carried_training(method, key)
-        if carried is not None:  # trained in an earlier sitting, scoring cut off: score on
-            best, training = carried
-            report = self.evaluate_spec(best, method, key=key, training=training)
-            return self.finish(
-                method,
-                report,
-                {"key": key, "spec_fingerprint": best.fingerprint, "training": training},
-                spec=best,
-            )
-        model: Any = self.models if self.models is not None else cfg.model
-
-        def run() -> Any:
-            return train(
-                start,
-                train=train_rows,
-                val=val_rows,
-                metric=self.metric,
-                models=model,
-                optimizer_model=cfg.optimizer_model or model,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                run_dir=run_dir,
-                budget=Budget(
-                    max_tokens=cfg.max_train_tokens,
-                    max_calls=cfg.max_train_calls,
-                    max_usd=cfg.max_train_usd,
-                    max_rollouts=cfg.rollout_budget,
-                ),
-                resume=(run_dir / "run.json").exists(),
-                cache=cfg.cache,
-                config=OptimizerConfig(
-                    seed=cfg.seed,
-                    concurrency=cfg.concurrency,
-                    timeout_s=cfg.timeout_s,
-                    objective=cfg.objective,
-                    margin=cfg.margin,
-                    min_saving=cfg.min_saving,
-                    **ANN_VARIANTS[method],
-                ),
-                progress=self.progress,
-                executor=self.executor,
-            )
-
-        try:
-            result = run()
-        except RunDirError as exc:
-            if not (run_dir / "run.json").exists():
-                raise
-            # a killed run of other options (e.g. --val-limit changed): keep it, start afresh
-            aside = run_dir.with_name(f"run.stale-{time.strftime('%Y%m%dT%H%M%S')}")
-            run_dir.rename(aside)
-            self.console.print(f"[yellow]{exc}; moved it to {aside} and training afresh[/]")
-            result = run()
-        usage = result.usage
-        training = {
-            "run_dir": str(run_dir),
-            "train_n": len(train_rows),
-            "val_n": len(val_rows),
-            "baseline_score": result.baseline_score,
-            "best_score": result.best_score,
-            "steps": len(result.history),
-            "versions": len(result.versions),
-            "stop_reason": result.stop_reason,
-            "tokens": int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
-            "calls": int(usage.get("calls", 0)),
-            "cached_calls": int(usage.get("cached_calls", 0)),
-            "cost_usd": float(usage.get("cost_usd", 0.0)),
-            "rollouts": int(usage.get("rollouts", 0)),
-            "rollout_budget": cfg.rollout_budget,
-            "wall_time_s": result.wall_time_s,
-        }
-        save_spec(result.best_spec, self.method_dir(method) / TRAINED)
-        report = self.evaluate_spec(result.best_spec, method, key=key, training=training)
-        return self.finish(
-            method,
-            report,
-            {
-                "key": key,
-                "spec_fingerprint": result.best_spec.fingerprint,
-                "training": training,
-            },
-            spec=result.best_spec,
-        )
-
-    def carried_training(self, method: str, key: str) -> tuple[GraphSpec, dict[str, Any]] | None:
-        """The spec an earlier sitting trained under ``key`` and began to score, with its
-        training numbers, when the record carried it whole (``evals.carry``)."""
-        folder = self.method_dir(method)
-        if not (folder / TRAINED).is_file():
-            return None
-        try:
-            spec = load_spec(folder / TRAINED)
-        except (OSError, ValueError):
-            return None
-        meta, _ = load_carried(folder, key=key, fingerprint=spec.fingerprint)
-        if meta is None or not meta.training:
-            return None
-        return spec, dict(meta.training)
-
-    def dspy(self, method: str = "dspy") -> RunSummary:
-        from . import dspy_baseline
-
-        cfg = self.config
-        key = self.key_for(method)
-        old = self.reusable(method, key)
-        if old is not None:
-            return old
-        optimizer = self.dspy_optimizer(method)
-        if self.models is not None and not isinstance(self.models, str):
-            raise ValueError("the DSPy baseline needs a model string (e.g. local, openai:...)")
-        folder = self.method_dir(method)
-        carried: dict[str, dict[str, Any]] = {}
-        writer: CarryWriter | None = None
-
-        def carry(program: Path, training: dict[str, Any]) -> Any:
-            """Once the program is ready: the examples an earlier sitting scored with it."""
-            nonlocal carried, writer
-            fingerprint = file_fingerprint(program)
-            previous, carried = load_carried(folder, key=key, fingerprint=fingerprint)
-            carried = {k: v for k, v in carried.items() if k in self.example_ids}
-            writer = self.carry_writer(
-                method, key, fingerprint, previous, carried, training=training
-            )
-            return set(carried), writer.add
-
-        outcome = dspy_baseline.run_dspy(
-            self.bench,
-            model=cfg.model,
-            train=self.split_rows("train"),
-            val=self.split_rows("val"),
-            examples=self.examples,
-            metric=self.metric,
-            optimizer=optimizer,
-            seed=cfg.seed,
-            concurrency=dspy_concurrency(cfg),
-            out_dir=self.method_dir(method),
-            progress=self.progress,
-            rollouts=self.gepa_rollouts() if optimizer == "gepa" else cfg.rollout_budget,
-            max_tokens=self.dspy_max_tokens(),
-            compiled_from=self.carried_program(method, key),
-            carry=carry,
-        )
-        report = outcome.report
-        if writer is not None:
-            writer.save()
-            self.carried[method] = (writer.meta, carried)
-            report = join(
-                report,
-                carried,
-                self.examples,
-                wall_time_s=writer.meta.wall_time_s,
-                metric=report.metric,
-            )
-        return self.finish(method, report, {"key": key, **outcome.details})
-
-    def carried_program(self, method: str, key: str) -> tuple[Path, dict[str, Any]] | None:
-        """The DSPy program an earlier sitting compiled under ``key`` and began to score, with
-        its training numbers, when the record carried it (no demonstrations: ``evals.carry``)."""
-        program = self.method_dir(method) / "program.json"
-        if not program.is_file():
-            return None
-        meta, _ = load_carried(
-            self.method_dir(method), key=key, fingerprint=file_fingerprint(program)
-        )
-        if meta is None or not meta.training:
-            return None
-        return program, dict(meta.training)
-
     def run(self, method: str) -> RunSummary:
         if method in BASELINES:
             return self.baseline(method)
         if method in ANN_VARIANTS:
-            return self.ann_trained(method)
+            return run_ann_trained(self, method)
         if method == "dspy" or method in DSPY_METHODS:
-            return self.dspy(method)
+            return run_dspy_method(self, method)
         runners: dict[str, Callable[[], RunSummary]] = {"ann": self.ann}
         return runners[method]()
 

@@ -12,16 +12,54 @@ import random
 from pathlib import Path
 
 SEED = 20261125
-POSITIVE = ["loved", "really enjoyed", "was delighted by", "would happily recommend", "adored",
-            "was impressed by", "had a great time with", "am thrilled with"]
-NEGATIVE = ["hated", "really disliked", "was disappointed by", "would never recommend", "regret buying",
-            "was annoyed by", "had a terrible time with", "am unhappy with"]
-THINGS = ["this movie", "the new phone", "this restaurant", "the hotel room", "this book",
-          "the headphones", "this coffee maker", "the concert", "this video game", "the running shoes"]
-POS_TAIL = ["It was wonderful.", "Everything worked perfectly.", "Five stars.", "Great value.",
-            "I will buy it again.", "Absolutely fantastic."]
-NEG_TAIL = ["It was awful.", "Nothing worked.", "One star.", "A waste of money.",
-            "I want a refund.", "Absolutely terrible."]
+POSITIVE = [
+    "loved",
+    "really enjoyed",
+    "was delighted by",
+    "would happily recommend",
+    "adored",
+    "was impressed by",
+    "had a great time with",
+    "am thrilled with",
+]
+NEGATIVE = [
+    "hated",
+    "really disliked",
+    "was disappointed by",
+    "would never recommend",
+    "regret buying",
+    "was annoyed by",
+    "had a terrible time with",
+    "am unhappy with",
+]
+THINGS = [
+    "this movie",
+    "the new phone",
+    "this restaurant",
+    "the hotel room",
+    "this book",
+    "the headphones",
+    "this coffee maker",
+    "the concert",
+    "this video game",
+    "the running shoes",
+]
+POS_TAIL = [
+    "It was wonderful.",
+    "Everything worked perfectly.",
+    "Five stars.",
+    "Great value.",
+    "I will buy it again.",
+    "Absolutely fantastic.",
+]
+NEG_TAIL = [
+    "It was awful.",
+    "Nothing worked.",
+    "One star.",
+    "A waste of money.",
+    "I want a refund.",
+    "Absolutely terrible.",
+]
 
 
 def make(n: int, rng: random.Random) -> list[dict[str, str]]:
