@@ -13,10 +13,44 @@ import random
 from pathlib import Path
 
 SEED = 20261126
-CITIES = ["Paris", "Tokyo", "Cairo", "Lima", "Oslo", "Madrid", "Berlin", "Nairobi", "Toronto",
-          "Sydney", "Dublin", "Lisbon", "Prague", "Seoul", "Denver", "Boston", "Vienna", "Rome"]
-PEOPLE = ["Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas",
-          "Kemal", "Lucia", "Maya", "Noah", "Omar", "Priya"]
+CITIES = [
+    "Paris",
+    "Tokyo",
+    "Cairo",
+    "Lima",
+    "Oslo",
+    "Madrid",
+    "Berlin",
+    "Nairobi",
+    "Toronto",
+    "Sydney",
+    "Dublin",
+    "Lisbon",
+    "Prague",
+    "Seoul",
+    "Denver",
+    "Boston",
+    "Vienna",
+    "Rome",
+]
+PEOPLE = [
+    "Anna",
+    "Ben",
+    "Chloe",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lucia",
+    "Maya",
+    "Noah",
+    "Omar",
+    "Priya",
+]
 TEMPLATES = [
     "{p} flew to {c} last week to visit an old friend.",
     "After the conference in {c}, {p} took the night train home.",
