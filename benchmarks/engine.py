@@ -1,4 +1,5 @@
-"""The embedded engine: llama.cpp's llama-server against llama-cpp-python's server, same run.
+"""The embedded engines side by side, same run: llama-cpp-python's server, the compiled
+llama-server and the prebuilt one (``xllamacpp``'s wheel); ratios are over the first engine.
 
 For each embedded model and each engine, on a fresh server of that engine:
 
@@ -12,6 +13,7 @@ For each embedded model and each engine, on a fresh server of that engine:
    minute, and prompt tokens the server processed against the prompt tokens sent.
 
     python benchmarks/engine.py [--models qwen2.5-coder-1.5b,smollm2] [--eval-rows 20]
+        [--engines python,llama-server,prebuilt]
 
 Two model servers never run at once (each is stopped before the next starts). Prints one table
 per model and the new/old ratios. Needs the GSM8K data (``ANN_DATA_DIR`` or ../shared).
@@ -153,7 +155,7 @@ def _measure(entry: str, engine: str, args: argparse.Namespace) -> dict[str, Any
     n_ctx = CATALOGUE[entry].n_ctx
     out: dict[str, Any] = {"model": entry, "engine": engine}
     # 1. throughput sweep (8 slots on the engine, so 8 requests can decode together)
-    slots = 8 if engine == "llama-server" else 1
+    slots = 1 if engine == "python" else 8
     with LocalServer(path, n_ctx=n_ctx, engine=engine, slots=slots) as srv:  # type: ignore[arg-type]
         asyncio.run(_throughput(srv.url, 1, 16))  # warm-up
         out["throughput"] = {
@@ -181,56 +183,46 @@ def _fmt_tp(tp: dict[int, dict[str, float]]) -> str:
     return ", ".join(f"{c}: {v['tok_s']:.1f} tok/s" for c, v in tp.items())
 
 
-def _table(results: list[dict[str, Any]]) -> str:
+def _field(*path: str) -> Any:
+    def get(run: dict[str, Any]) -> Any:
+        for key in path:
+            run = run[key]
+        return run
+
+    return get
+
+
+def _table(results: list[dict[str, Any]], engines: list[str]) -> str:
+    """One table per model: a column per engine, then each later engine over the first."""
     by = {(r["model"], r["engine"]): r for r in results}
+    base, others = engines[0], engines[1:]
+    head = " | ".join(engines) + "".join(f" | {e}/{base}" for e in others)
     lines = []
     for entry in dict.fromkeys(r["model"] for r in results):
-        old, new = by.get((entry, "python")), by.get((entry, "llama-server"))
-        lines += [f"## {entry}", "", "| measure | llama-cpp-python | llama-server | new/old |"]
-        lines.append("| --- | --- | --- | --- |")
+        runs = [by.get((entry, e)) for e in engines]
+        lines += [f"## {entry}", "", f"| measure | {head} |"]
+        lines.append("| --- " * (1 + len(engines) + len(others)) + "|")
 
         def row(
-            name: str, a: float | None, b: float | None, fmt: str = "{:.1f}", out: list[str] = lines
+            name: str, get: Any, fmt: str = "{:.1f}", out: list[str] = lines, runs: Any = runs
         ) -> None:
-            ratio = f"{b / a:.2f}" if a and b is not None else ""
-            sa = fmt.format(a) if a is not None else ""
-            sb = fmt.format(b) if b is not None else ""
-            out.append(f"| {name} | {sa} | {sb} | {ratio} |")
+            vals = [get(r) if r else None for r in runs]
+            cells = [fmt.format(v) if v is not None else "" for v in vals]
+            ratios = [f"{v / vals[0]:.2f}" if vals[0] and v is not None else "" for v in vals[1:]]
+            out.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
 
         for c in (1, 2, 4, 8):
-            row(
-                f"generation tok/s, {c} concurrent",
-                old and old["throughput"][c]["tok_s"],
-                new and new["throughput"][c]["tok_s"],
-            )
+            row(f"generation tok/s, {c} concurrent", lambda r, c=c: r["throughput"][c]["tok_s"])
         for k in ("3", "5"):
-            row(
-                f"vote-of-{k} wall / one call",
-                old and old["votes"][f"vote{k}_ratio"],
-                new and new["votes"][f"vote{k}_ratio"],
-                "{:.2f}",
-            )
-        row("one call (s)", old and old["votes"]["one_call_s"], new and new["votes"]["one_call_s"])
-        if (old or new or {}).get("eval"):
-            row(
-                "ann eval examples/min (GSM8K CoT)",
-                old and old["eval"]["examples_per_min"],
-                new and new["eval"]["examples_per_min"],
-                "{:.2f}",
-            )
-            row(
-                "prompt tokens processed / sent",
-                old and old["eval"]["processed_share"],
-                new and new["eval"]["processed_share"],
-                "{:.2f}",
-            )
-            row(
-                "eval accuracy (n rows)",
-                old and old["eval"]["accuracy"],
-                new and new["eval"]["accuracy"],
-                "{:.2f}",
-            )
-        lines += [f"(slots: llama-server {new['slots'] if new else '-'}, fallback 1)", ""]
+            ratio = f"vote{k}_ratio"
+            row(f"vote-of-{k} wall / one call", lambda r, q=ratio: r["votes"][q], "{:.2f}")
+        row("one call (s)", lambda r: r["votes"]["one_call_s"])
+        if any(r and r.get("eval") for r in runs):
+            row("ann eval examples/min (GSM8K CoT)", _field("eval", "examples_per_min"), "{:.2f}")
+            row("prompt tokens processed / sent", lambda r: r["eval"]["processed_share"], "{:.2f}")
+            row("eval accuracy (n rows)", lambda r: r["eval"]["accuracy"], "{:.2f}")
+        slots = ", ".join(f"{e} {r['slots']}" for e, r in zip(engines, runs, strict=True) if r)
+        lines += [f"(slots: {slots})", ""]
     return "\n".join(lines)
 
 
@@ -250,7 +242,7 @@ def main() -> None:
             results.append(_measure(entry, engine, args))
             if args.json:
                 args.json.write_text(json.dumps(results, indent=2, default=str))
-    print(_table(results))
+    print(_table(results, args.engines.split(",")))
 
 
 if __name__ == "__main__":

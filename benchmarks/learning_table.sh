@@ -17,6 +17,10 @@
 # it from the repository root with the venv active and ANN_DATA_DIR set (docs/benchmarks.md).
 # Two model-heavy jobs on two cores slow each other badly: run nothing else meanwhile.
 set -euo pipefail
+# Every row so far ran on the compiled engine (-march=native); the prebuilt AVX2 server that
+# `auto` picks before a build computes in other kernels, so its answers at temperature 0 can
+# differ. The rows stay on the compiled one (built here on first use if need be).
+export ANN_LOCAL_ENGINE=${ANN_LOCAL_ENGINE:-llama-server}
 ONLY_METHODS=${METHODS:-}
 unset METHODS
 

@@ -228,7 +228,7 @@ class MethodRunner:
             method=method,
             extra_metrics=self.extras,
             breakdown=self.bench.breakdown,
-            details={**details, "code": code_version()},
+            details={**details, "code": code_version(), **_engine_detail()},
             known_extra={k: v.get("extra") or {} for k, v in carried.items()},
         )
         folder = self.method_dir(method)
@@ -347,3 +347,11 @@ class MethodRunner:
             self.executor.close()
         if self.cache is not None:
             self.cache.close()
+
+
+def _engine_detail() -> dict[str, str]:
+    """Which embedded engine served the row, when one did (``local``)."""
+    from ann_langgraph.local.registry import live_engines
+
+    engines = live_engines()
+    return {"engine": ",".join(engines)} if engines else {}

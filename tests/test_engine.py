@@ -73,6 +73,10 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ANN_CACHE_DIR", str(cache))
     monkeypatch.delenv("ANN_LOCAL_ENGINE", raising=False)
     monkeypatch.setattr(engine, "llama_cpp_version", lambda: "9.9.9-test")
+    # the build and fallback paths, as without the prebuilt wheel (tests/test_prebuilt.py
+    # covers what auto does with it)
+    monkeypatch.setattr(server_module, "prebuilt_available", lambda: False)
+    monkeypatch.setattr(registry_module, "prebuilt_available", lambda: False)
     return cache
 
 
@@ -130,6 +134,7 @@ def test_planned_slots_follow_the_engine_that_would_run(
 ) -> None:
     monkeypatch.setenv("ANN_LOCAL_SLOTS", "3")
     monkeypatch.setattr(registry_module, "_SERVERS", {})  # no server of an earlier test counts
+    monkeypatch.setattr(registry_module, "prebuilt_available", lambda: False)
     assert registry_module.planned_slots() == 1  # nothing built yet: the fallback serves one
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
@@ -297,6 +302,7 @@ def _unbuildable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ANN_LLAMA_CPP_SOURCE", str(tmp_path / "no-such-source"))
     monkeypatch.delenv("ANN_LOCAL_ENGINE", raising=False)
     monkeypatch.setattr(launch_module, "_WARNED_FALLBACK", threading.Event())
+    monkeypatch.setattr(server_module, "prebuilt_available", lambda: False)  # nor the wheel
 
 
 @needs_fallback

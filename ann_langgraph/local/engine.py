@@ -3,19 +3,21 @@
 Why llama.cpp's server and not llama-cpp-python's: it serves several requests at once (parallel
 slots with continuous batching), reuses a shared prompt prefix from its KV cache and from a
 host-memory prompt cache, constrains output to a JSON schema, and parses tool calls with the
-model's own chat template (``--jinja``). No maintained prebuilt Linux wheel carries it, so it is
-compiled once from the llama.cpp sources that ship inside the llama-cpp-python sdist (the
-installed version's when the fallback runtime is installed, so both serve the same llama.cpp;
-else ``ENGINE_SOURCE_VERSION``: the sdist is only downloaded, never built as a wheel, so
-llama.cpp compiles once per machine) and kept under the user's cache directory, keyed by that
-version and this CPU (the build is ``-march=native``). ``pip``'s wheel cache does
-not cover a cmake build; this cache does, so a machine pays for the build once (about 6 minutes
-on 2 cores).
+model's own chat template (``--jinja``). The ``xllamacpp`` wheel carries it prebuilt for AVX2
+(``prebuilt``: what ``auto`` runs before a build). For this CPU's whole ISA it is compiled once
+from the llama.cpp sources that ship inside the llama-cpp-python sdist (the installed version's
+when the fallback runtime is installed, so both serve the same llama.cpp; else
+``ENGINE_SOURCE_VERSION``: the sdist is only downloaded, never built as a wheel) and kept under
+the user's cache directory, keyed by that version and this CPU (the build is
+``-march=native``). ``pip``'s wheel cache does not cover a cmake build; this cache does, so a
+machine pays for the build once (about 6 minutes on 2 cores).
 
-Engine choice, ``ANN_LOCAL_ENGINE``: ``auto`` (default: llama-server, built on first use; if it
-cannot be built or started, llama-cpp-python's server with one warning naming what is lost),
-``llama-server`` (no fallback: fail loudly), ``python`` (llama-cpp-python's server), or a path
-to a ``llama-server`` binary. A failed build is remembered (its log kept) so later processes
+Engine choice, ``ANN_LOCAL_ENGINE``: ``auto`` (default: llama-server if it is built here, else
+the prebuilt server of the ``xllamacpp`` wheel when installed (``prebuilt``: no compile, AVX2),
+else llama-server built on first use; if none can be built or started, llama-cpp-python's server
+with one warning naming what is lost), ``llama-server`` (no fallback: fail loudly, build if
+need be), ``prebuilt``, ``python`` (llama-cpp-python's server), or a path to a ``llama-server``
+binary. A failed build is remembered (its log kept) so later processes
 fall back at once instead of compiling again; ``ann engine --build`` retries.
 """
 
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from .errors import LocalModelError
+from .prebuilt import PREBUILT_DIST, prebuilt_version
 from .weights import cache_dir, exclusive_lock
 
 __all__ = [
@@ -84,7 +87,7 @@ _CMAKE_FLAGS = (
 # flags win over -march=native in GCC and Clang, so the rest of the CPU's ISA is still used.
 _X86_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
-EngineChoice = Literal["auto", "llama-server", "python"]
+EngineChoice = Literal["auto", "llama-server", "prebuilt", "python"]
 Progress = Callable[[str], None]
 
 
@@ -97,14 +100,14 @@ def engine_choice() -> tuple[EngineChoice, Path | None]:
     raw = os.environ.get(ENV_ENGINE, "").strip()
     if raw in ("", "auto"):
         return "auto", None
-    if raw in ("llama-server", "python"):
+    if raw in ("llama-server", "prebuilt", "python"):
         return raw, None  # type: ignore[return-value]
     path = Path(raw).expanduser()
     if path.is_file() and os.access(path, os.X_OK):
         return "llama-server", path.resolve()
     raise LocalModelError(
-        f"{ENV_ENGINE}={raw!r}: use 'auto', 'llama-server', 'python', or the path of an "
-        "executable llama-server binary"
+        f"{ENV_ENGINE}={raw!r}: use 'auto', 'llama-server', 'prebuilt', 'python', or the path "
+        "of an executable llama-server binary"
     )
 
 
@@ -410,6 +413,15 @@ def engine_status() -> dict[str, object]:
     if choice == "python":
         row["status"] = f"llama-cpp-python's server (one request at a time), set by {ENV_ENGINE}"
         return row
+    prebuilt = prebuilt_version()
+    row["prebuilt"] = f"{PREBUILT_DIST} {prebuilt}" if prebuilt else None
+    if choice == "prebuilt":
+        row["status"] = (
+            f"the prebuilt server ({PREBUILT_DIST} {prebuilt}), set by {ENV_ENGINE}"
+            if prebuilt
+            else f"{ENV_ENGINE}=prebuilt but {PREBUILT_DIST} is not installed"
+        )
+        return row
     if explicit is not None:
         row.update(binary=str(explicit), status="ready (from ANN_LOCAL_ENGINE)")
         return row
@@ -418,6 +430,11 @@ def engine_status() -> dict[str, object]:
         row.update(binary=str(found), status="ready")
     elif (failure := last_failure()) is not None:
         row["status"] = f"build failed: {failure.get('reason')} (log {failure.get('log')})"
+    elif prebuilt:
+        row["status"] = (
+            f"not built: the prebuilt server ({PREBUILT_DIST} {prebuilt}, AVX2, no compile) "
+            "serves until `ann engine --build` compiles one for this CPU"
+        )
     else:
         row["status"] = "not built (built on first use, or now with `ann engine --build`)"
     row["cache"] = str(_engine_dir(version))

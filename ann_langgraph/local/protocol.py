@@ -88,7 +88,7 @@ Mode = Literal["engine", "python"]
 
 def server_mode(server: LocalServer) -> Mode:
     """``engine``: llama-server (JSON-schema grammars); ``python``: the fallback server."""
-    return "engine" if server.engine == "llama-server" else "python"
+    return "python" if server.engine == "python" else "engine"
 
 
 class Plan:

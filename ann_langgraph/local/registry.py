@@ -12,11 +12,18 @@ from typing import Any
 
 from .engine import engine_choice, find_llama_server
 from .errors import LocalModelError
+from .prebuilt import prebuilt_available
 from .server import ALIAS, LIVE_LOCK, LIVE_SERVERS, LocalServer
 from .slots import DEFAULT_N_CTX, default_slots
 from .weights import find_gguf
 
-__all__ = ["client_for", "get_local_server", "planned_slots", "shutdown_local_server"]
+__all__ = [
+    "client_for",
+    "get_local_server",
+    "live_engines",
+    "planned_slots",
+    "shutdown_local_server",
+]
 
 _SERVERS: dict[Path, LocalServer] = {}
 _SERVERS_LOCK = threading.Lock()
@@ -52,6 +59,13 @@ def _n_ctx_for(path: Path) -> int:
     return DEFAULT_N_CTX
 
 
+def live_engines() -> list[str]:
+    """The engines of the servers running now (``llama-server``, ``prebuilt``, ``python``), so a
+    measurement can say which one answered: their kernels differ, and so can their answers."""
+    with LIVE_LOCK:
+        return sorted({s.engine for s in LIVE_SERVERS if s.engine and s.is_running()})
+
+
 def shutdown_local_server() -> None:
     """Stop every server this process started (the singletons and any live ``LocalServer``)."""
     with _SERVERS_LOCK:
@@ -84,8 +98,9 @@ def planned_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
     """The slots a server started now would serve, decided without starting or building it.
 
     A running server answers for itself; otherwise llama-server's slots when its binary is
-    ready (or given), else 1 (the fallback serves one request at a time; a first use that
-    builds the engine starts from 1 and is right from then on).
+    ready (or given) or the prebuilt server is installed, else 1 (the fallback serves one
+    request at a time; a first use that builds the engine starts from 1 and is right from then
+    on).
     """
     with _SERVERS_LOCK:
         running = [s for s in _SERVERS.values() if s.is_running()]
@@ -97,7 +112,9 @@ def planned_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
         return 1
     if choice == "python":
         return 1
-    if explicit is not None or find_llama_server() is not None:
+    if choice == "prebuilt" or explicit is not None or find_llama_server() is not None:
+        return default_slots(n_ctx)
+    if choice == "auto" and prebuilt_available():
         return default_slots(n_ctx)
     return 1
 

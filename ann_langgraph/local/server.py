@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from .engine import EngineUnavailable, engine_choice, resolve_llama_server
+from .engine import EngineChoice, EngineUnavailable, engine_choice, resolve_llama_server
 from .errors import LocalModelError, ModelLoadError
 from .launch import (
     INSTALL_RUNTIME,
@@ -46,12 +46,15 @@ from .launch import (
     probe_models,
     warn_fallback,
 )
+from .prebuilt import PREBUILT_DIST, prebuilt_available, prebuilt_command
 from .slots import DEFAULT_N_CTX, RequestGate, default_slots, engine_slots, env_threads
 from .weights import cache_dir, find_gguf
 
 __all__ = ["ALIAS", "DEFAULT_N_CTX", "EngineFallbackWarning", "LocalServer"]
 
-Engine = Literal["llama-server", "python"]
+Engine = Literal["llama-server", "prebuilt", "python"]
+# the engines that run llama.cpp's own server (slots, JSON schema, the same flags)
+LLAMA_CPP_SERVERS = ("llama-server", "prebuilt")
 
 _log = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ LIVE_LOCK = threading.Lock()
 class LocalServer:
     """The embedded model's server on 127.0.0.1, a child process that cleans up after itself.
 
-    ``engine``: ``"llama-server"`` (llama.cpp's server with ``slots`` parallel slots),
+    ``engine``: ``"llama-server"`` (llama.cpp's server compiled here, with ``slots`` parallel
+    slots), ``"prebuilt"`` (the same server from the ``xllamacpp`` wheel, no compile),
     ``"python"`` (llama-cpp-python's, one request at a time), or None: ``ANN_LOCAL_ENGINE``,
-    whose default ``auto`` tries llama-server (building it once) and falls back with a warning.
+    whose default ``auto`` takes the compiled llama-server if it is built, else the prebuilt one
+    if installed, else builds llama-server once, and falls back with a warning.
 
     The child gets its own process group (a terminal Ctrl-C reaches only the parent, which then
     stops it at exit; ``stop()`` signals the whole group), and a small watchdog in that group
@@ -99,6 +104,7 @@ class LocalServer:
         self.engine: Engine | None = engine  # decided at start() when None
         self.binary: Path | None = None
         self._may_fall_back = False
+        self._chosen = False
         self.slots = 1 if engine == "python" else (slots or default_slots(n_ctx))
         self.gate = RequestGate(self.slots)
         self.engine_slots = engine_slots(self.slots, n_ctx)  # slots llama-server keeps
@@ -176,7 +182,7 @@ class LocalServer:
             model_path = self.model_path
             began = time.monotonic()
             fallback = self._choose_engine()
-            if self.engine == "llama-server" and fallback:
+            if self.engine in LLAMA_CPP_SERVERS and fallback:
                 try:
                     self._start_process(model_path, began)
                 except ModelLoadError:
@@ -200,16 +206,26 @@ class LocalServer:
         """Set ``engine`` (and ``binary``); True when a failing llama-server may fall back."""
         if self.engine == "python":
             return False
-        if self.binary is not None:  # decided at an earlier start
-            return self._may_fall_back
-        if self._requested_engine == "llama-server":
-            choice = "llama-server"
+        if self._chosen:
+            return self._may_fall_back  # decided at an earlier start
+        choice: EngineChoice
+        if self._requested_engine == "llama-server" or self._requested_engine == "prebuilt":
+            choice = self._requested_engine
         else:
             choice, _ = engine_choice()
         self._may_fall_back = choice == "auto"
         if choice == "python":
             self._use_python()
             return False
+        if choice == "prebuilt" or (choice == "auto" and self._prebuilt_first()):
+            if not prebuilt_available():
+                raise LocalModelError(
+                    f"the prebuilt engine needs the {PREBUILT_DIST} wheel (not installed in "
+                    f'{sys.executable}): pip install "ann-langgraph[local]"'
+                )
+            self.engine = "prebuilt"
+            self._chosen = True
+            return self._may_fall_back
         try:
             self.binary = resolve_llama_server(build=True)
         except EngineUnavailable as exc:
@@ -220,7 +236,20 @@ class LocalServer:
             self._use_python()
             return False
         self.engine = "llama-server"
+        self._chosen = True
         return self._may_fall_back
+
+    @staticmethod
+    def _prebuilt_first() -> bool:
+        """``auto``: the prebuilt server when no compiled one is at hand (the compile costs
+        minutes; ``ann engine --build`` makes one, which ``auto`` then prefers)."""
+        if not prebuilt_available():
+            return False
+        try:
+            resolve_llama_server(build=False)
+        except EngineUnavailable:
+            return True
+        return False
 
     def _keep_failed_log(self) -> Path | None:
         """Move the failed engine's log into the cache (the warning cites it) and drop its
@@ -238,6 +267,7 @@ class LocalServer:
         return kept
 
     def _use_python(self) -> None:
+        self._chosen = True
         self.engine = "python"
         self.binary = None
         self.slots = self.engine_slots = 1
@@ -304,7 +334,7 @@ class LocalServer:
         # Idle OpenMP threads sleep instead of spinning: two processes on two cores share them
         # (measured: a second server's request took 40 s instead of 1 s beside a busy one).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        if self.engine == "llama-server":
+        if self.engine in LLAMA_CPP_SERVERS:
             command = self._llama_server_command(model_path)
             env = {k: v for k, v in env.items() if not k.startswith("LLAMA_ARG_")}
         else:
@@ -333,10 +363,15 @@ class LocalServer:
                 self._watchdog = None
 
     def _llama_server_command(self, model_path: Path) -> list[str]:
-        assert self.binary is not None and self._port is not None
+        assert self._port is not None
+        if self.engine == "prebuilt":
+            program = prebuilt_command()
+        else:
+            assert self.binary is not None
+            program = [str(self.binary)]
         threads = str(self.n_threads)
         return [
-            str(self.binary),
+            *program,
             "--model", str(model_path),
             "--host", self.host,
             "--port", str(self._port),
