@@ -195,3 +195,64 @@ def test_training_commits_execute_code_when_running_the_programs_fixes_the_answe
     operator = next(c for c in cands if c["source"] == "operator:execute_code")
     assert operator["accepted"] and operator["val_score"] == 1.0 and operator["before"] == 0.0
     assert result.best_spec.layer("solve").aggregator == "execute_code"
+
+
+def test_the_repairer_is_shown_the_programs_nobody_ran_and_its_execute_code_is_committed(
+    tmp_path,
+):
+    """The textual path alone (no operators, no demos): the repairer sees how many answers hold
+    a program the layer never ran, and the edit it writes from that is what gets committed."""
+
+    def solver(messages: list[Any], **kw: Any) -> Any:
+        i = int(re.search(r"has (\d+) bags", agent_input(messages)).group(1))
+        return f"```python\nprint({i} * 4 + 5)\n```\n```output\n{i * 4}\n```\nAnswer: {i * 4}"
+
+    critic = {"summary": "Wrong sums.", "blame": [{"layer": "solve", "reason": "wrong numbers"}]}
+    run_them = {
+        "rationale": "the programs are right; run them",
+        "ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "execute_code"}],
+    }
+    worse = {
+        "rationale": "worse",
+        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "BAD"}],
+    }
+    optimizer = ScriptedChatModel(
+        rules=[
+            (r"global critic", critic),
+            (r"(?s)repair one layer.*PROGRAM THAT NOBODY RAN.*- solver: 4 of 4", run_them),
+            (r"repair one layer", worse),
+        ],
+        model_name="optimizer",
+    )
+    result = train(
+        _number_spec(),
+        train=_word_problems(4, "t"),
+        val=_word_problems(12, "v"),
+        metric="numeric_match",
+        models=ScriptedChatModel(respond=solver, model_name="solver"),
+        optimizer_model=optimizer,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+        config=ann.OptimizerConfig(bootstrap_demos=False, operators=False, **REPAIRER_PATH),
+    )
+    cands = result.history[0]["candidates"]
+    assert not [c for c in cands if str(c["source"]).startswith("operator")]
+    [kept] = [c for c in cands if c["accepted"]]
+    assert kept["source"] == "repairer" and kept["val_score"] == 1.0
+    assert result.best_spec.layer("solve").aggregator == "execute_code"
+
+
+def test_no_program_evidence_where_the_layer_runs_its_programs_or_the_answer_is_code():
+    from ann_langgraph.optimize.operators import unrun_programs
+
+    records = _records([INVENTED, INVENTED, WORDS, WORDS])
+    assert unrun_programs(_number_spec(), records, "solve") == {"solver": (2, 4)}
+    assert unrun_programs(_number_spec(), _records([INVENTED] + [WORDS] * 4), "solve") == {}
+    assert unrun_programs(_number_spec("code_block"), records, "solve") == {}
+    runs = ann.apply_patch(
+        _number_spec(),
+        {"ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "execute_code"}]},
+    )
+    assert unrun_programs(runs, records, "solve") == {}

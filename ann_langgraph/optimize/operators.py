@@ -28,6 +28,7 @@ __all__ = [
     "OperatorCandidates",
     "agent_calls",
     "cut_off",
+    "unrun_programs",
     "operator_proposals",
 ]
 
@@ -94,13 +95,28 @@ def _execute_code(
     printed (``execute_code``: PAL, Program of Thoughts). Offered where the model already
     writes programs it cannot run, at least ``PROGRAM_SHARE`` of its minibatch answers (a coder
     model then makes up their output), and never where the answer is the code itself."""
-    if spec.answer_format == "code_block" or not _lone_answer_agent(spec, layer):
+    if not _lone_answer_agent(spec, layer):
         return []
-    calls = agent_calls(records, layer.name).get(layer.agents[0].id, [])
-    programs = sum(1 for r in calls if python_program(str(r.get("output") or "")) is not None)
-    if not calls or programs < max(1, PROGRAM_SHARE * len(calls)):
+    if not unrun_programs(spec, records, layer.name).get(layer.agents[0].id):
         return []
     return [{"op": "set_aggregator", "layer": layer.name, "aggregator": "execute_code"}]
+
+
+def unrun_programs(
+    spec: GraphSpec, records: list[dict[str, Any]], layer: str
+) -> dict[str, tuple[int, int]]:
+    """Per agent of ``layer`` whose minibatch answers hold a Python program nobody ran, at least
+    ``PROGRAM_SHARE`` of them: (answers with a program, answers). Empty where the layer runs its
+    programs already (``execute_code``) or the answer is the code itself: the evidence the
+    repairer is shown, and the trigger of the ``execute_code`` operator."""
+    if spec.answer_format == "code_block" or spec.layer(layer).aggregator == "execute_code":
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for agent_id, calls in agent_calls(records, layer).items():
+        n = sum(1 for r in calls if python_program(str(r.get("output") or "")) is not None)
+        if calls and n >= max(1, PROGRAM_SHARE * len(calls)):
+            out[agent_id] = (n, len(calls))
+    return out
 
 
 # Where at least this share of an agent's minibatch answers hit their cap, the cap is raised.

@@ -173,6 +173,7 @@ def repair_prompt(
     *,
     demos_available: dict[str, int] | None = None,
     cut_off: dict[str, tuple[int, int, int]] | None = None,
+    programs: dict[str, tuple[int, int]] | None = None,
 ) -> str:
     descriptions = "\n".join(
         f"- {name}: {desc}" for name, desc in aggregator_descriptions().items() if name != "dynamic"
@@ -192,6 +193,16 @@ def repair_prompt(
             + "\n".join(
                 f"- {agent}: {n} of {total} answers cut off at max_tokens={cap}"
                 for agent, (n, total, cap) in cut.items()
+            )
+        )
+    if programs:
+        parts.append(
+            "ANSWERS WITH A PROGRAM THAT NOBODY RAN (this layer does not run code, so whatever "
+            "an answer says the program printed is made up; set_aggregator execute_code runs "
+            "each program and answers with what it really printed):\n"
+            + "\n".join(
+                f"- {agent}: {n} of {total} answers hold a Python program"
+                for agent, (n, total) in programs.items()
             )
         )
     if momentum:

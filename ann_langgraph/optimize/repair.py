@@ -14,7 +14,7 @@ from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
 from .momentum import momentum_summary, smoothed_layer_gradient, unkept_ops
-from .operators import cut_off
+from .operators import cut_off, unrun_programs
 from .schemas import layer_patch_schema, to_patch
 from .state import add_usage, evidence_records
 from .validate import static_reason
@@ -86,6 +86,7 @@ class LocalRepair:
                         momentum_summary(history, inputs=inputs),
                         demos_available={a: len(pool[f"{layer}/{a}"]) for a in demo_agents},
                         cut_off=cut_off(records, layer),
+                        programs=unrun_programs(spec, records, layer),
                     )
                 ),
             ]
