@@ -28,8 +28,8 @@ __all__ = [
     "OperatorCandidates",
     "agent_calls",
     "cut_off",
-    "unrun_programs",
     "operator_proposals",
+    "unrun_programs",
 ]
 
 
