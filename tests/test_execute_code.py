@@ -165,32 +165,42 @@ def _word_problems(n: int, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_training_commits_execute_code_when_running_the_programs_fixes_the_answers(tmp_path):
-    def solver(messages: list[Any], **kw: Any) -> Any:
-        i = int(re.search(r"has (\d+) bags", agent_input(messages)).group(1))
-        return f"```python\nprint({i} * 4 + 5)\n```\n```output\n{i * 4}\n```\nAnswer: {i * 4}"
+def _solver(messages: list[Any], **kw: Any) -> Any:
+    """The right program, then a made-up output and answer (4i where 4i + 5 is right)."""
+    i = int(re.search(r"has (\d+) bags", agent_input(messages)).group(1))
+    return f"```python\nprint({i} * 4 + 5)\n```\n```output\n{i * 4}\n```\nAnswer: {i * 4}"
 
-    critic = {"summary": "Wrong sums.", "blame": [{"layer": "solve", "reason": "wrong numbers"}]}
-    worse = {
-        "rationale": "worse",
-        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "BAD"}],
-    }
+
+CRITIC = {"summary": "Wrong sums.", "blame": [{"layer": "solve", "reason": "wrong numbers"}]}
+WORSE = {
+    "rationale": "worse",
+    "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "BAD"}],
+}
+
+
+def _train(tmp_path: Any, repairer: list[tuple[str, Any]], **config: Any) -> Any:
+    """One step on four word problems, twelve to validate, the optimizer scripted."""
     optimizer = ScriptedChatModel(
-        rules=[(r"global critic", critic), (r"repair one layer", worse)], model_name="optimizer"
+        rules=[(r"global critic", CRITIC), *repairer, (r"repair one layer", WORSE)],
+        model_name="optimizer",
     )
-    result = train(
+    return train(
         _number_spec(),
         train=_word_problems(4, "t"),
         val=_word_problems(12, "v"),
         metric="numeric_match",
-        models=ScriptedChatModel(respond=solver, model_name="solver"),
+        models=ScriptedChatModel(respond=_solver, model_name="solver"),
         optimizer_model=optimizer,
         epochs=1,
         batch_size=4,
         run_dir=tmp_path / "run",
         progress=False,
-        config=ann.OptimizerConfig(bootstrap_demos=False, **REPAIRER_PATH),
+        config=ann.OptimizerConfig(bootstrap_demos=False, **REPAIRER_PATH, **config),
     )
+
+
+def test_training_commits_execute_code_when_running_the_programs_fixes_the_answers(tmp_path):
+    result = _train(tmp_path, [])
     cands = result.history[0]["candidates"]
     operator = next(c for c in cands if c["source"] == "operator:execute_code")
     assert operator["accepted"] and operator["val_score"] == 1.0 and operator["before"] == 0.0
@@ -202,41 +212,12 @@ def test_the_repairer_is_shown_the_programs_nobody_ran_and_its_execute_code_is_c
 ):
     """The textual path alone (no operators, no demos): the repairer sees how many answers hold
     a program the layer never ran, and the edit it writes from that is what gets committed."""
-
-    def solver(messages: list[Any], **kw: Any) -> Any:
-        i = int(re.search(r"has (\d+) bags", agent_input(messages)).group(1))
-        return f"```python\nprint({i} * 4 + 5)\n```\n```output\n{i * 4}\n```\nAnswer: {i * 4}"
-
-    critic = {"summary": "Wrong sums.", "blame": [{"layer": "solve", "reason": "wrong numbers"}]}
     run_them = {
         "rationale": "the programs are right; run them",
         "ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "execute_code"}],
     }
-    worse = {
-        "rationale": "worse",
-        "ops": [{"op": "set_prompt", "layer": "solve", "agent": "solver", "prompt": "BAD"}],
-    }
-    optimizer = ScriptedChatModel(
-        rules=[
-            (r"global critic", critic),
-            (r"(?s)repair one layer.*PROGRAM THAT NOBODY RAN.*- solver: 4 of 4", run_them),
-            (r"repair one layer", worse),
-        ],
-        model_name="optimizer",
-    )
-    result = train(
-        _number_spec(),
-        train=_word_problems(4, "t"),
-        val=_word_problems(12, "v"),
-        metric="numeric_match",
-        models=ScriptedChatModel(respond=solver, model_name="solver"),
-        optimizer_model=optimizer,
-        epochs=1,
-        batch_size=4,
-        run_dir=tmp_path / "run",
-        progress=False,
-        config=ann.OptimizerConfig(bootstrap_demos=False, operators=False, **REPAIRER_PATH),
-    )
+    shown = r"(?s)repair one layer.*PROGRAM THAT NOBODY RAN.*- solver: 4 of 4"
+    result = _train(tmp_path, [(shown, run_them)], operators=False)
     cands = result.history[0]["candidates"]
     assert not [c for c in cands if str(c["source"]).startswith("operator")]
     [kept] = [c for c in cands if c["accepted"]]
