@@ -49,3 +49,27 @@ def test_a_prompt_naming_one_code_tasks_own_function_restates_it():
     assert reason("Solve the problem; write the whole function.") is None  # a word, not a call
     assert reason("First call solve(s) on the docstring's examples.") is not None
     assert reason("Write the function; test it on its docstring's examples.") is None
+
+
+def test_a_prompt_naming_one_inputs_person_and_its_situation_retells_it():
+    """Seen on the 1.5B repairer (GSM8K, 2026-12-08): one name and four of the problem's own
+    words, under both the details and the topic thresholds."""
+    rows = [
+        {
+            "id": "gsm8k-train-1",
+            "input": "James writes a 3-page letter to 2 different friends twice a week. "
+            "How many pages does he write a year?",
+        },
+        {"id": "gsm8k-train-2", "input": "Mia buys 4 boxes of 12 eggs. How many eggs?"},
+        {"id": "gsm8k-train-3", "input": "A train travels 60 miles an hour for 3 hours."},
+    ]
+    inputs = TrainingInputs(rows)
+    copy = (
+        "Solve the following math word problem: 'To determine how many pages James writes in "
+        "a year, we need to break down the problem step by step.'"
+    )
+    reason = inputs.copied_reason(_prompt(copy))
+    assert reason and "retells training example 'gsm8k-train-1'" in reason and "'James'" in reason
+    # the same situation without the name, or the name alone, is not this sign
+    assert not inputs.retells("Work out how many pages are written in a year, step by step.")
+    assert not inputs.retells("Solve it step by step, as James would, and check the result.")

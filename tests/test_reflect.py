@@ -13,6 +13,7 @@ from ann_langgraph.optimize.reflect import (
     instruction_from_reply,
     reflection_dataset,
     reflection_prompt,
+    restates_reflection_prompt,
     sampler,
 )
 from ann_langgraph.optimize.screen import screen_verdict
@@ -249,6 +250,21 @@ def test_a_repeated_instruction_is_drawn_again_and_never_validated(tmp_path):
     assert second["attempts"] == 3 and len(second["resampled"]) == 3
     assert all("sibling" in why for why in second["resampled"])
     assert "val_score" not in second  # no validation run was spent on it
+
+
+def test_a_sample_that_restates_the_reflection_request_is_drawn_again(tmp_path):
+    """Seen on the 1.5B model: GEPA's own words to the proposer came back as the new prompt."""
+    meta = (
+        "Read the input carefully and identify the input format and infer detailed task "
+        "description about the task you wish to solve with the assistant."
+    )
+    opt = optimizer("BAD.", [meta, "Add one. MAGIC"])
+    result = run(tmp_path, opt, reflection_samples=1, reflection_retries=2, screening=False)
+    [proposal] = [c for c in _candidates(result) if c["source"] == "reflection"]
+    assert proposal["attempts"] == 2 and proposal["patch"]["ops"][0]["prompt"] == "Add one. MAGIC"
+    assert "restated the request for an instruction" in proposal["resampled"][0]
+    assert restates_reflection_prompt(meta)
+    assert not restates_reflection_prompt("Add one to the number and give the sum.")
 
 
 def test_a_prompt_rejected_earlier_is_not_proposed_again(tmp_path):

@@ -14,6 +14,7 @@ __all__ = [
     "COPIED_DETAILS",
     "COPIED_TOPIC",
     "COPIED_WORDS",
+    "NAMED_TOPIC",
     "TrainingInputs",
     "copied_example_reason",
     "patch_texts",
@@ -62,6 +63,10 @@ COPIED_DETAILS = 3
 # ... and one sharing this many words with one input that few other inputs use ("pink", "hats",
 # "truck") retells its situation.
 COPIED_TOPIC = 5
+# ... or one naming the person of one input and this many of that input's own words: the 1.5B
+# repairer wrote "Solve the following math word problem: 'To determine how many pages James
+# writes in a year, ...'" (one name, four own words: neither sign above).
+NAMED_TOPIC = 3
 _CONTENT = re.compile(r"[a-z]{4,}")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 _NAME = re.compile(r"\b[A-Z][a-z]{2,}\b")
@@ -222,6 +227,15 @@ class TrainingInputs:
                 f"{', '.join(repr(d) for d in named)})",
                 "the ones shown",
             )
+        for name in sorted(d for d in named if _NAME.fullmatch(d)):
+            owner = self.owners[name][0]
+            own = sorted(_content(text) & dict(self.topics).get(owner, set()))
+            if len(self.owners[name]) == 1 and len(own) >= NAMED_TOPIC:
+                return (
+                    f"retells training example {owner!r} (it names {name!r} and uses its own "
+                    f"words {', '.join(repr(w) for w in own)})",
+                    "one",
+                )
         topic = self._topic(text, self.topic_words)
         if topic is not None:
             owner, own_words = topic

@@ -38,6 +38,7 @@ __all__ = [
     "instruction_from_reply",
     "reflection_dataset",
     "reflection_prompt",
+    "restates_reflection_prompt",
     "sampler",
 ]
 
@@ -155,6 +156,29 @@ def reflection_prompt(
     if not found:  # another gepa version's wording: add ours at the end
         return f"{text}\n\n{extra}"
     return f"{head}{extra}\n\n{found}{tail}"
+
+
+# A proposal sharing a run of this many words with the reflection prompt's own text restates it.
+META_WORDS = 8
+_META_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _runs(text: str, n: int = META_WORDS) -> set[tuple[str, ...]]:
+    words = _META_WORD.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+_META_RUNS: list[set[tuple[str, ...]]] = []
+
+
+def restates_reflection_prompt(instruction: str) -> bool:
+    """Whether a proposal copies the reflection prompt's own wording (GEPA's request, our note)
+    instead of instructing the task. Seen on the 1.5B model (GSM8K, 2026-12-08): both samples
+    of a step began "Read the input carefully and identify the input format and infer detailed
+    task description about the task ...", GEPA's words to the proposer, as the new prompt."""
+    if not _META_RUNS:
+        _META_RUNS.append(_runs(reflection_prompt("", [], critique="")))
+    return bool(_runs(instruction) & _META_RUNS[0])
 
 
 # A heading line ("### New Instruction", "**Revised instruction:**", "New instructions:") and
@@ -351,6 +375,11 @@ class ReflectiveRepair:
             return "the answer held no instruction"
         if prompts.normalized(instruction) in seen:
             return "the same instruction as the current one or a sibling sample"
+        if restates_reflection_prompt(instruction):
+            return (
+                "it restated the request for an instruction (how to read the examples and "
+                "their feedback), not how to do the task"
+            )
         reason, _spec, check = static_reason(spec, patch, inputs, records, history=history)
         if check == "copied":  # never quote the problem back: it would be copied again
             return "it restated a training problem (its wording, names or numbers)"
