@@ -237,3 +237,23 @@ def test_no_program_evidence_where_the_layer_runs_its_programs_or_the_answer_is_
         {"ops": [{"op": "set_aggregator", "layer": "solve", "aggregator": "execute_code"}]},
     )
     assert unrun_programs(runs, records, "solve") == {}
+
+
+def test_the_critic_is_told_what_the_whole_batch_shows():
+    from ann_langgraph.optimize import prompts
+    from ann_langgraph.optimize.critic import batch_signals
+
+    records = _records([INVENTED, INVENTED, WORDS, WORDS])
+    records[2] |= {"truncated": "finish_reason=length", "max_tokens": 256}
+    signals = batch_signals(_number_spec(), records)
+    assert signals == [
+        "layer solve, agent solver: 1 of 4 answers cut off at max_tokens=256",
+        "layer solve, agent solver: 2 of 4 answers hold a Python program that this layer "
+        "never runs (any output they state is the model's guess)",
+    ]
+    text = prompts.critic_prompt(_number_spec(), ["fail"], [], "", mean=0.5, signals=signals)
+    assert text.index("ACROSS THE WHOLE BATCH") < text.index("FAILING EXAMPLES")
+    assert batch_signals(_number_spec(), _records([WORDS] * 4)) == []
+    assert "ACROSS THE WHOLE BATCH" not in prompts.critic_prompt(
+        _number_spec(), ["fail"], [], "", mean=0.5, signals=[]
+    )

@@ -14,14 +14,14 @@ from . import prompts
 from .context import OptimizerContext
 from .copies import training_inputs
 from .momentum import momentum_summary
-from .operators import operator_proposals
+from .operators import cut_off, operator_proposals, unrun_programs
 from .pool import merge_proposals, step_spec
 from .repair import BootstrapDemos
 from .schemas import critic_schema
 from .shrink import shrink_proposals
 from .state import OptimizerState, evidence_records
 
-__all__ = ["GlobalCritic", "without_repeats"]
+__all__ = ["GlobalCritic", "batch_signals", "without_repeats"]
 
 
 def without_repeats(text: str) -> str:
@@ -36,6 +36,27 @@ def without_repeats(text: str) -> str:
             seen.add(key)
             kept.append(sentence.strip())
     return " ".join(kept)
+
+
+def batch_signals(spec: GraphSpec, records: list[dict[str, Any]]) -> list[str]:
+    """What the whole minibatch shows per agent that no single example does: answers cut off
+    at their cap, and programs written in a layer that never runs them. The critic is told
+    so it can blame the cause, not re-solve one problem (the 1.5B critic blamed "the total
+    number of pages James writes" while a quarter of the answers held unrun programs)."""
+    lines = []
+    for layer in spec.layers:
+        for agent, (n, total, cap) in cut_off(records, layer.name).items():
+            if n:
+                lines.append(
+                    f"layer {layer.name}, agent {agent}: {n} of {total} answers cut off at "
+                    f"max_tokens={cap}"
+                )
+        for agent, (n, total) in unrun_programs(spec, records, layer.name).items():
+            lines.append(
+                f"layer {layer.name}, agent {agent}: {n} of {total} answers hold a Python "
+                "program that this layer never runs (any output they state is the model's guess)"
+            )
+    return lines
 
 
 class GlobalCritic:
@@ -76,6 +97,7 @@ class GlobalCritic:
                         state.get("history") or [], inputs=training_inputs(state["train"])
                     ),
                     mean=state["batch"]["mean"],
+                    signals=batch_signals(spec, records),
                 )
             ),
         ]

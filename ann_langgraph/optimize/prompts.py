@@ -149,13 +149,16 @@ def critic_prompt(
     momentum: str,
     *,
     mean: float,
+    signals: list[str] | None = None,
 ) -> str:
     parts = [
         "SYSTEM:\n" + spec_outline(spec),
         f"BATCH: mean score {mean:.2f}; {len(failing)} failing examples shown, "
         f"{len(passing)} passing.",
-        "FAILING EXAMPLES:\n" + ("\n\n".join(failing) or "(none)"),
     ]
+    if signals:
+        parts.append("ACROSS THE WHOLE BATCH:\n" + "\n".join(f"- {s}" for s in signals))
+    parts.append("FAILING EXAMPLES:\n" + ("\n\n".join(failing) or "(none)"))
     if passing:
         parts.append("PASSING EXAMPLES (keep what makes these work):\n" + "\n\n".join(passing))
     if momentum:
