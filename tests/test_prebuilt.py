@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ann_langgraph.local import LocalModelError, LocalServer, engine, find_gguf
+from ann_langgraph.local import (
+    LocalModelError,
+    LocalServer,
+    ModelLoadError,
+    engine,
+    find_gguf,
+    prebuilt_server,
+)
+from ann_langgraph.local import launch as launch_module
 from ann_langgraph.local import prebuilt as prebuilt_module
 from ann_langgraph.local import registry as registry_module
 from ann_langgraph.local import server as server_module
@@ -51,7 +60,7 @@ def test_the_prebuilt_command_is_the_compiled_servers_with_another_program(
     assert prebuilt[: len(head)] == head and compiled[0] == str(native.binary)
     assert prebuilt[len(head) :] == compiled[1:]  # every flag the engine gets, unchanged
     # ... and the launcher understands every one of them (an unknown flag is an error)
-    args = prebuilt_module.parse_server_args(prebuilt[len(head) :])
+    args = prebuilt_server.parse_server_args(prebuilt[len(head) :])
     assert (args.model, args.port, args.alias) == (str(model), 4321, server_module.ALIAS)
     assert args.ctx_size == 1024 * pre.engine_slots and args.parallel == pre.engine_slots
     assert args.no_kv_unified and args.jinja and args.metrics and args.no_webui
@@ -60,7 +69,7 @@ def test_the_prebuilt_command_is_the_compiled_servers_with_another_program(
 
 def test_the_launcher_refuses_a_flag_it_would_drop() -> None:
     with pytest.raises(SystemExit):
-        prebuilt_module.parse_server_args(["--model", "m", "--port", "1", "--flash-attn", "on"])
+        prebuilt_server.parse_server_args(["--model", "m", "--port", "1", "--flash-attn", "on"])
 
 
 @needs_prebuilt
@@ -70,8 +79,8 @@ def test_the_launcher_sets_the_servers_parameters() -> None:
         "--parallel 4 --no-kv-unified --threads 2 --threads-batch 2 --poll 0 --jinja "
         "--no-webui --metrics --cache-ram 2048"
     )
-    args = prebuilt_module.parse_server_args(flags.split(" "))
-    params = prebuilt_module._params(args)
+    args = prebuilt_server.parse_server_args(flags.split(" "))
+    params = prebuilt_server.server_params(args)
     assert params.model.path == "m.gguf" and params.port == 4321
     assert params.hostnames == ["127.0.0.1"] and params.model_alias == {"local"}
     assert (params.n_ctx, params.n_parallel, params.kv_unified) == (8192, 4, False)
@@ -119,6 +128,39 @@ def test_asking_for_the_prebuilt_server_without_its_wheel_says_how_to_install_it
     with pytest.raises(LocalModelError, match=r"xllamacpp.*ann-langgraph\[local\]"):
         LocalServer(no_engine / "m.gguf").start()
     assert "not installed" in str(engine.engine_status()["status"])
+
+
+def test_the_launcher_runs_by_path_without_importing_the_package() -> None:
+    head = prebuilt_module.prebuilt_command()
+    assert head[0] == sys.executable and Path(head[1]).is_file()
+    assert Path(head[1]) == Path(prebuilt_server.__file__)
+    text = Path(head[1]).read_text()
+    assert "ann_langgraph" not in text.split('"""', 2)[2]  # no import of the package
+
+
+_PREBUILT_LOAD_LOG = """\
+0.00.006.999 I srv          init: build_info: b0-unknown
+0.00.013.597 I srv    load_model: loading model '/tmp/broken.gguf'
+0.00.013.715 E gguf_init_from_reader: bad GGUF version: 0
+0.00.013.931 E llama_model_load: error loading model: llama_model_loader: failed to load model
+0.00.016.246 E srv          init: exiting due to model loading error
+RuntimeError: Failed to init server, please check the input params."""
+
+
+def test_a_broken_model_on_the_prebuilt_server_names_the_files_fault() -> None:
+    # its first lines say "unknown" at level I: only error lines may name the cause
+    assert launch_module.model_load_error(_PREBUILT_LOAD_LOG) == (
+        "gguf_init_from_reader: bad GGUF version: 0"
+    )
+
+
+@pytest.mark.local_model
+@needs_prebuilt
+def test_the_prebuilt_server_refuses_a_broken_model_as_a_model_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(200))
+    with pytest.raises(ModelLoadError, match=r"broken.gguf could not be loaded.*bad GGUF"):
+        LocalServer(bad, n_ctx=512, engine="prebuilt", slots=1).start()
 
 
 # --------------------------------------------------------------------------- the real server

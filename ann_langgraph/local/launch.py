@@ -107,17 +107,25 @@ def warn_fallback(reason: str) -> None:
 
 
 _LOAD_FAILED = ("exiting due to model loading error", "error loading model", "failed to load model")
-_LOAD_CAUSES = ("invalid", "unknown", "unsupported", "not a gguf", "truncated", "corrupt")
+_LOAD_CAUSES = ("invalid", "unknown", "unsupported", "not a gguf", "truncated", "corrupt", "bad ")
+_LEVEL = re.compile(r"^[\d.]+ ([A-Z]) ")  # llama.cpp's "0.00.004.972 E " prefix
 
 
 def model_load_error(log_tail: str) -> str | None:
-    """The most telling line of a model-load failure in a server's log, else ``None``."""
+    """The most telling line of a model-load failure in a server's log, else ``None``. Where
+    lines carry llama.cpp's level, only error lines can name the cause (the prebuilt server
+    logs "build_info: b0-unknown" at level I first)."""
     lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
     failed = [line for line in lines if any(m in line.lower() for m in _LOAD_FAILED)]
     if not failed:
         return None
-    cause = next((ln for ln in lines if any(c in ln.lower() for c in _LOAD_CAUSES)), failed[0])
-    return re.sub(r"^[\d.]+ [A-Z] ", "", cause)  # llama.cpp's "0.00.004.972 E " prefix
+    levels = [m.group(1) if (m := _LEVEL.match(ln)) else None for ln in lines]
+    if any(levels):
+        candidates = [ln for ln, level in zip(lines, levels, strict=True) if level == "E"]
+    else:
+        candidates = lines
+    cause = next((ln for ln in candidates if any(c in ln.lower() for c in _LOAD_CAUSES)), failed[0])
+    return _LEVEL.sub("", cause)
 
 
 # llama-cpp-python's server crashed (SIGSEGV in ggml's AMX matmul, llama-cpp-python 0.3.36) at
