@@ -132,9 +132,9 @@ def test_asking_for_the_prebuilt_server_without_its_wheel_says_how_to_install_it
 
 def test_the_launcher_runs_by_path_without_importing_the_package() -> None:
     head = prebuilt_module.prebuilt_command()
-    assert head[0] == sys.executable and Path(head[1]).is_file()
-    assert Path(head[1]) == Path(prebuilt_server.__file__)
-    text = Path(head[1]).read_text()
+    assert head[:2] == [sys.executable, "-P"] and Path(head[2]).is_file()
+    assert Path(head[2]) == Path(prebuilt_server.__file__)
+    text = Path(head[2]).read_text()
     assert "ann_langgraph" not in text.split('"""', 2)[2]  # no import of the package
 
 

@@ -45,5 +45,7 @@ def prebuilt_version() -> str | None:
 
 
 def prebuilt_command() -> list[str]:
-    """The command prefix that stands where the ``llama-server`` binary's path would."""
-    return [sys.executable, str(LAUNCHER)]
+    """The command prefix that stands where the ``llama-server`` binary's path would (``-P``:
+    the launcher's folder, this package's, is not put on ``sys.path``, so none of its modules
+    can shadow one the server imports)."""
+    return [sys.executable, "-P", str(LAUNCHER)]
