@@ -112,9 +112,8 @@ def planned_slots(n_ctx: int = DEFAULT_N_CTX) -> int:
         return 1
     if choice == "python":
         return 1
-    if choice == "prebuilt" or explicit is not None or find_llama_server() is not None:
-        return default_slots(n_ctx)
-    if choice == "auto" and prebuilt_available():
+    ready = explicit is not None or find_llama_server() is not None
+    if ready or choice == "prebuilt" or (choice == "auto" and prebuilt_available()):
         return default_slots(n_ctx)
     return 1
 

@@ -19,6 +19,7 @@ __all__ = [
     "copied_example_reason",
     "patch_texts",
     "training_inputs",
+    "word_runs",
 ]
 
 
@@ -53,7 +54,8 @@ COPIED_WORDS = 8
 _WORD = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*")
 
 
-def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
+def word_runs(text: str, n: int) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words of ``text`` (lower case): how a copy is seen."""
     words = _WORD.findall(text.lower())
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
@@ -123,7 +125,7 @@ class TrainingInputs:
         self.details = details
         self.topic_words = topic_words
         texts = [(str(ex.get("id")), str(ex.get("input", ""))) for ex in examples]
-        self.runs = [(example_id, _shingles(text, words)) for example_id, text in texts]
+        self.runs = [(example_id, word_runs(text, words)) for example_id, text in texts]
         # a capitalised word the inputs also write in lower case ("Given", "given") is a word,
         # not a name ("Tobias", "Samantha" never are)
         lower = {w for _, text in texts for w in re.findall(r"\b[a-z]{3,}\b", text)}
@@ -147,12 +149,12 @@ class TrainingInputs:
         }
         words_of = [(example_id, _content(text)) for example_id, text in texts]
         common_words = _common([found for _, found in words_of])
-        self.topics = [(example_id, found - common_words) for example_id, found in words_of]
+        self.topics = {example_id: found - common_words for example_id, found in words_of}
 
     def _topic(self, text: str, at_least: int) -> tuple[str, list[str]] | None:
         """The input whose own words ``text`` shares ``at_least`` of, and those words."""
         mine = _content(text)
-        for example_id, theirs in self.topics:
+        for example_id, theirs in self.topics.items():
             shared = sorted(mine & theirs)
             if len(shared) >= at_least:
                 return example_id, shared
@@ -163,7 +165,7 @@ class TrainingInputs:
         its wording: a critique the repairer can be shown without the problems it retells."""
         kept = []
         for sentence in sentences(text):
-            copies = any(_shingles(sentence, self.words) & theirs for _, theirs in self.runs)
+            copies = any(word_runs(sentence, self.words) & theirs for _, theirs in self.runs)
             names = any(d in self.owners for d in _details(sentence))
             topic = self._topic(sentence, 2) is not None
             if sentence.strip() and not copies and not names and not topic:
@@ -198,7 +200,7 @@ class TrainingInputs:
 
     def _retelling(self, text: str) -> tuple[str, str] | None:
         """How ``text`` restates training inputs, and what it should not restate."""
-        mine = _shingles(text, self.words)
+        mine = word_runs(text, self.words)
         for example_id, theirs in self.runs:
             shared = mine & theirs
             if shared:
@@ -229,7 +231,7 @@ class TrainingInputs:
             )
         for name in sorted(d for d in named if _NAME.fullmatch(d)):
             owner = self.owners[name][0]
-            own = sorted(_content(text) & dict(self.topics).get(owner, set()))
+            own = sorted(_content(text) & self.topics.get(owner, set()))
             if len(self.owners[name]) == 1 and len(own) >= NAMED_TOPIC:
                 return (
                     f"retells training example {owner!r} (it names {name!r} and uses its own "

@@ -13,6 +13,7 @@ example is sampled again (at most ``reflection_retries`` times) instead of being
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..spec import GraphSpec
 from ..structured import call_usage
 from . import prompts
 from .context import OptimizerContext
-from .copies import training_inputs
+from .copies import training_inputs, word_runs
 from .state import add_usage, evidence_records
 from .validate import static_reason
 
@@ -160,15 +161,11 @@ def reflection_prompt(
 
 # A proposal sharing a run of this many words with the reflection prompt's own text restates it.
 META_WORDS = 8
-_META_WORD = re.compile(r"[a-z0-9]+")
 
 
-def _runs(text: str, n: int = META_WORDS) -> set[tuple[str, ...]]:
-    words = _META_WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-_META_RUNS: list[set[tuple[str, ...]]] = []
+@functools.cache
+def _meta_runs() -> frozenset[tuple[str, ...]]:
+    return frozenset(word_runs(reflection_prompt("", [], critique=""), META_WORDS))
 
 
 def restates_reflection_prompt(instruction: str) -> bool:
@@ -176,9 +173,7 @@ def restates_reflection_prompt(instruction: str) -> bool:
     instead of instructing the task. Seen on the 1.5B model (GSM8K, 2026-12-08): both samples
     of a step began "Read the input carefully and identify the input format and infer detailed
     task description about the task ...", GEPA's words to the proposer, as the new prompt."""
-    if not _META_RUNS:
-        _META_RUNS.append(_runs(reflection_prompt("", [], critique="")))
-    return bool(_runs(instruction) & _META_RUNS[0])
+    return bool(word_runs(instruction, META_WORDS) & _meta_runs())
 
 
 # A heading line ("### New Instruction", "**Revised instruction:**", "New instructions:") and
